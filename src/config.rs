@@ -1,0 +1,567 @@
+//! The config file: TOML on disk → a validated, typed [`Config`].
+//!
+//! Two layers: `Raw*` structs mirror the file (serde, unknown keys rejected) and
+//! [`Config`] holds checked values (durations, byte counts, URLs). Every error
+//! names the key it is about. Nothing here starts a stage; it only checks that
+//! each stage *can* start (for example that the spool directory can be created).
+//!
+//! Units: durations and sizes are always strings with a unit (`"60s"`, `"512MiB"`),
+//! never bare numbers, so a file read over a bad link is never ambiguous.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Everything the gateway needs, validated. Each stage gets only its own section.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Names this gateway in client ids and status rows; defaults to the host name.
+    pub gateway_id: String,
+    pub spool: SpoolConfig,
+    pub kinesis: KinesisConfig,
+    pub catalog: CatalogConfig,
+    pub mqtt: MqttConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// The SQLite spool file.
+    pub path: PathBuf,
+    /// Upper bound of the bytes held by records in the spool.
+    pub max_bytes: u64,
+    /// What happens when `max_bytes` is reached.
+    pub overflow: OverflowPolicy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// Delete the oldest records to make room; each one is counted as dropped.
+    DropOldest,
+    /// Stop taking new records until the drain frees room; brokers keep the rest.
+    Backpressure,
+}
+
+#[derive(Debug, Clone)]
+pub struct KinesisConfig {
+    pub stream: String,
+    pub region: String,
+    /// Base URL of the Kinesis API; `https://kinesis.{region}.amazonaws.com` by default.
+    pub endpoint: String,
+    pub record_format: RecordFormat,
+    /// Per-request timeout for PutRecords.
+    pub request_timeout: Duration,
+    /// Longest pause between retries of a failing request.
+    pub max_backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFormat {
+    /// One JSON envelope per message (broker, topic, time, id, payload).
+    Json,
+    /// The payload bytes unchanged.
+    Raw,
+}
+
+#[derive(Debug, Clone)]
+pub struct CatalogConfig {
+    /// PostgreSQL connection string; may hold a password, hence [`Secret`].
+    pub database_url: Secret,
+    /// Local SQLite copy of the last good read.
+    pub snapshot_path: PathBuf,
+    /// How often the database is polled even when no NOTIFY arrives.
+    pub refresh_interval: Duration,
+    /// PostgreSQL channel to LISTEN on; `None` turns NOTIFY off (poll only).
+    pub notify_channel: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// How the Kinesis partition key is made from a message.
+    pub partition_key: PartitionKeyScheme,
+    /// First pause after a failed connection; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+    pub keep_alive: Duration,
+    /// Messages waiting between the sessions and the spool writer.
+    pub channel_capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKeyScheme {
+    /// The MQTT topic (the default: keeps each topic's order within a shard).
+    Topic,
+    /// The broker id.
+    Broker,
+    /// `{broker id}/{topic}`.
+    BrokerTopic,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: log::LevelFilter,
+}
+
+/// A config file that cannot be used, naming the key and what is wrong.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { path: PathBuf, error: std::io::Error },
+    /// TOML syntax, an unknown key, a wrong type, a missing key.
+    Parse { path: PathBuf, message: String },
+    Invalid { key: &'static str, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, error } => {
+                write!(f, "cannot read config file {}: {error}", path.display())
+            }
+            ConfigError::Parse { path, message } => {
+                write!(f, "config file {}: {message}", path.display())
+            }
+            ConfigError::Invalid { key, message } => write!(f, "config key `{key}`: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway_id: Option<String>,
+    spool: RawSpool,
+    kinesis: RawKinesis,
+    database: RawDatabase,
+    #[serde(default)]
+    mqtt: RawMqtt,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    path: PathBuf,
+    max_bytes: String,
+    overflow: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKinesis {
+    stream: String,
+    region: Option<String>,
+    endpoint: Option<String>,
+    record_format: Option<String>,
+    request_timeout: Option<String>,
+    max_backoff: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+    snapshot_path: Option<PathBuf>,
+    refresh_interval: Option<String>,
+    notify_channel: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    partition_key: Option<String>,
+    min_backoff: Option<String>,
+    max_backoff: Option<String>,
+    keep_alive: Option<String>,
+    channel_capacity: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+}
+
+pub const DEFAULT_NOTIFY_CHANNEL: &str = "mqtt_catalog_changed";
+
+impl Config {
+    /// Reads and validates the file at `path`. Creates the spool's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse(&text, path, |name| std::env::var(name).ok())
+    }
+
+    /// Validates `text`; `env` looks up environment variables (`AWS_REGION`).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            // toml's message quotes the offending line; the database URL is the
+            // only secret-bearing value and a syntax error there shows only its line.
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        Config::validate(raw, env)
+    }
+
+    fn validate(
+        raw: RawConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let gateway_id = match raw.gateway_id {
+            Some(id) => id,
+            None => default_gateway_id(),
+        };
+        if gateway_id.is_empty()
+            || !gateway_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "gateway_id",
+                format!("{gateway_id:?} must be non-empty and use only letters, digits, '-', '_' or '.'"),
+            ));
+        }
+
+        let spool = validate_spool(raw.spool)?;
+        let kinesis = validate_kinesis(raw.kinesis, &env)?;
+        let catalog = validate_database(raw.database, &spool.path)?;
+        let mqtt = validate_mqtt(raw.mqtt)?;
+        let level = match raw.log.level {
+            None => log::LevelFilter::Info,
+            Some(text) => text.parse().map_err(|_| {
+                invalid(
+                    "log.level",
+                    format!("{text:?} is not one of off, error, warn, info, debug, trace"),
+                )
+            })?,
+        };
+        Ok(Config {
+            gateway_id,
+            spool,
+            kinesis,
+            catalog,
+            mqtt,
+            log: LogConfig { level },
+        })
+    }
+}
+
+fn validate_spool(raw: RawSpool) -> Result<SpoolConfig, ConfigError> {
+    if raw.path.as_os_str().is_empty() {
+        return Err(invalid("spool.path", "must not be empty"));
+    }
+    let max_bytes = parse_bytes(&raw.max_bytes).map_err(|m| invalid("spool.max_bytes", m))?;
+    if max_bytes < 1024 * 1024 {
+        return Err(invalid(
+            "spool.max_bytes",
+            format!("{:?} is below the minimum of 1MiB", raw.max_bytes),
+        ));
+    }
+    let overflow = match raw.overflow.as_deref() {
+        None | Some("drop_oldest") => OverflowPolicy::DropOldest,
+        Some("backpressure") => OverflowPolicy::Backpressure,
+        Some(other) => {
+            return Err(invalid(
+                "spool.overflow",
+                format!("{other:?} is not one of \"drop_oldest\", \"backpressure\""),
+            ))
+        }
+    };
+    ensure_parent_dir("spool.path", &raw.path)?;
+    Ok(SpoolConfig {
+        path: raw.path,
+        max_bytes,
+        overflow,
+    })
+}
+
+fn validate_kinesis(
+    raw: RawKinesis,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<KinesisConfig, ConfigError> {
+    let stream = raw.stream;
+    // Kinesis: 1..128 characters of [a-zA-Z0-9_.-].
+    if stream.is_empty()
+        || stream.len() > 128
+        || !stream
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(invalid(
+            "kinesis.stream",
+            format!("{stream:?} is not a Kinesis stream name (1-128 of a-z A-Z 0-9 _ . -)"),
+        ));
+    }
+    let region = match raw.region.or_else(|| env("AWS_REGION")) {
+        Some(region) => region,
+        None => {
+            return Err(invalid(
+                "kinesis.region",
+                "missing: set it in the file or in AWS_REGION",
+            ))
+        }
+    };
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(invalid(
+            "kinesis.region",
+            format!("{region:?} is not an AWS region name such as \"eu-west-1\""),
+        ));
+    }
+    let endpoint = match raw.endpoint {
+        None => format!("https://kinesis.{region}.amazonaws.com"),
+        Some(url) => {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains('@') => {
+                    url.trim_end_matches('/').to_owned()
+                }
+                _ => {
+                    return Err(invalid(
+                        "kinesis.endpoint",
+                        format!("{url:?} is not an http:// or https:// URL without user info"),
+                    ))
+                }
+            }
+        }
+    };
+    let record_format = match raw.record_format.as_deref() {
+        None | Some("json") => RecordFormat::Json,
+        Some("raw") => RecordFormat::Raw,
+        Some(other) => {
+            return Err(invalid(
+                "kinesis.record_format",
+                format!("{other:?} is not one of \"json\", \"raw\""),
+            ))
+        }
+    };
+    let request_timeout = optional_duration(
+        "kinesis.request_timeout",
+        raw.request_timeout,
+        Duration::from_secs(30),
+    )?;
+    let max_backoff = optional_duration(
+        "kinesis.max_backoff",
+        raw.max_backoff,
+        Duration::from_secs(30),
+    )?;
+    Ok(KinesisConfig {
+        stream,
+        region,
+        endpoint,
+        record_format,
+        request_timeout,
+        max_backoff,
+    })
+}
+
+fn validate_database(raw: RawDatabase, spool_path: &Path) -> Result<CatalogConfig, ConfigError> {
+    let url = raw.url;
+    if !(url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+        || url.contains("host="))
+    {
+        // The URL may hold a password: never echo it.
+        return Err(invalid(
+            "database.url",
+            "is not a PostgreSQL URL (postgres://user@host/db) or key=value string with host=",
+        ));
+    }
+    let snapshot_path = match raw.snapshot_path {
+        Some(path) => {
+            ensure_parent_dir("database.snapshot_path", &path)?;
+            path
+        }
+        None => spool_path.with_file_name("catalog-snapshot.db"),
+    };
+    let refresh_interval = optional_duration(
+        "database.refresh_interval",
+        raw.refresh_interval,
+        Duration::from_secs(60),
+    )?;
+    if refresh_interval < Duration::from_secs(1) {
+        return Err(invalid("database.refresh_interval", "must be at least 1s"));
+    }
+    let notify_channel = match raw.notify_channel {
+        None => Some(DEFAULT_NOTIFY_CHANNEL.to_owned()),
+        Some(name) if name.is_empty() => None,
+        Some(name) => {
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || name.len() > 63
+            {
+                return Err(invalid(
+                    "database.notify_channel",
+                    format!("{name:?} must be 1-63 of a-z A-Z 0-9 _ (or \"\" to turn NOTIFY off)"),
+                ));
+            }
+            Some(name)
+        }
+    };
+    Ok(CatalogConfig {
+        database_url: Secret::new(url),
+        snapshot_path,
+        refresh_interval,
+        notify_channel,
+    })
+}
+
+fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
+    let partition_key = match raw.partition_key.as_deref() {
+        None | Some("topic") => PartitionKeyScheme::Topic,
+        Some("broker") => PartitionKeyScheme::Broker,
+        Some("broker_topic") => PartitionKeyScheme::BrokerTopic,
+        Some(other) => {
+            return Err(invalid(
+                "mqtt.partition_key",
+                format!("{other:?} is not one of \"topic\", \"broker\", \"broker_topic\""),
+            ))
+        }
+    };
+    let min_backoff =
+        optional_duration("mqtt.min_backoff", raw.min_backoff, Duration::from_secs(1))?;
+    let max_backoff =
+        optional_duration("mqtt.max_backoff", raw.max_backoff, Duration::from_secs(60))?;
+    if min_backoff.is_zero() || max_backoff < min_backoff {
+        return Err(invalid(
+            "mqtt.max_backoff",
+            "must be at least mqtt.min_backoff, and mqtt.min_backoff above zero",
+        ));
+    }
+    let keep_alive = optional_duration("mqtt.keep_alive", raw.keep_alive, Duration::from_secs(30))?;
+    if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65535) {
+        return Err(invalid("mqtt.keep_alive", "must be between 1s and 65535s"));
+    }
+    let channel_capacity = raw.channel_capacity.unwrap_or(1024);
+    if channel_capacity == 0 {
+        return Err(invalid("mqtt.channel_capacity", "must be at least 1"));
+    }
+    Ok(MqttConfig {
+        partition_key,
+        min_backoff,
+        max_backoff,
+        keep_alive,
+        channel_capacity,
+    })
+}
+
+fn optional_duration(
+    key: &'static str,
+    text: Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(text) => parse_duration(&text).map_err(|m| invalid(key, m)),
+    }
+}
+
+/// Creates `path`'s directory if missing, so a bad path fails before start-up.
+fn ensure_parent_dir(key: &'static str, path: &Path) -> Result<(), ConfigError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    std::fs::create_dir_all(dir).map_err(|error| {
+        invalid(
+            key,
+            format!("cannot create directory {}: {error}", dir.display()),
+        )
+    })?;
+    if !dir.is_dir() {
+        return Err(invalid(key, format!("{} is not a directory", dir.display())));
+    }
+    Ok(())
+}
+
+/// Parses `"512MiB"`, `"10MB"`, `"4096B"`. Binary (KiB, MiB, GiB) and decimal (kB, MB, GB) units.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let (number, unit) = split_number(text);
+    let multiplier: u64 = match unit {
+        "B" => 1,
+        "kB" | "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if multiplier > 0 => n
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("{text:?} is too large")),
+        _ => Err(format!(
+            "{text:?} is not a size: write a whole number and a unit, such as \"512MiB\" (B, kB, KiB, MB, MiB, GB, GiB)"
+        )),
+    }
+}
+
+/// Parses `"250ms"`, `"60s"`, `"5m"`, `"2h"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = split_number(text);
+    let parsed = number.parse::<u64>().ok();
+    let duration = match (parsed, unit) {
+        (Some(n), "ms") => Some(Duration::from_millis(n)),
+        (Some(n), "s") => Some(Duration::from_secs(n)),
+        (Some(n), "m") => n.checked_mul(60).map(Duration::from_secs),
+        (Some(n), "h") => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    };
+    duration.ok_or_else(|| {
+        format!("{text:?} is not a duration: write a whole number and a unit, such as \"60s\" (ms, s, m, h)")
+    })
+}
+
+fn split_number(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    (&text[..split], text[split..].trim_start())
+}
+
+fn default_gateway_id() -> String {
+    let name = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gateway".to_owned());
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+//! mqtt-kinesis-bridge: MQTT brokers → durable SQLite spool → AWS Kinesis Data Streams.
+//!
+//! Modules in the order data flows through them:
+//! [`catalog`] (which brokers exist) → [`sessions`] (one MQTT session each) →
+//! [`spool`] (the durable queue) → [`drain`] (signed PutRecords calls).
+//! [`run`] is the only place that wires the stages together.
+
+pub mod config;
+pub mod logger;
+pub mod secret;
+pub mod shutdown;
+
+pub mod catalog;
+pub mod sessions;
+pub mod spool;
+pub mod drain;
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use config::Config;
+use shutdown::Shutdown;
+use spool::Spool;
+
+/// Why the gateway could not start or had to stop.
+#[derive(Debug)]
+pub enum RunError {
+    Spool(spool::SpoolError),
+    Drain(drain::DrainError),
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Spool(error) => error.fmt(f),
+            RunError::Drain(error) => error.fmt(f),
+            RunError::Thread(error) => write!(f, "cannot start a thread: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<spool::SpoolError> for RunError {
+    fn from(error: spool::SpoolError) -> Self {
+        RunError::Spool(error)
+    }
+}
+
+impl From<drain::DrainError> for RunError {
+    fn from(error: drain::DrainError) -> Self {
+        RunError::Drain(error)
+    }
+}
+
+/// Runs the gateway until `shutdown` is requested, then stops every stage in
+/// data-flow order so nothing accepted is lost: sessions stop taking messages,
+/// the spool commits what is queued, the drain finishes its request in flight.
+pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
+    let (spool, spool_writer) = Spool::open(&config.spool)?;
+    log::info!(
+        "mqtt-kinesis-bridge {} starting: gateway {}, spool {} ({} records waiting), stream {} in {} via {}",
+        env!("CARGO_PKG_VERSION"),
+        config.gateway_id,
+        config.spool.path.display(),
+        spool.depth().n_records(),
+        config.kinesis.stream,
+        config.kinesis.region,
+        config.kinesis.endpoint,
+    );
+    let drain = drain::start(config.kinesis.clone(), spool.clone(), shutdown.clone())?;
+    let (catalogs, catalog) =
+        catalog::start(config.catalog.clone(), shutdown.clone()).map_err(RunError::Thread)?;
+
+    let executor = Arc::new(smol::Executor::new());
+    let sessions = sessions::run(
+        Arc::clone(&executor),
+        catalogs,
+        spool.appender(),
+        config.mqtt.clone(),
+        config.gateway_id.clone(),
+        shutdown.clone(),
+    );
+    // Sessions are IO-bound and light: one executor thread runs them all.
+    smol::block_on(executor.run(sessions));
+
+    // Sessions have disconnected: commit what they handed over, then let the
+    // drain finish and the writer exit.
+    spool.close();
+    join("catalog", catalog);
+    join("drain", drain);
+    drop(spool);
+    join("spool writer", spool_writer);
+    log::info!("stopped");
+    Ok(())
+}
+
+fn join(name: &str, handle: JoinHandle<()>) {
+    if handle.join().is_err() {
+        log::error!("{name} thread panicked");
+    }
+}

@@ -1,0 +1,45 @@
+//! A tiny stderr logger for the `log` facade: `LEVEL target: message`, one line each.
+//!
+//! No timestamps or colours: journald adds the time, and a log read over a bad
+//! link wants plain text. `RUST_LOG` (a level name) overrides the config's level.
+
+use std::io::Write;
+
+struct StderrLogger {
+    level: log::LevelFilter,
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.level && is_ours_or_warning(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let target = record.target();
+        let short = target.strip_prefix("mqtt_kinesis_bridge::").unwrap_or(target);
+        // One write per line, so lines from threads never interleave.
+        let line = format!("{:<5} {short}: {}\n", record.level(), record.args());
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Dependencies' chatter (rumqttc, rustls, ureq) only at warn and above.
+fn is_ours_or_warning(metadata: &log::Metadata<'_>) -> bool {
+    metadata.target().starts_with("mqtt_kinesis_bridge") || metadata.level() <= log::Level::Warn
+}
+
+/// Installs the logger; `RUST_LOG=debug` (a bare level) wins over `level`.
+pub fn init(level: log::LevelFilter) {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(level);
+    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
+        log::set_max_level(level);
+    }
+}

@@ -1,0 +1,430 @@
+//! The durable queue between the MQTT sessions and the Kinesis drain, and the source of truth.
+//!
+//! One SQLite file in WAL mode. A single writer thread ([`writer`]) owns the
+//! only connection that writes: sessions hand it records through a bounded
+//! channel ([`Appender`]), the drain hands it settlements ([`Spool::settle`]).
+//! It commits them in groups, so one fsync covers many messages. Readers
+//! ([`SpoolReader`]) use their own connections and never block the writer.
+//!
+//! Invariants: only this module opens the spool file; a record leaves
+//! `records` only when the drain settles it as delivered or dead, or when the
+//! `drop_oldest` policy drops it (counted in `broker_counters.dropped`).
+
+pub mod migrate;
+mod writer;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::catalog::BrokerId;
+use crate::config::SpoolConfig;
+
+/// Kinesis allows partition keys of 1 to 256 Unicode characters; we keep 256 bytes of ASCII-safe text.
+pub type PartitionKey = heapless::String<256>;
+
+/// A message on its way into the spool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRecord {
+    pub broker_id: BrokerId,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub partition_key: PartitionKey,
+    pub qos: u8,
+    /// UTC milliseconds since the Unix epoch.
+    pub received_at_ms: i64,
+}
+
+impl NewRecord {
+    /// What the record counts against `spool.max_bytes`: its data plus a fixed
+    /// allowance for the row and index, so a flood of empty messages is bounded too.
+    pub fn spool_bytes(&self) -> u64 {
+        const ROW_OVERHEAD: u64 = 64;
+        (self.payload.len() + self.topic.len() + self.partition_key.len()) as u64 + ROW_OVERHEAD
+    }
+}
+
+/// A record as stored, read back for the drain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Spool row id: increasing, never reused within one spool file.
+    pub id: i64,
+    pub broker_id: BrokerId,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub partition_key: String,
+    pub qos: u8,
+    pub received_at_ms: i64,
+    /// PutRecords attempts so far.
+    pub attempts: u32,
+}
+
+/// What the drain learned about records it sent; applied in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Kinesis holds these: delete them.
+    pub delivered: Vec<i64>,
+    /// Failed this time, will be sent again: count the attempt.
+    pub retry: Vec<i64>,
+    /// Never deliverable: move to dead letters with the reason.
+    pub dead: Vec<(i64, String)>,
+}
+
+impl Settlement {
+    pub fn is_empty(&self) -> bool {
+        self.delivered.is_empty() && self.retry.is_empty() && self.dead.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub enum SpoolError {
+    Sqlite {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
+    /// The file was written by a newer gateway; opening it could damage it.
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The writer has stopped (shutdown, or it failed and logged why).
+    Closed,
+}
+
+impl fmt::Display for SpoolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpoolError::Sqlite { path, error } => write!(f, "spool {}: {error}", path.display()),
+            SpoolError::TooNew {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "spool {} has schema version {found}, this gateway supports up to {supported}: upgrade the gateway or move the file away",
+                path.display()
+            ),
+            SpoolError::Closed => f.write_str("spool writer has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for SpoolError {}
+
+/// Live totals the writer keeps; cheap to read from any thread.
+#[derive(Debug, Default)]
+pub struct Depth {
+    n_records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Depth {
+    pub fn n_records(&self) -> u64 {
+        self.n_records.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// Handed to the sessions: puts records into the spool.
+#[derive(Clone)]
+pub struct Appender {
+    appends: async_channel::Sender<writer::Append>,
+}
+
+/// Resolves when the record it was made for is committed to disk.
+pub struct CommitReceipt {
+    committed: async_channel::Receiver<()>,
+}
+
+impl CommitReceipt {
+    /// Ok once the transaction holding the record has committed.
+    pub async fn committed(self) -> Result<(), SpoolError> {
+        self.committed.recv().await.map_err(|_| SpoolError::Closed)
+    }
+
+    /// Blocking form of [`CommitReceipt::committed`], for threads and tests.
+    pub fn wait(self) -> Result<(), SpoolError> {
+        self.committed.recv_blocking().map_err(|_| SpoolError::Closed)
+    }
+}
+
+impl Appender {
+    /// Queues `record` for the writer; waits while the queue is full (backpressure).
+    /// On a closed spool the record comes back, so nothing is dropped silently.
+    pub async fn append(&self, record: NewRecord) -> Result<CommitReceipt, NewRecord> {
+        let (append, receipt) = writer::Append::new(record);
+        match self.appends.send(append).await {
+            Ok(()) => Ok(receipt),
+            Err(async_channel::SendError(append)) => Err(append.into_record()),
+        }
+    }
+
+    /// Blocking form of [`Appender::append`].
+    pub fn append_blocking(&self, record: NewRecord) -> Result<CommitReceipt, NewRecord> {
+        let (append, receipt) = writer::Append::new(record);
+        match self.appends.send_blocking(append) {
+            Ok(()) => Ok(receipt),
+            Err(async_channel::SendError(append)) => Err(append.into_record()),
+        }
+    }
+}
+
+/// The spool: owns the writer thread. Clone freely; see [`Spool::close`].
+#[derive(Clone)]
+pub struct Spool {
+    path: PathBuf,
+    uid: String,
+    appends: async_channel::Sender<writer::Append>,
+    settlements: async_channel::Sender<writer::Settle>,
+    depth: Arc<Depth>,
+    commits: Arc<CommitSignal>,
+}
+
+/// Bumped after every commit that added records, so the drain can sleep until there is work.
+#[derive(Default)]
+struct CommitSignal {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Spool {
+    /// Opens (creating and migrating as needed) the spool and starts its writer thread.
+    pub fn open(config: &SpoolConfig) -> Result<(Spool, std::thread::JoinHandle<()>), SpoolError> {
+        let mut connection = open_connection(&config.path)?;
+        migrate::apply(&mut connection, &config.path)?;
+        let uid = migrate::spool_uid(&connection, &config.path)?;
+        let depth = Arc::new(Depth::default());
+        let commits = Arc::new(CommitSignal::default());
+        let capacity = 4096;
+        let (appends, append_rx) = async_channel::bounded(capacity);
+        let (settlements, settle_rx) = async_channel::bounded(16);
+        let context = writer::Writer::new(
+            connection,
+            config.clone(),
+            Arc::clone(&depth),
+            Arc::clone(&commits),
+        )?;
+        let handle = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || context.run(append_rx, settle_rx))
+            .map_err(|error| SpoolError::Sqlite {
+                path: config.path.clone(),
+                error: rusqlite::Error::ToSqlConversionFailure(Box::new(error)),
+            })?;
+        Ok((
+            Spool {
+                path: config.path.clone(),
+                uid,
+                appends,
+                settlements,
+                depth,
+                commits,
+            },
+            handle,
+        ))
+    }
+
+    pub fn appender(&self) -> Appender {
+        Appender {
+            appends: self.appends.clone(),
+        }
+    }
+
+    /// A new read-only view, for one thread.
+    pub fn reader(&self) -> Result<SpoolReader, SpoolError> {
+        SpoolReader::open(&self.path)
+    }
+
+    /// Random id of this spool file; with a record id it names a record uniquely.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn depth(&self) -> &Depth {
+        &self.depth
+    }
+
+    /// Applies `settlement` in one transaction; returns once it is committed.
+    pub fn settle(&self, settlement: Settlement) -> Result<(), SpoolError> {
+        if settlement.is_empty() {
+            return Ok(());
+        }
+        let (settle, done) = writer::Settle::new(settlement);
+        self.settlements
+            .send_blocking(settle)
+            .map_err(|_| SpoolError::Closed)?;
+        done.recv_blocking().map_err(|_| SpoolError::Closed)?
+    }
+
+    /// Blocks until records have been committed since `seen`, or `timeout` passes.
+    /// Returns the new generation; start with [`Spool::commit_generation`].
+    pub fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self.commits.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .commits
+            .changed
+            .wait_timeout_while(guard, timeout, |generation| *generation == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
+
+    pub fn commit_generation(&self) -> u64 {
+        *self.commits.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops taking new records. What is queued is still committed, and the
+    /// writer exits once every [`Spool`] clone is dropped.
+    pub fn close(&self) {
+        self.appends.close();
+    }
+}
+
+/// A read connection: the drain's view of the queue, and the status command's.
+pub struct SpoolReader {
+    path: PathBuf,
+    connection: Connection,
+}
+
+const SELECT_OLDEST: &str = "SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts \
+     FROM records WHERE id > ?1 ORDER BY id LIMIT ?2";
+
+impl SpoolReader {
+    pub fn open(path: &Path) -> Result<SpoolReader, SpoolError> {
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|connection| {
+            connection.busy_timeout(Duration::from_secs(5))?;
+            Ok(connection)
+        })
+        .map_err(|error| sqlite_error(path, error))?;
+        Ok(SpoolReader {
+            path: path.to_owned(),
+            connection,
+        })
+    }
+
+    /// Up to `limit` records with an id above `after_id`, oldest first.
+    pub fn oldest(&self, after_id: i64, limit: usize) -> Result<Vec<Record>, SpoolError> {
+        let mut statement = self
+            .connection
+            .prepare_cached(SELECT_OLDEST)
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        let rows = statement
+            .query_map(rusqlite::params![after_id, limit as i64], |row| {
+                Ok(Record {
+                    id: row.get("id")?,
+                    broker_id: row.get("broker_id")?,
+                    topic: row.get("topic")?,
+                    payload: row.get("payload")?,
+                    partition_key: row.get("partition_key")?,
+                    qos: row.get("qos")?,
+                    received_at_ms: row.get("received_at_ms")?,
+                    attempts: row.get("attempts")?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        Ok(rows)
+    }
+
+    /// The number of records and dead letters, straight from the file.
+    pub fn counts(&self) -> Result<(u64, u64), SpoolError> {
+        self.connection
+            .query_row(
+                "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)",
+                [],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(|error| sqlite_error(&self.path, error))
+    }
+
+    /// Dead letters as (record id, error), oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<(i64, String)>, SpoolError> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT id, error FROM dead_letters ORDER BY id")
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        Ok(rows)
+    }
+
+    /// Per-broker counters, sorted by broker id.
+    pub fn counters(&self) -> Result<Vec<BrokerCounters>, SpoolError> {
+        let mut statement = self
+            .connection
+            .prepare(
+                "SELECT broker_id, spooled, delivered, retried, dropped, dead_lettered \
+                 FROM broker_counters ORDER BY broker_id",
+            )
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok(BrokerCounters {
+                    broker_id: row.get(0)?,
+                    spooled: row.get::<_, i64>(1)? as u64,
+                    delivered: row.get::<_, i64>(2)? as u64,
+                    retried: row.get::<_, i64>(3)? as u64,
+                    dropped: row.get::<_, i64>(4)? as u64,
+                    dead_lettered: row.get::<_, i64>(5)? as u64,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        Ok(rows)
+    }
+}
+
+/// Totals for one broker since the spool file was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BrokerCounters {
+    pub broker_id: BrokerId,
+    pub spooled: u64,
+    pub delivered: u64,
+    pub retried: u64,
+    pub dropped: u64,
+    pub dead_lettered: u64,
+}
+
+/// Opens the writer's connection with the durability settings the README documents.
+fn open_connection(path: &Path) -> Result<Connection, SpoolError> {
+    let connection = Connection::open(path).map_err(|error| sqlite_error(path, error))?;
+    // WAL: readers never block the writer. synchronous=FULL: every commit fsyncs
+    // the WAL, so a committed record survives power loss, not only a crash.
+    // Group commit keeps that to one fsync per batch, not per message.
+    connection
+        .busy_timeout(Duration::from_secs(5))
+        .and_then(|()| {
+            connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
+                row.get::<_, String>(0)
+            })
+        })
+        .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
+        .map_err(|error| sqlite_error(path, error))?;
+    Ok(connection)
+}
+
+fn sqlite_error(path: &Path, error: rusqlite::Error) -> SpoolError {
+    SpoolError::Sqlite {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+#[cfg(test)]
+mod tests;

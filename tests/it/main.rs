@@ -1,0 +1,6 @@
+//! The one integration-test binary. Each module tests one stage against real parts.
+
+mod support;
+
+// Spool: kill -9 safety, the size bound and drop accounting, schema migration.
+mod spool;
