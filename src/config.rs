@@ -109,10 +109,19 @@ pub struct LogConfig {
 /// A config file that cannot be used, naming the key and what is wrong.
 #[derive(Debug)]
 pub enum ConfigError {
-    Read { path: PathBuf, error: std::io::Error },
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// TOML syntax, an unknown key, a wrong type, a missing key.
-    Parse { path: PathBuf, message: String },
-    Invalid { key: &'static str, message: String },
+    Parse {
+        path: PathBuf,
+        message: String,
+    },
+    Invalid {
+        key: &'static str,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -215,9 +224,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: path.to_owned(),
-            // toml's message quotes the offending line; the database URL is the
-            // only secret-bearing value and a syntax error there shows only its line.
-            message: error.to_string().trim_end().to_owned(),
+            message: redact_urls(text, error.to_string().trim_end()),
         })?;
         Config::validate(raw, env)
     }
@@ -410,11 +417,7 @@ fn validate_database(raw: RawDatabase, spool_path: &Path) -> Result<CatalogConfi
         None => Some(DEFAULT_NOTIFY_CHANNEL.to_owned()),
         Some(name) if name.is_empty() => None,
         Some(name) => {
-            if !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                || name.len() > 63
-            {
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.len() > 63 {
                 return Err(invalid(
                     "database.notify_channel",
                     format!("{name:?} must be 1-63 of a-z A-Z 0-9 _ (or \"\" to turn NOTIFY off)"),
@@ -494,7 +497,10 @@ fn ensure_parent_dir(key: &'static str, path: &Path) -> Result<(), ConfigError> 
         )
     })?;
     if !dir.is_dir() {
-        return Err(invalid(key, format!("{} is not a directory", dir.display())));
+        return Err(invalid(
+            key,
+            format!("{} is not a directory", dir.display()),
+        ));
     }
     Ok(())
 }
@@ -544,6 +550,21 @@ fn split_number(text: &str) -> (&str, &str) {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     (&text[..split], text[split..].trim_start())
+}
+
+/// toml's messages quote the offending line; a `url = ...` line may hold a password.
+fn redact_urls(text: &str, message: &str) -> String {
+    let mut message = message.to_owned();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim();
+        if key.trim() == "url" && !value.is_empty() {
+            message = message.replace(value, "\"***\"");
+        }
+    }
+    message
 }
 
 fn default_gateway_id() -> String {

@@ -11,9 +11,9 @@ pub mod secret;
 pub mod shutdown;
 
 pub mod catalog;
+pub mod drain;
 pub mod sessions;
 pub mod spool;
-pub mod drain;
 
 use std::fmt;
 use std::sync::Arc;

@@ -19,7 +19,9 @@ impl log::Log for StderrLogger {
             return;
         }
         let target = record.target();
-        let short = target.strip_prefix("mqtt_kinesis_bridge::").unwrap_or(target);
+        let short = target
+            .strip_prefix("mqtt_kinesis_bridge::")
+            .unwrap_or(target);
         // One write per line, so lines from threads never interleave.
         let line = format!("{:<5} {short}: {}\n", record.level(), record.args());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());

@@ -1,1 +1,161 @@
+use std::path::Path;
+use std::time::Duration;
 
+use super::*;
+
+fn dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mkb-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn minimal() -> String {
+    format!(
+        r#"
+[spool]
+path = "{}/spool.db"
+max_bytes = "64MiB"
+
+[kinesis]
+stream = "telemetry"
+region = "eu-west-1"
+
+[database]
+url = "postgres://gateway:s3cret-pw@db.example/iot"
+"#,
+        dir().display()
+    )
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("gateway.toml"), |_| None)
+}
+
+/// `text` must fail with an error whose message contains `expected`.
+#[track_caller]
+fn check_error(text: &str, expected: &str) {
+    let error = parse(text).expect_err("config should be rejected");
+    let message = error.to_string();
+    assert!(
+        message.contains(expected),
+        "error {message:?} does not mention {expected:?}"
+    );
+    assert!(!message.contains("s3cret-pw"), "secret leaked: {message}");
+}
+
+#[test]
+fn minimal_file_gets_documented_defaults() {
+    let config = parse(&minimal()).unwrap();
+    assert_eq!(config.spool.max_bytes, 64 << 20);
+    assert_eq!(config.spool.overflow, OverflowPolicy::DropOldest);
+    assert_eq!(
+        config.kinesis.endpoint,
+        "https://kinesis.eu-west-1.amazonaws.com"
+    );
+    assert_eq!(config.kinesis.record_format, RecordFormat::Json);
+    assert_eq!(config.catalog.refresh_interval, Duration::from_secs(60));
+    assert_eq!(
+        config.catalog.notify_channel.as_deref(),
+        Some(DEFAULT_NOTIFY_CHANNEL)
+    );
+    assert_eq!(
+        config.catalog.snapshot_path,
+        dir().join("catalog-snapshot.db")
+    );
+    assert_eq!(config.mqtt.partition_key, PartitionKeyScheme::Topic);
+    assert_eq!(config.log.level, log::LevelFilter::Info);
+    assert!(!config.gateway_id.is_empty());
+}
+
+#[test]
+fn secrets_stay_out_of_debug() {
+    let config = parse(&minimal()).unwrap();
+    let printed = format!("{config:?}");
+    assert!(!printed.contains("s3cret-pw"), "{printed}");
+}
+
+#[test]
+fn region_falls_back_to_aws_region() {
+    let text = minimal().replace("region = \"eu-west-1\"\n", "");
+    let config = Config::parse(&text, Path::new("g.toml"), |name| {
+        (name == "AWS_REGION").then(|| "ap-south-1".to_owned())
+    })
+    .unwrap();
+    assert_eq!(config.kinesis.region, "ap-south-1");
+    check_error(&text, "`kinesis.region`: missing");
+}
+
+#[test]
+fn bad_input_names_the_key() {
+    let base = minimal();
+    check_error(
+        &base.replace("[spool]", "[spool]\ncolour = \"blue\""),
+        "unknown field `colour`",
+    );
+    check_error(
+        &base.replace("stream = \"telemetry\"\n", ""),
+        "missing field `stream`",
+    );
+    check_error(&base.replace("\"64MiB\"", "64"), "max_bytes");
+    check_error(&base.replace("64MiB", "64 lots"), "`spool.max_bytes`");
+    check_error(&base.replace("64MiB", "1KiB"), "below the minimum");
+    check_error(
+        &base.replace("\"telemetry\"", "\"tele metry\""),
+        "`kinesis.stream`",
+    );
+    check_error(
+        &base.replace("[kinesis]", "[kinesis]\nendpoint = \"ftp://x\""),
+        "`kinesis.endpoint`",
+    );
+    check_error(
+        &base.replace("[kinesis]", "[kinesis]\nrecord_format = \"xml\""),
+        "`kinesis.record_format`",
+    );
+    check_error(
+        &base.replace("[spool]", "[spool]\noverflow = \"panic\""),
+        "`spool.overflow`",
+    );
+    check_error(
+        &base.replace("[database]", "[database]\nrefresh_interval = \"soon\""),
+        "`database.refresh_interval`",
+    );
+    check_error(&base.replace("postgres://", "mysql://"), "`database.url`");
+    check_error(
+        &format!("{base}\n[mqtt]\npartition_key = \"random\"\n"),
+        "`mqtt.partition_key`",
+    );
+    check_error(&format!("{base}\n[log]\nlevel = \"loud\"\n"), "`log.level`");
+    check_error("gateway_id = \"a b\"\n", "missing field `spool`");
+    // A syntax error on the URL's line must not quote the password.
+    check_error(
+        &base.replace("s3cret-pw@db.example/iot\"", "s3cret-pw@db.example/iot"),
+        "gateway.toml",
+    );
+}
+
+#[test]
+fn uncreatable_spool_directory_is_named() {
+    let text = minimal().replace(
+        &format!("{}/spool.db", dir().display()),
+        "/proc/no-such-dir/spool.db",
+    );
+    check_error(
+        &text,
+        "`spool.path`: cannot create directory /proc/no-such-dir",
+    );
+}
+
+#[test]
+fn units() {
+    assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+    assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+    assert_eq!(parse_bytes("1 GiB"), Ok(1 << 30));
+    assert!(parse_bytes("12").is_err());
+    assert!(parse_bytes("-1MiB").is_err());
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+    assert!(parse_duration("1.5s").is_err());
+    assert!(parse_duration("s").is_err());
+}

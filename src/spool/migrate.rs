@@ -53,7 +53,10 @@ pub fn apply_up_to(
             .and_then(|()| transaction.commit())
             .map_err(|error| sqlite_error(path, error))?;
         if found > 0 {
-            log::info!("spool {}: migrated to schema version {version}", path.display());
+            log::info!(
+                "spool {}: migrated to schema version {version}",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -62,9 +65,11 @@ pub fn apply_up_to(
 /// The spool's random id, made on first use and kept in `spool_meta`.
 pub fn spool_uid(connection: &Connection, path: &Path) -> Result<String, SpoolError> {
     let existing: Option<String> = connection
-        .query_row("SELECT value FROM spool_meta WHERE key = 'uid'", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT value FROM spool_meta WHERE key = 'uid'",
+            [],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(|error| sqlite_error(path, error))?;
     if let Some(uid) = existing {

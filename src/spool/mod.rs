@@ -151,10 +151,15 @@ impl CommitReceipt {
 
     /// Blocking form of [`CommitReceipt::committed`], for threads and tests.
     pub fn wait(self) -> Result<(), SpoolError> {
-        self.committed.recv_blocking().map_err(|_| SpoolError::Closed)
+        self.committed
+            .recv_blocking()
+            .map_err(|_| SpoolError::Closed)
     }
 }
 
+// The error is the record itself, handed back on the rare closed-spool path;
+// boxing it would cost an allocation on every append.
+#[allow(clippy::result_large_err)]
 impl Appender {
     /// Queues `record` for the writer; waits while the queue is full (backpressure).
     /// On a closed spool the record comes back, so nothing is dropped silently.
@@ -270,7 +275,11 @@ impl Spool {
     /// Blocks until records have been committed since `seen`, or `timeout` passes.
     /// Returns the new generation; start with [`Spool::commit_generation`].
     pub fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
-        let guard = self.commits.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let guard = self
+            .commits
+            .generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let (guard, _) = self
             .commits
             .changed
@@ -280,7 +289,11 @@ impl Spool {
     }
 
     pub fn commit_generation(&self) -> u64 {
-        *self.commits.generation.lock().unwrap_or_else(|e| e.into_inner())
+        *self
+            .commits
+            .generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stops taking new records. What is queued is still committed, and the
@@ -296,7 +309,8 @@ pub struct SpoolReader {
     connection: Connection,
 }
 
-const SELECT_OLDEST: &str = "SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts \
+const SELECT_OLDEST: &str =
+    "SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts \
      FROM records WHERE id > ?1 ORDER BY id LIMIT ?2";
 
 impl SpoolReader {
@@ -410,9 +424,8 @@ fn open_connection(path: &Path) -> Result<Connection, SpoolError> {
     connection
         .busy_timeout(Duration::from_secs(5))
         .and_then(|()| {
-            connection.pragma_update_and_check(None, "journal_mode", "WAL", |row| {
-                row.get::<_, String>(0)
-            })
+            connection
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
         })
         .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
         .map_err(|error| sqlite_error(path, error))?;

@@ -1,1 +1,223 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::*;
+use crate::config::{OverflowPolicy, SpoolConfig};
+
+fn temp_spool_path(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("mkb-spool-{}-{name}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("spool.db")
+}
+
+fn config(path: PathBuf, max_bytes: u64, overflow: OverflowPolicy) -> SpoolConfig {
+    SpoolConfig {
+        path,
+        max_bytes,
+        overflow,
+    }
+}
+
+fn record(broker_id: BrokerId, n: usize, payload_len: usize) -> NewRecord {
+    let mut payload = format!("{n:08}").into_bytes();
+    payload.resize(payload_len.max(8), b'.');
+    NewRecord {
+        broker_id,
+        topic: format!("sensors/{broker_id}"),
+        payload,
+        partition_key: PartitionKey::try_from("k").unwrap(),
+        qos: 1,
+        received_at_ms: 1_700_000_000_000 + n as i64,
+    }
+}
+
+fn append_all(spool: &Spool, records: impl IntoIterator<Item = NewRecord>) {
+    let appender = spool.appender();
+    let receipts: Vec<_> = records
+        .into_iter()
+        .map(|r| appender.append_blocking(r).unwrap())
+        .collect();
+    for receipt in receipts {
+        receipt.wait().unwrap();
+    }
+}
+
+fn close(spool: Spool, writer: std::thread::JoinHandle<()>) {
+    spool.close();
+    drop(spool);
+    writer.join().unwrap();
+}
+
+#[test]
+fn appended_records_read_back_in_order_and_settle() {
+    let path = temp_spool_path("roundtrip");
+    let (spool, writer) = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest)).unwrap();
+    append_all(&spool, (0..10).map(|n| record(7, n, 10)));
+    let reader = spool.reader().unwrap();
+    let records = reader.oldest(0, 100).unwrap();
+    assert_eq!(records.len(), 10);
+    assert!(records.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(records[3].payload, b"00000003.."[..10].to_vec());
+    assert_eq!(records[3].received_at_ms, 1_700_000_000_003);
+    assert_eq!(spool.depth().n_records(), 10);
+    // Paging after an id.
+    assert_eq!(reader.oldest(records[7].id, 100).unwrap().len(), 2);
+
+    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+    spool
+        .settle(Settlement {
+            delivered: ids[..6].to_vec(),
+            retry: vec![ids[6], ids[7]],
+            dead: vec![(ids[8], "too large".into())],
+        })
+        .unwrap();
+    let left = reader.oldest(0, 100).unwrap();
+    assert_eq!(
+        left.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[6], ids[7], ids[9]]
+    );
+    assert_eq!(left[0].attempts, 1);
+    assert_eq!(
+        reader.dead_letters().unwrap(),
+        vec![(ids[8], "too large".to_owned())]
+    );
+    assert_eq!(
+        reader.counters().unwrap(),
+        vec![BrokerCounters {
+            broker_id: 7,
+            spooled: 10,
+            delivered: 6,
+            retried: 2,
+            dropped: 0,
+            dead_lettered: 1,
+        }]
+    );
+    assert_eq!(spool.depth().n_records(), 3);
+    close(spool, writer);
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_and_counts_the_rest() {
+    let path = temp_spool_path("drop");
+    let max_bytes = 1 << 20;
+    let (spool, writer) =
+        Spool::open(&config(path, max_bytes, OverflowPolicy::DropOldest)).unwrap();
+    // 300 records of ~10 KiB: about 3 MiB offered to a 1 MiB spool.
+    let n_offered = 300;
+    append_all(
+        &spool,
+        (0..n_offered).map(|n| record(n as i64 % 3, n, 10_000)),
+    );
+    let reader = spool.reader().unwrap();
+    let kept = reader.oldest(0, 1000).unwrap();
+    let dropped: u64 = reader.counters().unwrap().iter().map(|c| c.dropped).sum();
+    assert!(spool.depth().bytes() <= max_bytes);
+    assert_eq!(kept.len() as u64 + dropped, n_offered as u64);
+    assert!(dropped > 0);
+    // What is kept is exactly the newest tail.
+    let first_kept = std::str::from_utf8(&kept[0].payload[..8])
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    assert_eq!(first_kept, dropped);
+    assert_eq!(kept.last().unwrap().payload[..8], *b"00000299");
+    close(spool, writer);
+}
+
+#[test]
+fn backpressure_holds_appends_until_the_drain_frees_room() {
+    let path = temp_spool_path("backpressure");
+    let max_bytes = 1 << 20;
+    let (spool, writer) =
+        Spool::open(&config(path, max_bytes, OverflowPolicy::Backpressure)).unwrap();
+    // Fill to the bound: 100 records of ~10 KiB is just under 1 MiB, the 101st crosses it.
+    append_all(&spool, (0..110).map(|n| record(1, n, 10_000)));
+    assert!(spool.depth().bytes() >= max_bytes);
+    let appender = spool.appender();
+    let held = appender.append_blocking(record(1, 999, 10)).unwrap();
+    // The writer takes no appends while full; settle frees room and the held record commits.
+    let n_before = spool.depth().n_records();
+    let reader = spool.reader().unwrap();
+    assert_eq!(reader.oldest(0, 1000).unwrap().len() as u64, n_before);
+    let ids: Vec<i64> = reader.oldest(0, 50).unwrap().iter().map(|r| r.id).collect();
+    spool
+        .settle(Settlement {
+            delivered: ids,
+            ..Settlement::default()
+        })
+        .unwrap();
+    held.wait().unwrap();
+    let all = reader.oldest(0, 1000).unwrap();
+    assert_eq!(all.last().unwrap().payload[..8], *b"00000999");
+    let dropped: u64 = reader.counters().unwrap().iter().map(|c| c.dropped).sum();
+    assert_eq!(dropped, 0);
+    close(spool, writer);
+}
+
+#[test]
+fn migrates_a_version_1_spool_keeping_its_records() {
+    let path = temp_spool_path("migrate");
+    {
+        let mut connection = Connection::open(&path).unwrap();
+        migrate::apply_up_to(&mut connection, &path, 1).unwrap();
+        connection
+            .execute(
+                "INSERT INTO records (broker_id, topic, payload, partition_key, qos, received_at_ms, size) \
+                 VALUES (3, 't', x'0102', 't', 1, 5, 100)",
+                [],
+            )
+            .unwrap();
+        let version: i64 = connection
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 1);
+    }
+    let (spool, writer) =
+        Spool::open(&config(path.clone(), 1 << 20, OverflowPolicy::DropOldest)).unwrap();
+    let reader = spool.reader().unwrap();
+    let records = reader.oldest(0, 10).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].payload, vec![1, 2]);
+    assert_eq!(spool.depth().bytes(), 100);
+    assert_eq!(spool.uid().len(), 16);
+    // Version 2's tables work on the migrated file.
+    spool
+        .settle(Settlement {
+            delivered: vec![records[0].id],
+            ..Settlement::default()
+        })
+        .unwrap();
+    assert_eq!(reader.counters().unwrap()[0].delivered, 1);
+    let uid = spool.uid().to_owned();
+    close(spool, writer);
+    // The uid is stable across reopen.
+    let (spool, writer) = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest)).unwrap();
+    assert_eq!(spool.uid(), uid);
+    close(spool, writer);
+}
+
+#[test]
+fn refuses_a_spool_from_a_newer_gateway() {
+    let path = temp_spool_path("too-new");
+    {
+        let connection = Connection::open(&path).unwrap();
+        connection.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let error = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest))
+        .err()
+        .expect("newer schema must be refused");
+    assert!(error.to_string().contains("schema version 99"), "{error}");
+}
+
+#[test]
+fn closed_spool_hands_the_record_back() {
+    let path = temp_spool_path("closed");
+    let (spool, writer) = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest)).unwrap();
+    let appender = spool.appender();
+    close(spool, writer);
+    let returned = appender.append_blocking(record(1, 1, 10)).err();
+    assert_eq!(returned, Some(record(1, 1, 10)));
+}

@@ -93,6 +93,8 @@ pub(super) struct Writer {
     bytes: u64,
 }
 
+// Appends dominate and are moved once each; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     Append(Append),
     Settle(Settle),
@@ -171,31 +173,29 @@ impl Writer {
         self.config.overflow == OverflowPolicy::Backpressure && self.bytes >= self.config.max_bytes
     }
 
+    /// The next command to apply, or `None` when no more can come.
     async fn next_command(
         &self,
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
     ) -> Option<Command> {
-        let take_appends = !self.is_full() && !(appends.is_closed() && appends.is_empty());
-        let settlements_open = !(settlements.is_closed() && settlements.is_empty());
-        let settle = async {
-            match settlements.recv().await {
-                Ok(settle) => Some(Command::Settle(settle)),
-                Err(_) => std::future::pending().await,
+        loop {
+            let appends_done = appends.is_closed() && appends.is_empty();
+            let take_appends = !self.is_full() && !appends_done;
+            let settlements_open = !(settlements.is_closed() && settlements.is_empty());
+            // Each future yields None when its channel closes; the loop then looks again.
+            let settle = async { settlements.recv().await.ok().map(Command::Settle) };
+            let append = async { appends.recv().await.ok().map(Command::Append) };
+            let command = match (take_appends, settlements_open) {
+                (true, true) => settle.or(append).await,
+                (true, false) => append.await,
+                (false, true) => settle.await,
+                // Full with nobody left to free room: queued appends stay unacknowledged.
+                (false, false) => return None,
+            };
+            if command.is_some() {
+                return command;
             }
-        };
-        let append = async {
-            match appends.recv().await {
-                Ok(append) => Some(Command::Append(append)),
-                Err(_) => std::future::pending().await,
-            }
-        };
-        match (take_appends, settlements_open) {
-            (true, true) => settle.or(append).await,
-            (true, false) => append.await,
-            (false, true) => settle.await,
-            // Full with nobody left to free room: queued appends stay unacknowledged.
-            (false, false) => None,
         }
     }
 
@@ -219,10 +219,22 @@ impl Writer {
                     &mut bytes,
                 )?;
             }
-            insert_appends(&transaction, appends, &mut increments, &mut n_records, &mut bytes)?;
+            insert_appends(
+                &transaction,
+                appends,
+                &mut increments,
+                &mut n_records,
+                &mut bytes,
+            )?;
             if self.config.overflow == OverflowPolicy::DropOldest {
                 let max = self.config.max_bytes as i64;
-                drop_oldest(&transaction, max, &mut increments, &mut n_records, &mut bytes)?;
+                drop_oldest(
+                    &transaction,
+                    max,
+                    &mut increments,
+                    &mut n_records,
+                    &mut bytes,
+                )?;
             }
             write_counters(&transaction, &increments)?;
             transaction.commit()
@@ -252,7 +264,9 @@ impl Writer {
     }
 
     fn publish_depth(&self) {
-        self.depth.n_records.store(self.n_records, Ordering::Relaxed);
+        self.depth
+            .n_records
+            .store(self.n_records, Ordering::Relaxed);
         self.depth.bytes.store(self.bytes, Ordering::Relaxed);
     }
 }

@@ -1,1 +1,136 @@
+//! The spool survives kill -9: a child process appends, is killed, and every
+//! record it was told had committed is in the file afterwards.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mqtt_kinesis_bridge::config::{OverflowPolicy, SpoolConfig};
+use mqtt_kinesis_bridge::spool::{NewRecord, PartitionKey, Spool, SpoolReader};
+
 use crate::support::*;
+
+const CHILD_ENV: &str = "MKB_TEST_SPOOL_CHILD";
+const ROUND_ENV: &str = "MKB_TEST_SPOOL_ROUND";
+
+fn spool_config(path: std::path::PathBuf) -> SpoolConfig {
+    SpoolConfig {
+        path,
+        max_bytes: 256 << 20,
+        overflow: OverflowPolicy::DropOldest,
+    }
+}
+
+/// Not a test of its own: the body of the child process that `survives_kill_9` starts.
+/// It appends numbered records forever, printing the highest number known committed.
+#[test]
+fn spool_child_appender() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let round = std::env::var(ROUND_ENV).unwrap_or_default();
+    let (spool, _writer) = Spool::open(&spool_config(path.into())).expect("open spool");
+    let appender = spool.appender();
+    for batch in 0u64.. {
+        let receipts: Vec<_> = (0..50)
+            .map(|i| {
+                let n = batch * 50 + i;
+                let record = NewRecord {
+                    broker_id: 1,
+                    topic: "crash/test".into(),
+                    payload: format!("{round}:{n}").into_bytes(),
+                    partition_key: PartitionKey::try_from("crash").unwrap(),
+                    qos: 1,
+                    received_at_ms: n as i64,
+                };
+                appender.append_blocking(record).expect("append")
+            })
+            .collect();
+        for receipt in receipts {
+            receipt.wait().expect("commit");
+        }
+        println!("committed {}", batch * 50 + 49);
+    }
+}
+
+#[test]
+fn survives_kill_9() -> TestResult {
+    let dir = TempDir::new("spool-kill");
+    let path = dir.join("spool.db");
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["spool::spool_child_appender", "--exact", "--nocapture"])
+            .env(CHILD_ENV, &path)
+            .env(ROUND_ENV, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut last_committed = None;
+        for line in stdout.lines() {
+            if let Some(n) = line?.strip_prefix("committed ") {
+                let n: u64 = n.parse()?;
+                last_committed = Some(n);
+                // Kill at a different point each round, mid-stream.
+                if n >= 1000 + round * 700 {
+                    break;
+                }
+            }
+        }
+        child.kill()?; // SIGKILL
+        child.wait()?;
+        let last_committed = last_committed.expect("child committed something");
+
+        let reader = SpoolReader::open(&path)?;
+        let payloads: std::collections::HashSet<Vec<u8>> = reader
+            .oldest(0, 1_000_000)?
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        for n in 0..=last_committed {
+            assert!(
+                payloads.contains(format!("{round}:{n}").as_bytes()),
+                "round {round}: record {n} was reported committed before kill -9 but is missing"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn reopens_after_kill_and_keeps_appending() -> TestResult {
+    let dir = TempDir::new("spool-reopen");
+    let path = dir.join("spool.db");
+    let (spool, writer) = Spool::open(&spool_config(path.clone()))?;
+    let appender = spool.appender();
+    let record = |n: u64| NewRecord {
+        broker_id: 2,
+        topic: "t".into(),
+        payload: n.to_string().into_bytes(),
+        partition_key: PartitionKey::try_from("t").unwrap(),
+        qos: 0,
+        received_at_ms: 0,
+    };
+    appender
+        .append_blocking(record(1))
+        .map_err(|_| "spool closed")?
+        .wait()?;
+    drop(appender);
+    spool.close();
+    drop(spool);
+    writer.join().map_err(|_| "writer panicked")?;
+    let (spool, writer) = Spool::open(&spool_config(path))?;
+    assert_eq!(spool.depth().n_records(), 1);
+    spool
+        .appender()
+        .append_blocking(record(2))
+        .map_err(|_| "spool closed")?
+        .wait()?;
+    wait_until("two records", Duration::from_secs(5), || {
+        spool.depth().n_records() == 2
+    });
+    spool.close();
+    drop(spool);
+    writer.join().map_err(|_| "writer panicked")?;
+    Ok(())
+}
