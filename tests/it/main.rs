@@ -4,3 +4,6 @@ mod support;
 
 // Spool: kill -9 safety, the size bound and drop accounting, schema migration.
 mod spool;
+
+// Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
+mod drain;
