@@ -7,3 +7,6 @@ mod spool;
 
 // Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
 mod drain;
+
+// Drain rate figures (opt-in, ignored: run with --release --ignored --nocapture).
+mod drain_rate;
