@@ -88,6 +88,7 @@ pub fn start(
         credentials,
         shutdown,
         max_records: batch::MAX_RECORDS,
+        refused_through: 0,
         n_failures: 0,
         refused_in_a_row: 0,
         uplink: Uplink::Up,
@@ -108,6 +109,9 @@ struct Drain {
     shutdown: Shutdown,
     /// Records per request; below 500 only while isolating a refused record.
     max_records: usize,
+    /// The last record id of the request Kinesis refused; once the drain is
+    /// past it, the search is over and batches grow back to 500.
+    refused_through: i64,
     /// Requests in a row that delivered nothing; drives the backoff.
     n_failures: u32,
     refused_in_a_row: u32,
@@ -217,8 +221,11 @@ impl Drain {
                     self.n_failures = 0;
                     self.refused_in_a_row = 0;
                 }
-                // While isolating a refused record, max_records stays small: the
-                // batch just sent was fine, so the culprit is further on.
+                // While isolating a refused record, batches stay small: the one
+                // just sent was fine, so the culprit is further on, if anywhere.
+                if ids.last().is_some_and(|id| *id >= self.refused_through) {
+                    self.max_records = batch::MAX_RECORDS;
+                }
                 match (throttled, delivered_some) {
                     (false, _) => None,
                     // Partly throttled: a short pause, then the rest go first.
@@ -266,6 +273,7 @@ impl Drain {
     ) -> Option<Duration> {
         if ids.len() > 1 {
             self.max_records = ids.len() / 2;
+            self.refused_through = self.refused_through.max(ids.last().copied().unwrap_or(0));
             log::warn!(
                 "drain: {failure}; retrying in batches of {} to find the record at fault",
                 self.max_records
