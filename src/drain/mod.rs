@@ -1,27 +1,66 @@
-//! Spool → Kinesis (placeholder; see issue 2).
+//! Spool → Kinesis: the drain loop, on its own thread "drain".
+//!
+//! Each round reads the oldest spool records, picks a batch within the
+//! Kinesis limits ([`batch`]), encodes it ([`record_format`],
+//! [`put_records`]), signs and sends it ([`sign`], [`client`]) and settles
+//! the outcome in the spool. Records leave the spool only once Kinesis
+//! accepted them, or into dead letters when Kinesis can never take them.
+//! Per-record failures stay in the spool and lead the next batch, alone:
+//! delivered records are never sent again. With nothing to send, the loop
+//! sleeps on [`Spool::wait_for_commit`].
+//!
+//! It does not reorder across retries beyond what Kinesis does (a retried
+//! record may land after newer ones of the same partition key), and it gives
+//! at-least-once delivery: a response lost after Kinesis stored the records
+//! makes them go again.
+
+pub mod backoff;
+pub mod batch;
+mod client;
+pub mod credentials;
+pub mod put_records;
+pub mod record_format;
+pub mod sign;
 
 use std::fmt;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::config::KinesisConfig;
 use crate::shutdown::Shutdown;
-use crate::spool::Spool;
+use crate::spool::{Settlement, Spool, SpoolError, SpoolReader};
+use client::Client;
+use credentials::Credentials;
+use put_records::{FailureKind, Outcome, RequestFailure};
 
+/// Why the drain could not start.
 #[derive(Debug)]
 pub enum DrainError {
     /// No usable AWS credentials at start-up.
     Credentials(String),
+    /// The spool cannot be read.
+    Spool(SpoolError),
+    /// The drain thread could not be started.
+    Thread(std::io::Error),
 }
 
 impl fmt::Display for DrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DrainError::Credentials(message) => write!(f, "aws credentials: {message}"),
+            DrainError::Spool(error) => write!(f, "drain: {error}"),
+            DrainError::Thread(error) => write!(f, "cannot start the drain thread: {error}"),
         }
     }
 }
 
 impl std::error::Error for DrainError {}
+
+/// With nothing to send, look again at least this often (for shutdown).
+const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Refused single records in a row, without a delivery between them, before
+/// the drain stops blaming the records and treats the refusal as systemic.
+const MAX_REFUSED_IN_A_ROW: u32 = 3;
 
 /// Starts the drain thread. It sends the oldest records until shutdown, then
 /// finishes the request in flight and returns.
@@ -30,8 +69,292 @@ pub fn start(
     spool: Spool,
     shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, DrainError> {
-    let _ = (config, spool);
-    Ok(std::thread::spawn(move || {
-        shutdown.wait_timeout(std::time::Duration::MAX);
-    }))
+    let credentials =
+        credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
+    let reader = spool.reader().map_err(DrainError::Spool)?;
+    log::info!(
+        "drain: stream {} in {} via {}, {:?} records, credentials from {}",
+        config.stream,
+        config.region,
+        config.endpoint,
+        config.record_format,
+        credentials.source()
+    );
+    let drain = Drain {
+        client: Client::new(&config),
+        config,
+        spool,
+        reader,
+        credentials,
+        shutdown,
+        max_records: batch::MAX_RECORDS,
+        refused_through: 0,
+        n_failures: 0,
+        refused_in_a_row: 0,
+        uplink: Uplink::Up,
+    };
+    std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || drain.run())
+        .map_err(DrainError::Thread)
+}
+
+/// The loop's state; lives on the drain thread.
+struct Drain {
+    config: KinesisConfig,
+    spool: Spool,
+    reader: SpoolReader,
+    client: Client,
+    credentials: Credentials,
+    shutdown: Shutdown,
+    /// Records per request; below 500 only while isolating a refused record.
+    max_records: usize,
+    /// The last record id of the request Kinesis refused; once the drain is
+    /// past it, the search is over and batches grow back to 500.
+    refused_through: i64,
+    /// Requests in a row that delivered nothing; drives the backoff.
+    n_failures: u32,
+    refused_in_a_row: u32,
+    uplink: Uplink,
+}
+
+/// What the loop does after a round.
+enum Step {
+    Next,
+    Pause(Duration),
+    Stop,
+}
+
+/// For logging state changes once, not per request.
+enum Uplink {
+    Up,
+    Down {
+        since: Instant,
+        kind: FailureKind,
+        n_requests: u32,
+    },
+}
+
+impl Drain {
+    fn run(mut self) {
+        while !self.shutdown.is_requested() {
+            match self.round() {
+                Step::Next => {}
+                Step::Pause(pause) => {
+                    if self.shutdown.wait_timeout(pause) {
+                        break;
+                    }
+                }
+                Step::Stop => break,
+            }
+        }
+        log::info!("drain: stopped");
+    }
+
+    /// One batch: read, send, settle.
+    fn round(&mut self) -> Step {
+        // Read the generation first, so a commit after the read is not missed.
+        let generation = self.spool.commit_generation();
+        let records = match self.reader.oldest(0, batch::MAX_RECORDS) {
+            Ok(records) => records,
+            Err(error) => {
+                log::error!("drain: cannot read the spool: {error}");
+                return Step::Pause(self.config.max_backoff);
+            }
+        };
+        if records.is_empty() {
+            self.spool.wait_for_commit(generation, IDLE_WAIT);
+            return Step::Next;
+        }
+        let (format, uid) = (self.config.record_format, self.spool.uid());
+        let batch = batch::pick(&records, self.max_records, |record| {
+            record_format::encode(format, uid, record)
+        });
+        let mut settlement = Settlement {
+            dead: batch.rejected,
+            ..Settlement::default()
+        };
+        for (id, reason) in &settlement.dead {
+            log::warn!("drain: record {id} moved to dead letters: {reason}");
+        }
+        let pause = if batch.entries.is_empty() {
+            None
+        } else {
+            let result = self.client.put_records(&batch.entries, &self.credentials);
+            let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
+            self.react(result, ids, &mut settlement)
+        };
+        if let Err(error) = self.spool.settle(settlement) {
+            // Unsettled records stay in the spool and go again next start.
+            log::error!("drain: cannot settle with the spool, stopping: {error}");
+            return Step::Stop;
+        }
+        pause.map_or(Step::Next, Step::Pause)
+    }
+
+    /// Turns the answer to a request into a settlement and the pause before the next.
+    fn react(
+        &mut self,
+        result: Result<Outcome, RequestFailure>,
+        ids: Vec<i64>,
+        settlement: &mut Settlement,
+    ) -> Option<Duration> {
+        match result {
+            Ok(outcome) => {
+                log::debug!(
+                    "drain: {} records sent: {} delivered, {} to retry, {} dead",
+                    ids.len(),
+                    outcome.delivered.len(),
+                    outcome.retry.len(),
+                    outcome.dead.len()
+                );
+                for (id, reason) in &outcome.dead {
+                    log::warn!("drain: record {id} moved to dead letters: {reason}");
+                }
+                self.uplink_back();
+                let delivered_some = !outcome.delivered.is_empty();
+                let throttled = !outcome.retry.is_empty();
+                settlement.delivered = outcome.delivered;
+                settlement.retry = outcome.retry;
+                settlement.dead.extend(outcome.dead);
+                if delivered_some {
+                    self.n_failures = 0;
+                    self.refused_in_a_row = 0;
+                }
+                // While isolating a refused record, batches stay small: the one
+                // just sent was fine, so the culprit is further on, if anywhere.
+                if ids.last().is_some_and(|id| *id >= self.refused_through) {
+                    self.max_records = batch::MAX_RECORDS;
+                }
+                match (throttled, delivered_some) {
+                    (false, _) => None,
+                    // Partly throttled: a short pause, then the rest go first.
+                    (true, true) => Some(backoff::jittered(0, self.config.max_backoff)),
+                    (true, false) => Some(self.next_backoff()),
+                }
+            }
+            Err(failure) => self.react_to_failure(failure, ids, settlement),
+        }
+    }
+
+    fn react_to_failure(
+        &mut self,
+        failure: RequestFailure,
+        ids: Vec<i64>,
+        settlement: &mut Settlement,
+    ) -> Option<Duration> {
+        if failure.kind == FailureKind::InvalidBatch {
+            return self.isolate_refused(failure, ids, settlement);
+        }
+        self.uplink_down(&failure);
+        settlement.retry = ids;
+        match failure.kind {
+            FailureKind::ExpiredCredentials => {
+                self.reload_credentials();
+                Some(self.next_backoff())
+            }
+            FailureKind::NotAuthorized => {
+                self.reload_credentials();
+                Some(self.config.max_backoff)
+            }
+            FailureKind::StreamMissing => Some(self.config.max_backoff),
+            _ => Some(self.next_backoff()),
+        }
+    }
+
+    /// Kinesis refused the request as a whole. Halve the batch until the one
+    /// record at fault is alone, then dead-letter it. If single records keep
+    /// being refused, the cause is not the records: keep them and retry slowly.
+    fn isolate_refused(
+        &mut self,
+        failure: RequestFailure,
+        ids: Vec<i64>,
+        settlement: &mut Settlement,
+    ) -> Option<Duration> {
+        if ids.len() > 1 {
+            self.max_records = ids.len() / 2;
+            self.refused_through = self.refused_through.max(ids.last().copied().unwrap_or(0));
+            log::warn!(
+                "drain: {failure}; retrying in batches of {} to find the record at fault",
+                self.max_records
+            );
+            return None;
+        }
+        self.max_records = batch::MAX_RECORDS;
+        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+            log::error!(
+                "drain: {failure}; every request is refused, keeping the records and retrying slowly"
+            );
+            settlement.retry = ids;
+            return Some(self.config.max_backoff);
+        }
+        self.refused_in_a_row += 1;
+        settlement
+            .dead
+            .extend(ids.into_iter().map(|id| (id, failure.to_string())));
+        log::warn!("drain: record moved to dead letters: {failure}");
+        None
+    }
+
+    fn next_backoff(&mut self) -> Duration {
+        let pause = backoff::jittered(self.n_failures, self.config.max_backoff);
+        self.n_failures = self.n_failures.saturating_add(1);
+        pause
+    }
+
+    fn reload_credentials(&mut self) {
+        match credentials::load() {
+            Ok(credentials) => {
+                log::info!("drain: credentials reloaded from {}", credentials.source());
+                self.credentials = credentials;
+            }
+            Err(error) => log::error!("drain: cannot reload aws credentials: {error}"),
+        }
+    }
+
+    fn uplink_down(&mut self, failure: &RequestFailure) {
+        let changed = match &mut self.uplink {
+            Uplink::Up => true,
+            Uplink::Down {
+                kind, n_requests, ..
+            } => {
+                *n_requests += 1;
+                *kind != failure.kind
+            }
+        };
+        if !changed {
+            log::debug!("drain: {failure}");
+            return;
+        }
+        match failure.kind {
+            FailureKind::NotAuthorized | FailureKind::StreamMissing | FailureKind::Unexpected => {
+                log::error!("drain: {failure}; records are kept, retrying")
+            }
+            _ => log::warn!("drain: {failure}; records are kept, retrying with backoff"),
+        }
+        let (since, n_requests) = match self.uplink {
+            Uplink::Down {
+                since, n_requests, ..
+            } => (since, n_requests),
+            Uplink::Up => (Instant::now(), 1),
+        };
+        self.uplink = Uplink::Down {
+            since,
+            kind: failure.kind,
+            n_requests,
+        };
+    }
+
+    fn uplink_back(&mut self) {
+        if let Uplink::Down {
+            since, n_requests, ..
+        } = self.uplink
+        {
+            log::info!(
+                "drain: kinesis answers again, after {n_requests} failed requests over {:.1}s",
+                since.elapsed().as_secs_f64()
+            );
+            self.uplink = Uplink::Up;
+        }
+    }
 }

@@ -4,3 +4,9 @@ mod support;
 
 // Spool: kill -9 safety, the size bound and drop accounting, schema migration.
 mod spool;
+
+// Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
+mod drain;
+
+// Drain rate figures (opt-in, ignored: run with --release --ignored --nocapture).
+mod drain_rate;

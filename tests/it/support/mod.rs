@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod kinesis;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -1,0 +1,86 @@
+//! Sends one signed PutRecords request over HTTP(S) with ureq: the drain's only IO with Kinesis.
+//!
+//! Every answer is returned as data: a non-2xx status is a response to parse,
+//! a network error or timeout is [`FailureKind::Unavailable`]. It does not
+//! retry, wait or touch the spool; the drain loop decides what happens next.
+
+use std::time::{Duration, SystemTime};
+
+use super::batch::Entry;
+use super::credentials::Credentials;
+use super::put_records::{self, FailureKind, Outcome, RequestFailure};
+use super::sign;
+use crate::config::KinesisConfig;
+
+/// Responses are small (about 100 bytes per record); refuse anything absurd.
+const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
+
+pub struct Client {
+    agent: ureq::Agent,
+    /// The endpoint with path `/`, as signed and sent.
+    url: String,
+    region: String,
+    stream: String,
+}
+
+impl Client {
+    pub fn new(config: &KinesisConfig) -> Client {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // The whole exchange, connect to last byte: a stuck request cannot
+            // hold the drain (or shutdown) longer than this.
+            .timeout_global(Some(config.request_timeout))
+            .timeout_connect(Some(config.request_timeout.min(Duration::from_secs(10))))
+            .http_status_as_error(false)
+            .user_agent(concat!("mqtt-kinesis-bridge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .into();
+        Client {
+            agent,
+            url: format!("{}/", config.endpoint.trim_end_matches('/')),
+            region: config.region.clone(),
+            stream: config.stream.clone(),
+        }
+    }
+
+    /// PutRecords for `entries`; the outcome lists every entry's id exactly once.
+    pub fn put_records(
+        &self,
+        entries: &[Entry],
+        credentials: &Credentials,
+    ) -> Result<Outcome, RequestFailure> {
+        let body = put_records::request_body(&self.stream, entries);
+        let headers = sign::put_records_headers(
+            &self.url,
+            &body,
+            credentials,
+            &self.region,
+            SystemTime::now(),
+        )
+        .map_err(|error| RequestFailure {
+            kind: FailureKind::Unexpected,
+            detail: error.to_string(),
+        })?;
+        let mut request = http::Request::post(&self.url);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(body).map_err(|error| RequestFailure {
+            kind: FailureKind::Unexpected,
+            detail: format!("cannot build request: {error}"),
+        })?;
+        let unavailable = |error: ureq::Error| RequestFailure {
+            kind: FailureKind::Unavailable,
+            detail: format!("no response from {}: {error}", self.url),
+        };
+        let mut response = self.agent.run(request).map_err(unavailable)?;
+        let status = response.status().as_u16();
+        let response_body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(unavailable)?;
+        let sent: Vec<i64> = entries.iter().map(|entry| entry.id).collect();
+        put_records::parse_response(status, &response_body, &sent)
+    }
+}

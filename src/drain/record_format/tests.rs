@@ -1,0 +1,87 @@
+use serde_json::{json, Value};
+
+use super::{encode, rfc3339_utc};
+use crate::config::RecordFormat;
+use crate::spool::Record;
+
+fn record(payload: &[u8]) -> Record {
+    Record {
+        id: 42,
+        broker_id: 7,
+        topic: "plant/\"line\"/temp".to_owned(),
+        payload: payload.to_vec(),
+        partition_key: "plant".to_owned(),
+        qos: 1,
+        received_at_ms: 1_700_000_000_123,
+        attempts: 0,
+    }
+}
+
+fn check_json(payload: &[u8], key: &str, expected: Value) {
+    let blob = encode(RecordFormat::Json, "ab12", &record(payload));
+    let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
+    let expected_envelope = {
+        let mut envelope = json!({
+            "record_id": "ab12-42",
+            "broker_id": 7,
+            "topic": "plant/\"line\"/temp",
+            "qos": 1,
+            "received_at": 1_700_000_000_123i64,
+            "received_at_rfc3339": "2023-11-14T22:13:20.123Z",
+        });
+        envelope[key] = expected;
+        envelope
+    };
+    assert_eq!(envelope, expected_envelope);
+}
+
+#[test]
+fn json_payload_is_embedded() {
+    check_json(
+        br#" {"t": 21.5, "ok": true} "#,
+        "payload",
+        json!({"t": 21.5, "ok": true}),
+    );
+    check_json(b"17", "payload", json!(17));
+    check_json(b"\"s\"", "payload", json!("s"));
+}
+
+#[test]
+fn json_payload_keeps_big_numbers_verbatim() {
+    let blob = encode(RecordFormat::Json, "u", &record(b"12345678901234567890123"));
+    let text = String::from_utf8(blob).unwrap();
+    assert!(
+        text.ends_with(",\"payload\":12345678901234567890123}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn utf8_payload_is_text() {
+    check_json("21.5 °C".as_bytes(), "payload_text", json!("21.5 °C"));
+    check_json(b"{not json", "payload_text", json!("{not json"));
+    check_json(b"", "payload_text", json!(""));
+    check_json(b"   ", "payload_text", json!("   "));
+}
+
+#[test]
+fn binary_payload_is_base64() {
+    check_json(&[0xff, 0x00, 0x10], "payload_base64", json!("/wAQ"));
+}
+
+#[test]
+fn raw_is_the_payload_unchanged() {
+    let payload = [0xffu8, 0, b'{', 1];
+    assert_eq!(
+        encode(RecordFormat::Raw, "u", &record(&payload)),
+        payload.to_vec()
+    );
+}
+
+#[test]
+fn rfc3339_dates() {
+    assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    assert_eq!(rfc3339_utc(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
+    assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999Z");
+}

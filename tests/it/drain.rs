@@ -1,0 +1,270 @@
+//! The drain against kinesis-local (real PutRecords, records read back) and
+//! against an in-process fake for faults: throttling, 5xx, cut connections,
+//! refused requests, records too large. Nothing may vanish: every record ends
+//! up delivered exactly once per success, or in dead letters.
+
+use std::collections::HashMap;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mqtt_kinesis_bridge::config::{KinesisConfig, OverflowPolicy, RecordFormat, SpoolConfig};
+use mqtt_kinesis_bridge::drain;
+use mqtt_kinesis_bridge::shutdown::Shutdown;
+use mqtt_kinesis_bridge::spool::{NewRecord, Spool};
+use serde_json::Value;
+
+use crate::support::kinesis::{test_credentials, FakeKinesis, Fault, KinesisLocal};
+use crate::support::*;
+
+const STREAM: &str = "telemetry";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn open_spool(dir: &TempDir) -> (Spool, JoinHandle<()>) {
+    let config = SpoolConfig {
+        path: dir.join("spool.db"),
+        max_bytes: 1 << 30,
+        overflow: OverflowPolicy::DropOldest,
+    };
+    Spool::open(&config).expect("open spool")
+}
+
+pub fn kinesis_config(endpoint: String, record_format: RecordFormat) -> KinesisConfig {
+    KinesisConfig {
+        stream: STREAM.to_owned(),
+        region: "us-east-1".to_owned(),
+        endpoint,
+        record_format,
+        request_timeout: Duration::from_secs(10),
+        // Short, so retries in tests take milliseconds, not seconds.
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+pub fn new_record(broker_id: i64, topic: &str, payload: Vec<u8>) -> NewRecord {
+    NewRecord {
+        broker_id,
+        topic: topic.to_owned(),
+        payload,
+        partition_key: heapless::String::try_from(topic).expect("short topic"),
+        qos: 1,
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// Appends every record and waits until the last one is committed (commits are in order).
+pub fn append_all(spool: &Spool, records: Vec<NewRecord>) {
+    let appender = spool.appender();
+    let mut last = None;
+    for record in records {
+        last = Some(appender.append_blocking(record).expect("spool open"));
+    }
+    if let Some(receipt) = last {
+        receipt.wait().expect("committed");
+    }
+}
+
+/// Records and dead letters in the spool file.
+pub fn counts(spool: &Spool) -> (u64, u64) {
+    spool.reader().and_then(|r| r.counts()).expect("counts")
+}
+
+pub fn wait_until_empty(spool: &Spool, dead: u64) {
+    wait_until("the spool to be drained", DEADLINE, || {
+        counts(spool) == (0, dead)
+    });
+}
+
+/// Requests shutdown and waits for the drain thread to return.
+pub fn stop(shutdown: &Shutdown, drain: JoinHandle<()>) {
+    shutdown.request();
+    wait_until("the drain thread to stop", DEADLINE, || drain.is_finished());
+    drain.join().expect("drain thread did not panic");
+}
+
+/// Payloads of every kind: JSON, text, binary, empty.
+fn mixed_payload(n: usize) -> Vec<u8> {
+    match n % 4 {
+        0 => format!(r#"{{"n":{n},"t":21.5}}"#).into_bytes(),
+        1 => format!("reading {n} °C").into_bytes(),
+        2 => (0..=255u8).rev().chain([n as u8]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn record_id(blob: &[u8]) -> String {
+    let envelope: Value = serde_json::from_slice(blob).expect("JSON envelope");
+    envelope["record_id"]
+        .as_str()
+        .expect("record_id")
+        .to_owned()
+}
+
+#[test]
+fn delivers_to_kinesis_local_byte_for_byte() -> TestResult {
+    test_credentials();
+    let emulator = KinesisLocal::start(STREAM);
+    let dir = TempDir::new("drain-emulator");
+    let (spool, _writer) = open_spool(&dir);
+    let payloads: Vec<Vec<u8>> = (0..300).map(mixed_payload).collect();
+    append_all(
+        &spool,
+        payloads
+            .iter()
+            .enumerate()
+            .map(|(n, payload)| new_record(1 + n as i64 % 3, "plant/line", payload.clone()))
+            .collect(),
+    );
+
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(emulator.endpoint(), RecordFormat::Raw);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    assert_eq!(
+        emulator.read_all(STREAM),
+        payloads,
+        "raw: byte for byte, in order"
+    );
+    let counters = spool.reader()?.counters()?;
+    assert_eq!(counters.iter().map(|c| c.delivered).sum::<u64>(), 300);
+    assert_eq!(counters.iter().map(|c| c.dead_lettered).sum::<u64>(), 0);
+
+    // Again in JSON, with the drain already waiting when the records arrive.
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(emulator.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    append_all(
+        &spool,
+        vec![
+            new_record(7, "a/b", br#"{"v": [1, 2]}"#.to_vec()),
+            new_record(7, "a/b", b"text".to_vec()),
+        ],
+    );
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    let stored = emulator.read_all(STREAM);
+    assert_eq!(stored.len(), 302);
+    let first: Value = serde_json::from_slice(&stored[300])?;
+    assert_eq!(first["record_id"], format!("{}-301", spool.uid()));
+    assert_eq!(first["broker_id"], 7);
+    assert_eq!(first["topic"], "a/b");
+    assert_eq!(first["payload"], serde_json::json!({"v": [1, 2]}));
+    let second: Value = serde_json::from_slice(&stored[301])?;
+    assert_eq!(second["payload_text"], "text");
+    Ok(())
+}
+
+#[test]
+fn faults_lose_nothing_and_duplicate_nothing() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Status(503),
+        Fault::ThrottleEveryOther,
+        Fault::DropConnection,
+        Fault::Error("ProvisionedThroughputExceededException"),
+        Fault::ThrottleEveryOther,
+        Fault::Error("ExpiredTokenException"),
+        Fault::Error("LimitExceededException"),
+        Fault::ThrottleEveryOther,
+    ]);
+    fake.refuse_topic("poison");
+    let dir = TempDir::new("drain-faults");
+    let (spool, _writer) = open_spool(&dir);
+    let mut records: Vec<NewRecord> = (0..1200)
+        .map(|n| new_record(1 + n as i64 % 2, "plant/line", mixed_payload(n)))
+        .collect();
+    // 1 MiB of payload is more than 1 MiB once in a JSON envelope.
+    records.insert(100, new_record(1, "plant/big", vec![b'x'; 1024 * 1024]));
+    // Refused by Kinesis whichever batch carries it: the drain must find it.
+    records.insert(700, new_record(2, "poison", b"{}".to_vec()));
+    let n_records = records.len() as u64;
+    append_all(&spool, records);
+
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 2);
+    stop(&shutdown, handle);
+    assert!(fake.script_done(), "every fault was exercised");
+
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    for blob in fake.accepted() {
+        *accepted.entry(record_id(&blob)).or_default() += 1;
+    }
+    let dead = spool.reader()?.dead_letters()?;
+    let dead_ids: Vec<i64> = dead.iter().map(|(id, _)| *id).collect();
+    assert_eq!(dead_ids, [101, 701]);
+    assert!(dead[0].1.contains("bytes"), "{}", dead[0].1);
+    assert!(dead[1].1.contains("ValidationException"), "{}", dead[1].1);
+    for id in 1..=n_records as i64 {
+        let n_accepted = accepted
+            .get(&format!("{}-{id}", spool.uid()))
+            .copied()
+            .unwrap_or(0);
+        let expected = if dead_ids.contains(&id) { 0 } else { 1 };
+        assert_eq!(
+            n_accepted, expected,
+            "record {id} accepted {n_accepted} times"
+        );
+    }
+    let counters = spool.reader()?.counters()?;
+    let sum = |field: fn(&mqtt_kinesis_bridge::spool::BrokerCounters) -> u64| {
+        counters.iter().map(field).sum::<u64>()
+    };
+    assert_eq!(sum(|c| c.spooled), n_records);
+    assert_eq!(sum(|c| c.delivered), n_records - 2);
+    assert_eq!(sum(|c| c.dead_lettered), 2);
+    assert!(
+        sum(|c| c.retried) > 0,
+        "throttled records were counted as retried"
+    );
+    Ok(())
+}
+
+#[test]
+fn missing_stream_keeps_records_until_it_exists() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![Fault::Error("ResourceNotFoundException"); 3]);
+    let dir = TempDir::new("drain-no-stream");
+    let (spool, _writer) = open_spool(&dir);
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    append_all(
+        &spool,
+        (0..10)
+            .map(|n| new_record(1, "t", mixed_payload(n)))
+            .collect(),
+    );
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    assert!(fake.script_done());
+    assert_eq!(fake.accepted().len(), 10);
+    Ok(())
+}
+
+#[test]
+fn shutdown_during_backoff_keeps_records() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![Fault::Status(503); 1000]);
+    let dir = TempDir::new("drain-shutdown");
+    let (spool, _writer) = open_spool(&dir);
+    append_all(
+        &spool,
+        (0..5)
+            .map(|n| new_record(1, "t", mixed_payload(n)))
+            .collect(),
+    );
+    let shutdown = Shutdown::new();
+    let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    // Long pauses: shutdown must not wait for them.
+    config.max_backoff = Duration::from_secs(3600);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until("a few failed requests", DEADLINE, || fake.n_requests() >= 2);
+    stop(&shutdown, handle);
+    assert_eq!(counts(&spool), (5, 0));
+    assert!(fake.accepted().is_empty());
+    Ok(())
+}
