@@ -6,7 +6,16 @@
 //! [`Catalog`] to the sessions supervisor. When the database is unreachable it
 //! serves the snapshot. It never talks MQTT and never touches the spool.
 
+pub mod postgres;
+pub mod rows;
+pub mod snapshot;
+
+use std::time::{Duration, Instant};
+
+use crate::config::CatalogConfig;
 use crate::secret::Secret;
+use crate::shutdown::Shutdown;
+use rows::RowProblem;
 
 /// `iot_data.mqtt_broker.mqtt_id`.
 pub type BrokerId = i64;
@@ -48,11 +57,12 @@ pub struct Catalog {
     pub brokers: Vec<Broker>,
 }
 
-/// Starts the catalog thread (placeholder; see issue 3). The receiver yields
-/// the first catalog (from the database, or else the snapshot) and every change.
+/// Starts the catalog thread. The receiver yields the first catalog (from the
+/// database, or else the snapshot) and then every change. The thread ends on
+/// shutdown or when the receiver is dropped.
 pub fn start(
-    config: crate::config::CatalogConfig,
-    shutdown: crate::shutdown::Shutdown,
+    config: CatalogConfig,
+    shutdown: Shutdown,
 ) -> std::io::Result<(
     async_channel::Receiver<Catalog>,
     std::thread::JoinHandle<()>,
@@ -60,9 +70,213 @@ pub fn start(
     let (sender, receiver) = async_channel::bounded(4);
     let handle = std::thread::Builder::new()
         .name("catalog".into())
-        .spawn(move || {
-            let _ = (config, sender);
-            shutdown.wait_timeout(std::time::Duration::MAX);
-        })?;
+        .spawn(move || Refresher::new(config, sender, shutdown).run())?;
     Ok((receiver, handle))
+}
+
+/// The first retry after a failed database read; doubles up to the refresh interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// How often a wait for NOTIFY looks at shutdown.
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(250);
+
+struct Refresher {
+    config: CatalogConfig,
+    sender: async_channel::Sender<Catalog>,
+    shutdown: Shutdown,
+    client: Option<::postgres::Client>,
+    /// What the sessions were last given.
+    sent: Option<Catalog>,
+    /// What the snapshot holds, so an unchanged catalog is not rewritten (flash wear).
+    saved: Option<Catalog>,
+    problems: Vec<RowProblem>,
+    /// Consecutive failed reads; state changes are logged once, not every retry.
+    n_failures: u32,
+}
+
+impl Refresher {
+    fn new(
+        config: CatalogConfig,
+        sender: async_channel::Sender<Catalog>,
+        shutdown: Shutdown,
+    ) -> Self {
+        Refresher {
+            config,
+            sender,
+            shutdown,
+            client: None,
+            sent: None,
+            saved: None,
+            problems: Vec::new(),
+            n_failures: 0,
+        }
+    }
+
+    fn run(mut self) {
+        let mut retry_delay = FIRST_RETRY;
+        while !self.shutdown.is_requested() {
+            match self.read_database() {
+                Ok((catalog, problems)) => {
+                    retry_delay = FIRST_RETRY;
+                    if self.n_failures > 0 {
+                        log::info!("catalog: database reachable again");
+                        self.n_failures = 0;
+                    }
+                    self.report_problems(problems);
+                    self.save_snapshot(&catalog);
+                    if !self.send(catalog) {
+                        return;
+                    }
+                    self.wait_for_change();
+                }
+                Err(error) => {
+                    self.client = None;
+                    self.n_failures += 1;
+                    if !self.on_database_error(&error, retry_delay) {
+                        return;
+                    }
+                    self.shutdown.wait_timeout(retry_delay);
+                    retry_delay = (retry_delay * 2).min(self.config.refresh_interval);
+                }
+            }
+        }
+        log::debug!("catalog: stopped");
+    }
+
+    fn read_database(&mut self) -> Result<(Catalog, Vec<RowProblem>), postgres::DbError> {
+        let client = match &mut self.client {
+            Some(client) => client,
+            None => self.client.insert(postgres::connect(
+                &self.config.database_url,
+                self.config.notify_channel.as_deref(),
+            )?),
+        };
+        let (broker_rows, topic_rows) = postgres::read_rows(client)?;
+        Ok(rows::validate(&broker_rows, &topic_rows))
+    }
+
+    /// Logs the bad rows when the set of them changes, not on every poll.
+    fn report_problems(&mut self, problems: Vec<RowProblem>) {
+        if problems == self.problems {
+            return;
+        }
+        for problem in &problems {
+            if !self.problems.contains(problem) {
+                log::warn!("catalog: skipped {problem}");
+            }
+        }
+        self.problems = problems;
+    }
+
+    fn save_snapshot(&mut self, catalog: &Catalog) {
+        if self.saved.as_ref() == Some(catalog) {
+            return;
+        }
+        match snapshot::save(&self.config.snapshot_path, catalog) {
+            Ok(()) => self.saved = Some(catalog.clone()),
+            Err(error) => {
+                log::warn!("{error}; the gateway runs on, but cannot start offline from it")
+            }
+        }
+    }
+
+    /// Hands `catalog` to the sessions if it differs from the last one; false once nobody listens.
+    fn send(&mut self, catalog: Catalog) -> bool {
+        if self.sent.as_ref() == Some(&catalog) {
+            return true;
+        }
+        let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
+        if catalog.brokers.is_empty() {
+            log::warn!("catalog: no active brokers (iot_data.mqtt_broker has no valid row with status = TRUE); polling on");
+        } else {
+            log::info!(
+                "catalog: {} active brokers, {n_topics} subscriptions",
+                catalog.brokers.len()
+            );
+        }
+        self.sent = Some(catalog.clone());
+        self.sender.send_blocking(catalog).is_ok()
+    }
+
+    /// Sleeps until a NOTIFY, the poll interval, or shutdown.
+    fn wait_for_change(&mut self) {
+        let deadline = Instant::now() + self.config.refresh_interval;
+        while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
+            if self.shutdown.is_requested() {
+                return;
+            }
+            let slice = remaining.min(SHUTDOWN_CHECK);
+            match (&mut self.client, self.config.notify_channel.is_some()) {
+                (Some(client), true) => match postgres::wait_for_notification(client, slice) {
+                    Ok(true) => {
+                        log::debug!("catalog: change notified");
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        log::warn!("catalog: database connection lost: {error}");
+                        self.client = None;
+                        return;
+                    }
+                },
+                _ => {
+                    if self.shutdown.wait_timeout(slice) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Falls back to the snapshot when nothing was sent yet; false once nobody listens.
+    fn on_database_error(&mut self, error: &postgres::DbError, retry_delay: Duration) -> bool {
+        if self.sent.is_some() {
+            if self.n_failures == 1 {
+                log::warn!("catalog: database unreachable ({error}); keeping the current catalog, retrying");
+            } else {
+                log::debug!(
+                    "catalog: database still unreachable ({error}); next try in {retry_delay:?}"
+                );
+            }
+            return true;
+        }
+        match snapshot::load(&self.config.snapshot_path) {
+            Ok(Some(snapshot)) => {
+                log::warn!(
+                    "catalog: database unreachable ({error}): running from the snapshot taken {} ago ({} brokers)",
+                    human_age(snapshot.age()),
+                    snapshot.catalog.brokers.len()
+                );
+                self.saved = Some(snapshot.catalog.clone());
+                self.send(snapshot.catalog)
+            }
+            Ok(None) => {
+                if self.n_failures == 1 || self.n_failures.is_power_of_two() {
+                    log::error!(
+                        "catalog: database unreachable ({error}) and no snapshot at {} yet: no broker can run until the database answers; retrying in {retry_delay:?}",
+                        self.config.snapshot_path.display()
+                    );
+                }
+                true
+            }
+            Err(snapshot_error) => {
+                if self.n_failures == 1 || self.n_failures.is_power_of_two() {
+                    log::error!(
+                        "catalog: database unreachable ({error}) and {snapshot_error}; retrying in {retry_delay:?}"
+                    );
+                }
+                true
+            }
+        }
+    }
+}
+
+/// `3h12m`, `45s`: an age for a log line.
+fn human_age(age: Duration) -> String {
+    let seconds = age.as_secs();
+    match seconds {
+        0..=59 => format!("{seconds}s"),
+        60..=3599 => format!("{}m{}s", seconds / 60, seconds % 60),
+        3600..=86399 => format!("{}h{}m", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{}d{}h", seconds / 86400, seconds % 86400 / 3600),
+    }
 }
