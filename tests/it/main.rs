@@ -5,6 +5,9 @@ mod support;
 // Spool: kill -9 safety, the size bound and drop accounting, schema migration.
 mod spool;
 
+// Catalog: PostgreSQL reads, NOTIFY and polling, bad rows, the offline snapshot.
+mod catalog;
+
 // Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
 mod drain;
 

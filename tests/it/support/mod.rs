@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod kinesis;
+pub mod postgres;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
