@@ -199,10 +199,10 @@ impl Supervisor {
             config: self.config.clone(),
             appender: self.appender.clone(),
             status: self.status.clone(),
+            ticket: self.status.issue_ticket(broker.id),
             commands: command_rx,
             running: true,
         };
-        self.status.update(broker.id, |_| {});
         let min_backoff = self.config.min_backoff;
         let max_backoff = self.config.max_backoff;
         let task = self.executor.spawn(async move {
@@ -264,6 +264,7 @@ impl Supervisor {
                 log::warn!("broker {id}: session did not stop within {STOP_TIMEOUT:?}; cancelled");
             }
         }
+        log::info!("all sessions stopped");
     }
 }
 

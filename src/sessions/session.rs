@@ -33,7 +33,7 @@ use rumqttc::{
 
 use super::backoff::Backoff;
 use super::partition_key::partition_key;
-use super::status::StatusBoard;
+use super::status::{SessionTicket, StatusBoard};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::spool::{Appender, CommitReceipt, NewRecord};
@@ -72,6 +72,8 @@ pub struct Session {
     pub config: MqttConfig,
     pub appender: Appender,
     pub status: StatusBoard,
+    /// This session's right to write its status entry.
+    pub ticket: SessionTicket,
     pub commands: async_channel::Receiver<Command>,
     /// False once the command channel closed or said Stop.
     pub running: bool,
@@ -122,7 +124,7 @@ pub async fn run(session: &mut Session) {
     if link.connected_at.is_some() {
         log::info!("{}: disconnected (stopped)", session.label());
     }
-    session.status.update(session.broker.id, |status| {
+    session.status.update(session.ticket, |status| {
         status.connected = false;
         status.since = SystemTime::now();
     });
@@ -314,6 +316,9 @@ impl Link {
                 let _receipt = deliver(publish, session).await;
             }
             Incoming(Packet::SubAck(suback)) => self.on_suback(&suback.return_codes, session),
+            Incoming(Packet::UnsubAck(_)) => session
+                .status
+                .update(session.ticket, |status| status.n_unsubacks += 1),
             Outgoing(rumqttc::Outgoing::Disconnect) if self.stop_deadline.is_some() => {
                 return Flow::Done;
             }
@@ -326,7 +331,7 @@ impl Link {
         self.connected_at = Some(Instant::now());
         self.announced = false;
         self.last_logged_error = None;
-        session.status.update(session.broker.id, |status| {
+        session.status.update(session.ticket, |status| {
             status.connected = true;
             status.since = SystemTime::now();
             status.auth_refused = false;
@@ -357,7 +362,7 @@ impl Link {
         }
         session
             .status
-            .update(session.broker.id, |status| status.n_subacks += 1);
+            .update(session.ticket, |status| status.n_subacks += 1);
         if !self.announced {
             self.announce(session);
         }
@@ -390,7 +395,7 @@ impl Link {
         } else {
             self.backoff.after_failure(up_for, self.rng.f64())
         };
-        session.status.update(session.broker.id, |status| {
+        session.status.update(session.ticket, |status| {
             if status.connected {
                 status.since = SystemTime::now();
             }
@@ -490,12 +495,12 @@ async fn deliver(publish: Publish, session: &Session) -> Option<CommitReceipt> {
         Ok(receipt) => {
             session
                 .status
-                .update(broker_id, |status| status.n_received += 1);
+                .update(session.ticket, |status| status.n_received += 1);
             Some(receipt)
         }
         Err(record) => {
             let mut n_lost = 0;
-            session.status.update(broker_id, |status| {
+            session.status.update(session.ticket, |status| {
                 status.n_lost += 1;
                 n_lost = status.n_lost;
             });

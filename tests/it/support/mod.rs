@@ -66,3 +66,4 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
         pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
+pub mod mosquitto;
