@@ -13,7 +13,7 @@ use mqtt_kinesis_bridge::config::{MqttConfig, OverflowPolicy, PartitionKeyScheme
 use mqtt_kinesis_bridge::secret::Secret;
 use mqtt_kinesis_bridge::sessions::{self, SessionStatus, StatusBoard};
 use mqtt_kinesis_bridge::shutdown::Shutdown;
-use mqtt_kinesis_bridge::spool::{NewRecord, PartitionKey, Record, Spool};
+use mqtt_kinesis_bridge::spool::{NewRecord, PartitionKey, Record, Settlement, Spool};
 
 use crate::support::mosquitto::{publish, Mosquitto};
 use crate::support::*;
@@ -34,14 +34,18 @@ struct Gateway {
 
 impl Gateway {
     fn start(name: &str) -> Gateway {
+        Gateway::with_spool(name, OverflowPolicy::DropOldest, 64 * 1024 * 1024)
+    }
+
+    fn with_spool(name: &str, overflow: OverflowPolicy, max_bytes: u64) -> Gateway {
         // Silent unless RUST_LOG names a level.
         mqtt_kinesis_bridge::logger::init(log::LevelFilter::Off);
         let dir = TempDir::new(name);
         let spool_path = dir.join("spool.db");
         let (spool, spool_writer) = Spool::open(&SpoolConfig {
             path: spool_path,
-            max_bytes: 64 * 1024 * 1024,
-            overflow: OverflowPolicy::DropOldest,
+            max_bytes,
+            overflow,
         })
         .expect("open spool");
         let config = MqttConfig {
@@ -429,33 +433,99 @@ fn shutdown_keeps_every_received_message() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn backpressure_waits_instead_of_buffering() -> TestResult {
+    const N: usize = 6000;
+    // Room for about 50 records: the spool stops taking appends almost at once,
+    // its queue (4096) fills, and the session must wait in `append`.
+    let a = Mosquitto::start();
+    let gateway = Gateway::with_spool("backpressure", OverflowPolicy::Backpressure, 50 * 100);
+    gateway.send(vec![broker(1, a.port(), &["t/#"])]);
+    gateway.wait_subscribed(1, 1);
+    let publisher = std::thread::spawn({
+        let port = a.port();
+        move || publish(port, "t/x", "bp", N)
+    });
+    // Play the drain: settle what is stored, until every message went through.
+    let spool = gateway.spool.clone().expect("spool open");
+    let mut payloads = Vec::new();
+    wait_until(
+        "every message through a full spool",
+        Duration::from_secs(60),
+        || {
+            let records = gateway.records();
+            let n_received = gateway.status(1).map_or(0, |s| s.n_received) as usize;
+            // The session holds nothing of its own: everything it took is stored,
+            // settled, or in the spool's queue (4096), plus the one being appended.
+            assert!(n_received <= payloads.len() + records.len() + 4096 + 1);
+            payloads.extend(records.iter().map(|r| r.payload.clone()));
+            let delivered = records.iter().map(|r| r.id).collect();
+            spool
+                .settle(Settlement {
+                    delivered,
+                    ..Settlement::default()
+                })
+                .expect("settle");
+            payloads.len() >= N
+        },
+    );
+    publisher.join().expect("publisher");
+    let expected: Vec<Vec<u8>> = (0..N).map(|i| format!("bp-{i}").into_bytes()).collect();
+    assert_eq!(payloads, expected, "all messages, in order, none twice");
+    assert_eq!(gateway.status(1).map(|s| s.n_connects), Some(1));
+    drop(spool);
+    gateway.stop();
+    Ok(())
+}
+
 /// Opt-in: `cargo test --test it sessions::memory -- --ignored --nocapture --test-threads=1`.
 #[test]
 #[ignore = "measurement; prints resident memory and threads for 100 idle sessions"]
 fn memory_of_100_idle_sessions() -> TestResult {
     let brokers: Vec<Mosquitto> = (0..4).map(|_| Mosquitto::start()).collect();
+    let catalog = |n: i64| -> Vec<Broker> {
+        (1..=n)
+            .map(|id| {
+                broker(
+                    id,
+                    brokers[id as usize % brokers.len()].port(),
+                    &["t/#", "u/+/v"],
+                )
+            })
+            .collect()
+    };
+    let all_subscribed = |gateway: &Gateway, n: usize| {
+        wait_until(
+            &format!("{n} sessions subscribed"),
+            Duration::from_secs(60),
+            || {
+                let snapshot: BTreeMap<i64, SessionStatus> = gateway.status.snapshot();
+                snapshot.len() == n && snapshot.values().all(|s| s.connected && s.n_subacks >= 1)
+            },
+        );
+    };
     let before = proc_status();
     let gateway = Gateway::start("memory");
-    let catalog: Vec<Broker> = (1..=100)
-        .map(|id| {
-            broker(
-                id,
-                brokers[id as usize % brokers.len()].port(),
-                &["t/#", "u/+/v"],
-            )
-        })
-        .collect();
-    gateway.send(catalog);
-    wait_until("100 sessions subscribed", Duration::from_secs(60), || {
-        let snapshot: BTreeMap<i64, SessionStatus> = gateway.status.snapshot();
-        snapshot.len() == 100 && snapshot.values().all(|s| s.connected && s.n_subacks >= 1)
-    });
-    let after = proc_status();
+    gateway.send(Vec::new());
+    let idle_gateway = proc_status();
+    gateway.send(catalog(1));
+    all_subscribed(&gateway, 1);
+    let one = proc_status();
+    gateway.send(catalog(100));
+    all_subscribed(&gateway, 100);
+    let hundred = proc_status();
     std::thread::sleep(Duration::from_secs(5));
     let idle = proc_status();
-    println!("before gateway: {before:?}");
-    println!("100 connected:  {after:?}");
-    println!("after 5s idle:  {idle:?}");
+    println!("(VmRSS KiB, threads) of the test process");
+    println!("before gateway:          {before:?}");
+    println!("spool + 0 sessions:      {idle_gateway:?}");
+    println!("1 session connected:     {one:?}");
+    println!("100 sessions connected:  {hundred:?}");
+    println!("after 5s idle:           {idle:?}");
+    println!(
+        "per session (100 vs 1):  {} KiB",
+        (hundred.0.saturating_sub(one.0)) / 99
+    );
     gateway.stop();
     Ok(())
 }
