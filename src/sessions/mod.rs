@@ -213,10 +213,9 @@ impl Supervisor {
                 let Err(panic) = attempt.await else { break };
                 let delay = backoff.after_failure(None, fastrand::f64());
                 log::error!(
-                    "{}: session crashed ({}); restarting in {:.1}s",
+                    "{}: session crashed ({}); restarting in {delay:.1?}",
                     session.label(),
                     panic_message(&*panic),
-                    delay.as_secs_f64()
                 );
                 if !session::pause(&mut session, delay).await {
                     break;

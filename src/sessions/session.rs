@@ -404,19 +404,18 @@ impl Link {
             status.auth_refused = auth_refused;
         });
         let label = session.label();
-        let seconds = delay.as_secs_f64();
         let repeated = self.last_logged_error.as_deref() == Some(description.as_str());
         if up_for.is_some() {
-            log::warn!("{label}: disconnected: {description}; retrying in {seconds:.1}s");
+            log::warn!("{label}: disconnected: {description}; retrying in {delay:.1?}");
         } else if repeated {
-            log::debug!("{label}: cannot connect: {description}; retrying in {seconds:.1}s");
+            log::debug!("{label}: cannot connect: {description}; retrying in {delay:.1?}");
         } else if auth_refused {
             let user = session.broker.username.as_deref().unwrap_or("(none)");
             log::error!(
-                "{label}: {description} (user {user:?}): fix the credentials in the catalog; retrying in {seconds:.1}s"
+                "{label}: {description} (user {user:?}): fix the credentials in the catalog; retrying in {delay:.1?}"
             );
         } else {
-            log::warn!("{label}: cannot connect: {description}; retrying in {seconds:.1}s");
+            log::warn!("{label}: cannot connect: {description}; retrying in {delay:.1?}");
         }
         self.last_logged_error = Some(description);
         delay

@@ -83,6 +83,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// Everything the broker logged so far (`log_type all`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
     /// Kills the broker (SIGKILL) and reaps it; its port stops accepting.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
