@@ -133,9 +133,13 @@ fn backpressure_holds_appends_until_the_drain_frees_room() {
     let max_bytes = 1 << 20;
     let (spool, writer) =
         Spool::open(&config(path, max_bytes, OverflowPolicy::Backpressure)).unwrap();
-    // Fill to the bound: 100 records of ~10 KiB is just under 1 MiB, the 101st crosses it.
-    append_all(&spool, (0..110).map(|n| record(1, n, 10_000)));
-    assert!(spool.depth().bytes() >= max_bytes);
+    // Fill to the bound one commit at a time: the writer takes appends while
+    // below the bound, so the record that crosses it is still committed.
+    let mut n = 0;
+    while spool.depth().bytes() < max_bytes {
+        append_all(&spool, [record(1, n, 10_000)]);
+        n += 1;
+    }
     let appender = spool.appender();
     let held = appender.append_blocking(record(1, 999, 10)).unwrap();
     // The writer takes no appends while full; settle frees room and the held record commits.

@@ -13,3 +13,6 @@ mod drain;
 
 // Drain rate figures (opt-in, ignored: run with --release --ignored --nocapture).
 mod drain_rate;
+
+// Sessions: the supervisor against real Mosquitto brokers (reconcile, outages, auth, shutdown).
+mod sessions;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kinesis;
+pub mod mosquitto;
 pub mod postgres;
 pub mod proxy;
 

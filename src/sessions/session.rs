@@ -1,0 +1,608 @@
+//! One broker: connect, subscribe, receive into the spool, back off, disconnect.
+//!
+//! rumqttc does the protocol. Its event loop is tokio-based, so each poll is
+//! wrapped in [`async_compat::Compat`]: rumqttc's sockets and timers live on
+//! async-compat's single background tokio thread, while this task runs on our
+//! smol executor. The [`rumqttc::AsyncClient`] is a plain (flume) channel
+//! sender and needs no runtime at all.
+//!
+//! Backpressure: each received PUBLISH is awaited into [`Appender::append`]
+//! before the event loop is polled again, so when the spool queue is full we
+//! stop reading the socket and the broker's TCP window fills up. Nothing is
+//! buffered here.
+//!
+//! A poll that is in progress is never cancelled while connected: commands from
+//! the supervisor are raced against the *same* pinned poll future, which keeps
+//! running afterwards (rumqttc's read path is not cancel-safe: a dropped poll
+//! can lose an ack it had yet to write).
+//!
+//! Not here: deciding which brokers run (the supervisor), retrying forever on
+//! bad credentials without the catalog's help (we back off to the maximum).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_compat::Compat;
+use futures_lite::FutureExt;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, MqttOptions, Packet, Publish, QoS,
+    StateError, SubscribeFilter, SubscribeReasonCode,
+};
+
+use super::backoff::Backoff;
+use super::partition_key::partition_key;
+use super::status::{SessionTicket, StatusBoard};
+use crate::catalog::{Broker, Topic};
+use crate::config::MqttConfig;
+use crate::spool::{Appender, CommitReceipt, NewRecord};
+
+/// How long a stopping session waits for its DISCONNECT to be written.
+pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The largest PUBLISH we accept. Kinesis takes records up to 1 MiB; larger ones
+/// are still taken (and dead-lettered by the drain) rather than making the
+/// broker redeliver a message we can never read. rumqttc's default is 10 KiB.
+const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+/// We only send CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, acks and DISCONNECT.
+const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+/// Requests (subscribe, unsubscribe, disconnect) waiting for rumqttc's event
+/// loop; more wait in the session's outbox, so a full channel never blocks us.
+const REQUEST_CAPACITY: usize = 16;
+
+/// What the supervisor tells a running session.
+#[derive(Debug)]
+pub enum Command {
+    /// The topic list changed; the connection settings did not.
+    UpdateTopics {
+        subscribe: Vec<Topic>,
+        unsubscribe: Vec<String>,
+    },
+    /// Disconnect cleanly and end. Closing the command channel means the same.
+    Stop,
+}
+
+/// Everything one session needs; outlives a panicking [`run`] so it can start over.
+pub struct Session {
+    /// Connection settings and the *desired* topics, kept current by [`Command::UpdateTopics`].
+    pub broker: Broker,
+    /// `{gateway_id}-{broker_id}`: stable across restarts, unique per gateway and broker.
+    pub client_id: String,
+    pub config: MqttConfig,
+    pub appender: Appender,
+    pub status: StatusBoard,
+    /// This session's right to write its status entry.
+    pub ticket: SessionTicket,
+    pub commands: async_channel::Receiver<Command>,
+    /// False once the command channel closed or said Stop.
+    pub running: bool,
+}
+
+impl Session {
+    /// `broker 7 (10.0.0.5:1883)`, the prefix of every log line about this session.
+    pub fn label(&self) -> String {
+        format!(
+            "broker {} ({}:{})",
+            self.broker.id, self.broker.host, self.broker.port
+        )
+    }
+}
+
+/// Runs the session until it is told to stop; then disconnects (bounded by
+/// [`DISCONNECT_TIMEOUT`]) and returns. Every PUBLISH read from the socket has
+/// been handed to the spool by then.
+pub async fn run(session: &mut Session) {
+    if !session.running {
+        return;
+    }
+    let (client, eventloop) = AsyncClient::new(mqtt_options(session), REQUEST_CAPACITY);
+    // Inside Compat, rumqttc's socket and timers are also dropped in tokio's context.
+    let mut eventloop = Compat::new(eventloop);
+    let mut link = Link::new(client, session);
+    loop {
+        let polled = poll_once(eventloop.get_mut(), &mut link, session).await;
+        let Some(polled) = polled else { break };
+        match polled {
+            Ok(event) => {
+                if link.on_event(event, session).await == Flow::Done {
+                    break;
+                }
+            }
+            Err(error) => {
+                if link.stop_deadline.is_some() {
+                    break;
+                }
+                let delay = link.on_error(&error, session);
+                if !wait_backoff(delay, &mut link, session).await {
+                    break;
+                }
+            }
+        }
+        link.flush_outbox();
+    }
+    if link.connected_at.is_some() {
+        log::info!("{}: disconnected (stopped)", session.label());
+    }
+    session.status.update(session.ticket, |status| {
+        status.connected = false;
+        status.since = SystemTime::now();
+    });
+}
+
+/// Builds the options. Never log the result with `{:?}`: it prints the password.
+fn mqtt_options(session: &Session) -> MqttOptions {
+    let broker = &session.broker;
+    let mut options = MqttOptions::new(session.client_id.clone(), broker.host.clone(), broker.port);
+    // rumqttc asserts whole seconds >= 1; config guarantees >= 1s, round down the rest.
+    let keep_alive_secs = session.config.keep_alive.as_secs().max(1);
+    options.set_keep_alive(Duration::from_secs(keep_alive_secs));
+    // FIXME(persistent sessions): false plus manual acks once acks wait for the commit.
+    options.set_clean_session(true);
+    options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
+    if let Some(username) = &broker.username {
+        let password = broker.password.as_ref().map(|secret| secret.expose());
+        options.set_credentials(username.clone(), password.unwrap_or_default());
+    }
+    options
+}
+
+/// What the session loop reacts to while a poll is in progress.
+enum Event {
+    Polled(Result<rumqttc::Event, ConnectionError>),
+    /// `None`: the command channel closed.
+    Command(Option<Command>),
+    /// The DISCONNECT did not get out in time.
+    StopDeadline,
+}
+
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Done,
+}
+
+/// Polls the event loop once. Commands that arrive meanwhile are handled
+/// without dropping the poll. `None`: stop now (told to stop while not
+/// connected, or the DISCONNECT deadline passed).
+async fn poll_once(
+    eventloop: &mut EventLoop,
+    link: &mut Link,
+    session: &mut Session,
+) -> Option<Result<rumqttc::Event, ConnectionError>> {
+    let mut poll = std::pin::pin!(Compat::new(eventloop.poll()));
+    loop {
+        let commands = session.running.then_some(&session.commands);
+        match next_event(poll.as_mut(), commands, link.stop_deadline).await {
+            Event::Polled(result) => return Some(result),
+            Event::StopDeadline => {
+                log::warn!(
+                    "{}: DISCONNECT not sent within {DISCONNECT_TIMEOUT:?}; closing anyway",
+                    session.label()
+                );
+                return None;
+            }
+            Event::Command(command) => {
+                if link.on_command(command, session) == Flow::Done {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the first of: a command, the stop deadline, the poll. Commands
+/// come first so a busy broker cannot delay a stop.
+async fn next_event<F>(
+    poll: Pin<&mut F>,
+    commands: Option<&async_channel::Receiver<Command>>,
+    stop_deadline: Option<Instant>,
+) -> Event
+where
+    F: Future<Output = Result<rumqttc::Event, ConnectionError>>,
+{
+    let command = async {
+        match commands {
+            Some(commands) => Event::Command(commands.recv().await.ok()),
+            None => std::future::pending().await,
+        }
+    };
+    let deadline = async {
+        match stop_deadline {
+            Some(deadline) => {
+                async_io::Timer::at(deadline).await;
+                Event::StopDeadline
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let polled = async { Event::Polled(poll.await) };
+    command.or(deadline).or(polled).await
+}
+
+/// Waits `delay` before the next connection attempt, handling commands. False: stop.
+async fn wait_backoff(delay: Duration, link: &mut Link, session: &mut Session) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        if !session.running {
+            return false;
+        }
+        let command = async { Some(session.commands.recv().await.ok()) };
+        let timer = async {
+            async_io::Timer::at(deadline).await;
+            None
+        };
+        match command.or(timer).await {
+            None => return true,
+            Some(command) => {
+                if link.on_command(command, session) == Flow::Done {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Waits `delay` with no connection (after a crash), still taking commands.
+/// False: told to stop.
+pub async fn pause(session: &mut Session, delay: Duration) -> bool {
+    let deadline = Instant::now() + delay;
+    while session.running {
+        let command = async { Some(session.commands.recv().await.ok()) };
+        let timer = async {
+            async_io::Timer::at(deadline).await;
+            None
+        };
+        match command.or(timer).await {
+            None => return true,
+            Some(Some(Command::UpdateTopics {
+                subscribe,
+                unsubscribe,
+            })) => apply_topic_update(&mut session.broker.topics, &subscribe, &unsubscribe),
+            Some(Some(Command::Stop) | None) => session.running = false,
+        }
+    }
+    false
+}
+
+/// A request for rumqttc that waits in our outbox until its channel has room.
+enum Outbound {
+    Subscribe(Vec<SubscribeFilter>),
+    Unsubscribe(String),
+    Disconnect,
+}
+
+/// Per-connection state of one session: lives as long as one [`run`].
+struct Link {
+    client: AsyncClient,
+    backoff: Backoff,
+    rng: fastrand::Rng,
+    /// Set at CONNACK, cleared on error.
+    connected_at: Option<Instant>,
+    /// Requests not yet accepted by rumqttc's channel, oldest first.
+    outbox: VecDeque<Outbound>,
+    /// Filters of each SUBSCRIBE sent and not yet acknowledged, in order (brokers ack in order).
+    awaiting_subacks: VecDeque<Vec<String>>,
+    /// Logged "connected, subscribed" for the current connection.
+    announced: bool,
+    /// The last error we logged at warn/error level, so a repeating one is logged once.
+    last_logged_error: Option<String>,
+    /// Set once a DISCONNECT is queued: end when it is written or by this time.
+    stop_deadline: Option<Instant>,
+}
+
+impl Link {
+    fn new(client: AsyncClient, session: &Session) -> Link {
+        Link {
+            client,
+            backoff: Backoff::new(session.config.min_backoff, session.config.max_backoff),
+            rng: fastrand::Rng::new(),
+            connected_at: None,
+            outbox: VecDeque::new(),
+            awaiting_subacks: VecDeque::new(),
+            announced: false,
+            last_logged_error: None,
+            stop_deadline: None,
+        }
+    }
+
+    async fn on_event(&mut self, event: rumqttc::Event, session: &mut Session) -> Flow {
+        use rumqttc::Event::{Incoming, Outgoing};
+        match event {
+            Incoming(Packet::ConnAck(_)) => self.on_connack(session),
+            Incoming(Packet::Publish(publish)) => {
+                // With persistent sessions this receipt is what the manual ack waits for.
+                let _receipt = deliver(publish, session).await;
+            }
+            Incoming(Packet::SubAck(suback)) => self.on_suback(&suback.return_codes, session),
+            Incoming(Packet::UnsubAck(_)) => session
+                .status
+                .update(session.ticket, |status| status.n_unsubacks += 1),
+            Outgoing(rumqttc::Outgoing::Disconnect) if self.stop_deadline.is_some() => {
+                return Flow::Done;
+            }
+            _ => {}
+        }
+        Flow::Continue
+    }
+
+    fn on_connack(&mut self, session: &Session) {
+        self.connected_at = Some(Instant::now());
+        self.announced = false;
+        self.last_logged_error = None;
+        session.status.update(session.ticket, |status| {
+            status.connected = true;
+            status.since = SystemTime::now();
+            status.auth_refused = false;
+            status.n_connects += 1;
+        });
+        // Clean session: the broker remembers nothing, so subscribe to everything we want.
+        let filters = subscribe_filters(&session.broker.topics);
+        if filters.is_empty() {
+            self.announce(session);
+        } else {
+            self.outbox.push_back(Outbound::Subscribe(filters));
+        }
+        if self.stop_deadline.is_some() {
+            // Told to stop while connecting; the CONNACK arrived first.
+            self.outbox.push_back(Outbound::Disconnect);
+        }
+    }
+
+    fn on_suback(&mut self, return_codes: &[SubscribeReasonCode], session: &Session) {
+        let filters = self.awaiting_subacks.pop_front().unwrap_or_default();
+        for (filter, code) in filters.iter().zip(return_codes) {
+            if *code == SubscribeReasonCode::Failure {
+                log::warn!(
+                    "{}: broker refused the subscription to {filter:?}",
+                    session.label()
+                );
+            }
+        }
+        session
+            .status
+            .update(session.ticket, |status| status.n_subacks += 1);
+        if !self.announced {
+            self.announce(session);
+        }
+    }
+
+    fn announce(&mut self, session: &Session) {
+        self.announced = true;
+        log::info!(
+            "{}: connected, subscribed to {} topics",
+            session.label(),
+            session.broker.topics.len()
+        );
+    }
+
+    /// Records the failure and returns how long to wait before polling again
+    /// (rumqttc reconnects when polled after an error).
+    fn on_error(&mut self, error: &ConnectionError, session: &Session) -> Duration {
+        let up_for = self.connected_at.take().map(|since| since.elapsed());
+        self.outbox.clear();
+        self.awaiting_subacks.clear();
+        let description = describe(error);
+        let auth_refused = matches!(
+            error,
+            ConnectionError::ConnectionRefused(
+                ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
+            )
+        );
+        let delay = if auth_refused {
+            self.backoff.after_refusal()
+        } else {
+            self.backoff.after_failure(up_for, self.rng.f64())
+        };
+        session.status.update(session.ticket, |status| {
+            if status.connected {
+                status.since = SystemTime::now();
+            }
+            status.connected = false;
+            status.last_error = Some(description.clone());
+            status.auth_refused = auth_refused;
+        });
+        let label = session.label();
+        let repeated = self.last_logged_error.as_deref() == Some(description.as_str());
+        if up_for.is_some() {
+            log::warn!("{label}: disconnected: {description}; retrying in {delay:.1?}");
+        } else if repeated {
+            log::debug!("{label}: cannot connect: {description}; retrying in {delay:.1?}");
+        } else if auth_refused {
+            let user = session.broker.username.as_deref().unwrap_or("(none)");
+            log::error!(
+                "{label}: {description} (user {user:?}): fix the credentials in the catalog; retrying in {delay:.1?}"
+            );
+        } else {
+            log::warn!("{label}: cannot connect: {description}; retrying in {delay:.1?}");
+        }
+        self.last_logged_error = Some(description);
+        delay
+    }
+
+    fn on_command(&mut self, command: Option<Command>, session: &mut Session) -> Flow {
+        match command {
+            Some(Command::UpdateTopics {
+                subscribe,
+                unsubscribe,
+            }) => {
+                apply_topic_update(&mut session.broker.topics, &subscribe, &unsubscribe);
+                if self.connected_at.is_some() && self.stop_deadline.is_none() {
+                    for filter in unsubscribe {
+                        self.outbox.push_back(Outbound::Unsubscribe(filter));
+                    }
+                    let filters = subscribe_filters(&subscribe);
+                    if !filters.is_empty() {
+                        self.outbox.push_back(Outbound::Subscribe(filters));
+                    }
+                    self.flush_outbox();
+                }
+                // Not connected: the next CONNACK subscribes to the updated list.
+                Flow::Continue
+            }
+            Some(Command::Stop) | None => {
+                session.running = false;
+                if self.connected_at.is_none() {
+                    return Flow::Done;
+                }
+                self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
+                self.outbox.push_back(Outbound::Disconnect);
+                self.flush_outbox();
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Hands queued requests to rumqttc until its channel is full; the rest go
+    /// after the next event (each poll can take one request from the channel).
+    fn flush_outbox(&mut self) {
+        if self.connected_at.is_none() {
+            return;
+        }
+        while let Some(outbound) = self.outbox.front() {
+            let sent = match outbound {
+                Outbound::Subscribe(filters) => self.client.try_subscribe_many(filters.clone()),
+                Outbound::Unsubscribe(filter) => self.client.try_unsubscribe(filter.clone()),
+                Outbound::Disconnect => self.client.try_disconnect(),
+            };
+            if sent.is_err() {
+                // Full: the event loop owns the receiver, so it cannot be closed.
+                return;
+            }
+            if let Some(Outbound::Subscribe(filters)) = self.outbox.pop_front() {
+                self.awaiting_subacks
+                    .push_back(filters.into_iter().map(|filter| filter.path).collect());
+            }
+        }
+    }
+}
+
+/// Turns a PUBLISH into a spool record and waits until the spool queue takes it.
+/// `None` when the spool is closed: the message is counted as lost and logged.
+async fn deliver(publish: Publish, session: &Session) -> Option<CommitReceipt> {
+    let broker_id = session.broker.id;
+    let record = NewRecord {
+        broker_id,
+        partition_key: partition_key(session.config.partition_key, broker_id, &publish.topic),
+        topic: publish.topic,
+        payload: publish.payload.to_vec(),
+        qos: publish.qos as u8,
+        received_at_ms: now_ms(),
+    };
+    match session.appender.append(record).await {
+        Ok(receipt) => {
+            session
+                .status
+                .update(session.ticket, |status| status.n_received += 1);
+            Some(receipt)
+        }
+        Err(record) => {
+            let mut n_lost = 0;
+            session.status.update(session.ticket, |status| {
+                status.n_lost += 1;
+                n_lost = status.n_lost;
+            });
+            // One line per power of two: a stopped spool must not flood the log.
+            if n_lost.is_power_of_two() {
+                log::error!(
+                    "{}: spool is closed: lost a message on {:?} ({n_lost} lost so far)",
+                    session.label(),
+                    record.topic
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Applies a topic update to the desired list, keeping it sorted by filter.
+fn apply_topic_update(topics: &mut Vec<Topic>, subscribe: &[Topic], unsubscribe: &[String]) {
+    let mut by_filter: BTreeMap<String, u8> = topics
+        .drain(..)
+        .map(|topic| (topic.filter, topic.qos))
+        .collect();
+    for filter in unsubscribe {
+        by_filter.remove(filter);
+    }
+    for topic in subscribe {
+        by_filter.insert(topic.filter.clone(), topic.qos);
+    }
+    topics.extend(
+        by_filter
+            .into_iter()
+            .map(|(filter, qos)| Topic { filter, qos }),
+    );
+}
+
+/// rumqttc rejects a whole SUBSCRIBE if one filter is invalid, so invalid ones are left out here.
+fn subscribe_filters(topics: &[Topic]) -> Vec<SubscribeFilter> {
+    topics
+        .iter()
+        .filter(|topic| {
+            let valid = rumqttc::valid_filter(&topic.filter);
+            if !valid {
+                log::warn!(
+                    "not subscribing to {:?}: not a valid MQTT topic filter",
+                    topic.filter
+                );
+            }
+            valid
+        })
+        .map(|topic| SubscribeFilter::new(topic.filter.clone(), qos(topic.qos)))
+        .collect()
+}
+
+fn qos(level: u8) -> QoS {
+    // The catalog only admits 0..=2; anything else is treated as at-least-once.
+    rumqttc::qos(level).unwrap_or(QoS::AtLeastOnce)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|since| since.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A connection error in words, lowercase, without packet contents.
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::Io(error) => lowercase_first(&error.to_string()),
+        ConnectionError::ConnectionRefused(code) => {
+            let reason = match code {
+                ConnectReturnCode::Success => "no reason",
+                ConnectReturnCode::RefusedProtocolVersion => "protocol version not supported",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                ConnectReturnCode::ServiceUnavailable => "service unavailable",
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorized",
+            };
+            format!("broker refused the connection: {reason}")
+        }
+        ConnectionError::NetworkTimeout => "connect timed out".to_owned(),
+        ConnectionError::FlushTimeout => "write timed out".to_owned(),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            "connection closed by the broker".to_owned()
+        }
+        ConnectionError::MqttState(StateError::Io(error)) => lowercase_first(&error.to_string()),
+        ConnectionError::MqttState(StateError::AwaitPingResp) => {
+            "no answer to keep-alive ping".to_owned()
+        }
+        ConnectionError::MqttState(StateError::Deserialization(error)) => {
+            format!("malformed data from the broker: {error}")
+        }
+        ConnectionError::MqttState(error) => format!("protocol error: {error}"),
+        ConnectionError::NotConnAck(_) => "broker answered CONNECT with another packet".to_owned(),
+        ConnectionError::RequestsDone => "request channel closed".to_owned(),
+        ConnectionError::Tls(error) => format!("tls: {error}"),
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
