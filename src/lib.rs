@@ -59,7 +59,8 @@ impl From<drain::DrainError> for RunError {
 /// data-flow order so nothing accepted is lost: sessions stop taking messages,
 /// the spool commits what is queued, the drain finishes its request in flight.
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
-    let (spool, spool_writer) = Spool::open(&config.spool)?;
+    let (spool, spool_writer) =
+        Spool::open_with_queue(&config.spool, config.mqtt.channel_capacity)?;
     log::info!(
         "mqtt-kinesis-bridge {} starting: gateway {}, spool {} ({} records waiting), stream {} in {} via {}",
         env!("CARGO_PKG_VERSION"),

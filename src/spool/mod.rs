@@ -132,6 +132,9 @@ impl Depth {
     }
 }
 
+/// Records queued for the writer at most, unless the caller chooses.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+
 /// Handed to the sessions: puts records into the spool.
 #[derive(Clone)]
 pub struct Appender {
@@ -200,15 +203,24 @@ struct CommitSignal {
 }
 
 impl Spool {
-    /// Opens (creating and migrating as needed) the spool and starts its writer thread.
+    /// Opens (creating and migrating as needed) the spool and starts its writer
+    /// thread, with a queue of [`DEFAULT_QUEUE_CAPACITY`] records.
     pub fn open(config: &SpoolConfig) -> Result<(Spool, std::thread::JoinHandle<()>), SpoolError> {
+        Spool::open_with_queue(config, DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// [`Spool::open`] with `queue_capacity` records waiting for the writer at most:
+    /// the bound that makes sessions wait when the disk is slow.
+    pub fn open_with_queue(
+        config: &SpoolConfig,
+        queue_capacity: usize,
+    ) -> Result<(Spool, std::thread::JoinHandle<()>), SpoolError> {
         let mut connection = open_connection(&config.path)?;
         migrate::apply(&mut connection, &config.path)?;
         let uid = migrate::spool_uid(&connection, &config.path)?;
         let depth = Arc::new(Depth::default());
         let commits = Arc::new(CommitSignal::default());
-        let capacity = 4096;
-        let (appends, append_rx) = async_channel::bounded(capacity);
+        let (appends, append_rx) = async_channel::bounded(queue_capacity.max(1));
         let (settlements, settle_rx) = async_channel::bounded(16);
         let context = writer::Writer::new(
             connection,

@@ -16,3 +16,6 @@ mod drain_rate;
 
 // Sessions: the supervisor against real Mosquitto brokers (reconcile, outages, auth, shutdown).
 mod sessions;
+
+// The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
+mod gateway;
