@@ -36,7 +36,7 @@ wait_port "$kinesis_port"
 wait_port "$broker2_port"
 
 echo "== catalog: database mkb_demo with brokers 1 (127.0.0.1:1883) and 2 (127.0.0.1:$broker2_port)"
-psql_() { psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
+psql_() { PGOPTIONS='-c client_min_messages=warning' psql -h 127.0.0.1 -U postgres -v ON_ERROR_STOP=1 -q "$@"; }
 psql_ -d postgres -c 'DROP DATABASE IF EXISTS mkb_demo WITH (FORCE)' -c 'CREATE DATABASE mkb_demo'
 for sql in buffer-schema/catalog/*.sql; do psql_ -d mkb_demo -f "$sql"; done
 psql_ -d mkb_demo <<SQL

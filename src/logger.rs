@@ -19,11 +19,23 @@ impl log::Log for StderrLogger {
             return;
         }
         let target = record.target();
-        let short = target
+        // The stage is enough: `drain`, `sessions`, `catalog`, not the file.
+        let stage = target
             .strip_prefix("mqtt_kinesis_bridge::")
+            .unwrap_or(target)
+            .split("::")
+            .next()
             .unwrap_or(target);
+        let message = record.args().to_string();
+        // Messages that already open with their stage are not prefixed twice.
+        let line = match message
+            .strip_prefix(stage)
+            .and_then(|m| m.strip_prefix(": "))
+        {
+            Some(_) => format!("{:<5} {message}\n", record.level()),
+            None => format!("{:<5} {stage}: {message}\n", record.level()),
+        };
         // One write per line, so lines from threads never interleave.
-        let line = format!("{:<5} {short}: {}\n", record.level(), record.args());
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
