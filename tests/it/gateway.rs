@@ -106,6 +106,15 @@ fn spooled(path: &Path, broker_id: i64) -> u64 {
         .map_or(0, |c| c.spooled)
 }
 
+fn delivered(path: &Path) -> u64 {
+    SpoolReader::open(path)
+        .and_then(|r| r.counters())
+        .expect("read spool")
+        .iter()
+        .map(|c| c.delivered)
+        .sum()
+}
+
 /// Issue 3: three brokers, one inactive: only the active ones reach Kinesis,
 /// and SIGTERM after a burst loses nothing (what is not in Kinesis is in the spool).
 #[test]
@@ -171,4 +180,78 @@ fn active_brokers_reach_kinesis_and_sigterm_loses_nothing() {
     let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap();
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains("e2e-secret-key"), "secret in log");
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Figures for the README, not a pass/fail test:
+/// `cargo test --release --test it gateway::measure -- --ignored --nocapture`.
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn measure_rate_with_4_brokers_and_memory_with_100_sessions() {
+    let dir = TempDir::new("gateway-measure");
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let brokers: Vec<Mosquitto> = (0..4).map(|_| Mosquitto::start()).collect();
+    for (idx, broker) in brokers.iter().enumerate() {
+        db.add_broker(idx as i32 + 1, broker.port());
+    }
+    db.add_topic(None, "m/#", 1);
+    let gateway = Gateway::start(&dir, &db, &kinesis);
+    gateway.wait_log("4 brokers subscribed", |log| {
+        log.matches("connected, subscribed").count() >= 4
+    });
+
+    let n_per_broker = 2500;
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for (idx, broker) in brokers.iter().enumerate() {
+            let port = broker.port();
+            scope.spawn(move || publish(port, "m/x", &format!("b{idx}"), n_per_broker));
+        }
+    });
+    let total = 4 * n_per_broker as u64;
+    wait_until("every message spooled", Duration::from_secs(120), || {
+        (1..=4).map(|id| spooled(&gateway.spool, id)).sum::<u64>() == total
+    });
+    let to_spool = started.elapsed().as_secs_f64();
+    println!(
+        "4 brokers, {total} QoS1 messages: publish->spool {:.0} msg/s ({to_spool:.2}s)",
+        total as f64 / to_spool
+    );
+    // Delivered = accepted by Kinesis (reading 10k records back from the emulator times out).
+    wait_until("every message in Kinesis", Duration::from_secs(300), || {
+        delivered(&gateway.spool) == total
+    });
+    let to_kinesis = started.elapsed().as_secs_f64();
+    println!(
+        "4 brokers, {total} QoS1 messages: publish->kinesis-local {:.0} msg/s ({to_kinesis:.2}s)",
+        total as f64 / to_kinesis
+    );
+    drop(gateway);
+
+    // 100 idle sessions: 100 catalog rows over the 4 brokers.
+    let db = TestDb::new();
+    for id in 1..=100 {
+        db.add_broker(id, brokers[id as usize % 4].port());
+    }
+    db.add_topic(None, "idle/#", 1);
+    let dir = TempDir::new("gateway-measure-idle");
+    let gateway = Gateway::start(&dir, &db, &kinesis);
+    gateway.wait_log("100 brokers subscribed", |log| {
+        log.matches("connected, subscribed").count() >= 100
+    });
+    let pid = gateway.child.id();
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    println!(
+        "100 idle sessions: VmRSS {} KiB, {threads} threads",
+        resident_kib(pid)
+    );
 }
