@@ -255,3 +255,40 @@ fn measure_rate_with_4_brokers_and_memory_with_100_sessions() {
         resident_kib(pid)
     );
 }
+
+/// A bad config stops the binary before anything starts: exit 2, the key named, no secret shown.
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let dir = TempDir::new("gateway-bad-config");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[spool]\npath = \"{}\"\nmax_bytes = \"lots\"\n\
+             [kinesis]\nstream = \"s\"\nregion = \"eu-west-1\"\n\
+             [database]\nurl = \"postgres://u:hunter2@db/x\"\n",
+            dir.join("spool.db").display()
+        ),
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run the binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("config key `spool.max_bytes`"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(
+        !dir.join("spool.db").exists(),
+        "nothing may start on a bad config"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .arg("run")
+        .output()
+        .expect("run the binary");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("run needs --config FILE"));
+}
