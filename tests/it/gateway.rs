@@ -292,3 +292,34 @@ fn bad_config_exits_2_naming_the_key() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("run needs --config FILE"));
 }
+
+/// Issue 3: catalog changes reach the running binary by NOTIFY (the poll is 60 s,
+/// the wait 30 s): a new broker delivers, a deactivated one is disconnected.
+#[test]
+fn catalog_changes_reach_the_running_gateway() {
+    let dir = TempDir::new("gateway-reconcile");
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let brokers = [Mosquitto::start(), Mosquitto::start()];
+    db.add_broker(1, brokers[0].port());
+    db.add_topic(None, "r/#", 1);
+    let gateway = Gateway::start(&dir, &db, &kinesis);
+    gateway.wait_log("broker 1 subscribed", |log| {
+        log.contains("connected, subscribed")
+    });
+
+    db.add_broker(2, brokers[1].port());
+    db.execute("UPDATE iot_data.mqtt_broker SET status = FALSE WHERE mqtt_id = 1");
+    gateway.wait_log("broker 2 subscribed and broker 1 removed", |log| {
+        log.contains("broker 1 removed") && log.matches("connected, subscribed").count() >= 2
+    });
+    publish(brokers[1].port(), "r/x", "new", 10);
+    wait_until("10 records from broker 2", Duration::from_secs(60), || {
+        broker_ids(&kinesis.read_all(STREAM))
+            .iter()
+            .filter(|(id, _)| *id == 2)
+            .count()
+            == 10
+    });
+    assert_eq!(gateway.terminate(), Some(0));
+}
