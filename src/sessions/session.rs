@@ -49,7 +49,7 @@ const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 const MAX_OUTGOING_PACKET: usize = 64 * 1024;
 /// Requests (subscribe, unsubscribe, disconnect) waiting for rumqttc's event
 /// loop; more wait in the session's outbox, so a full channel never blocks us.
-const REQUEST_CAPACITY: usize = 16;
+const REQUEST_CAPACITY: usize = 1024;
 
 /// What the supervisor tells a running session.
 #[derive(Debug)]
@@ -137,8 +137,11 @@ fn mqtt_options(session: &Session) -> MqttOptions {
     // rumqttc asserts whole seconds >= 1; config guarantees >= 1s, round down the rest.
     let keep_alive_secs = session.config.keep_alive.as_secs().max(1);
     options.set_keep_alive(Duration::from_secs(keep_alive_secs));
-    // FIXME(persistent sessions): false plus manual acks once acks wait for the commit.
-    options.set_clean_session(true);
+    // Persistent session + manual acks: a QoS 1/2 message is acknowledged only
+    // after the spool committed it, and the broker keeps (and redelivers) what we
+    // had not acknowledged when the gateway went down.
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
     options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
     // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
     if let Some(username) = &broker.username {
@@ -155,6 +158,8 @@ enum Event {
     Command(Option<Command>),
     /// The DISCONNECT did not get out in time.
     StopDeadline,
+    /// The oldest record waiting for its ack is committed (or the spool closed).
+    Committed,
 }
 
 #[derive(PartialEq, Eq)]
@@ -174,8 +179,10 @@ async fn poll_once(
     let mut poll = std::pin::pin!(Compat::new(eventloop.poll()));
     loop {
         let commands = session.running.then_some(&session.commands);
-        match next_event(poll.as_mut(), commands, link.stop_deadline).await {
+        let oldest_unacked = link.unacked.front().map(|(_, receipt)| receipt);
+        match next_event(poll.as_mut(), commands, link.stop_deadline, oldest_unacked).await {
             Event::Polled(result) => return Some(result),
+            Event::Committed => link.ack_committed(),
             Event::StopDeadline => {
                 log::warn!(
                     "{}: DISCONNECT not sent within {DISCONNECT_TIMEOUT:?}; closing anyway",
@@ -198,6 +205,7 @@ async fn next_event<F>(
     poll: Pin<&mut F>,
     commands: Option<&async_channel::Receiver<Command>>,
     stop_deadline: Option<Instant>,
+    oldest_unacked: Option<&CommitReceipt>,
 ) -> Event
 where
     F: Future<Output = Result<rumqttc::Event, ConnectionError>>,
@@ -217,8 +225,18 @@ where
             None => std::future::pending().await,
         }
     };
+    let committed = async {
+        match oldest_unacked {
+            Some(receipt) => {
+                // Ok or a closed spool: either way the front entry is settled.
+                let _ = receipt.wait_committed().await;
+                Event::Committed
+            }
+            None => std::future::pending().await,
+        }
+    };
     let polled = async { Event::Polled(poll.await) };
-    command.or(deadline).or(polled).await
+    command.or(deadline).or(committed).or(polled).await
 }
 
 /// Waits `delay` before the next connection attempt, handling commands. False: stop.
@@ -268,6 +286,8 @@ pub async fn pause(session: &mut Session, delay: Duration) -> bool {
 
 /// A request for rumqttc that waits in our outbox until its channel has room.
 enum Outbound {
+    /// PUBACK/PUBREC for a committed record (a Publish with no payload).
+    Ack(Publish),
     Subscribe(Vec<SubscribeFilter>),
     Unsubscribe(String),
     Disconnect,
@@ -290,6 +310,9 @@ struct Link {
     last_logged_error: Option<String>,
     /// Set once a DISCONNECT is queued: end when it is written or by this time.
     stop_deadline: Option<Instant>,
+    /// QoS 1/2 messages of this connection handed to the spool and not yet
+    /// acknowledged, oldest first; the writer commits in order, so they resolve in order.
+    unacked: VecDeque<(Publish, CommitReceipt)>,
 }
 
 impl Link {
@@ -304,7 +327,27 @@ impl Link {
             announced: false,
             last_logged_error: None,
             stop_deadline: None,
+            unacked: VecDeque::new(),
         }
+    }
+
+    /// Acknowledges, in order, every message whose record is committed.
+    fn ack_committed(&mut self) {
+        // The front resolved (that is why we are here); the rest are checked without waiting.
+        let mut first = true;
+        while let Some((_, receipt)) = self.unacked.front() {
+            if !first && !receipt.try_committed() {
+                break;
+            }
+            first = false;
+            if let Some((ack, _)) = self.unacked.pop_front() {
+                self.outbox.push_back(Outbound::Ack(ack));
+            }
+        }
+        if self.unacked.is_empty() && self.stop_deadline.is_some() {
+            self.outbox.push_back(Outbound::Disconnect);
+        }
+        self.flush_outbox();
     }
 
     async fn on_event(&mut self, event: rumqttc::Event, session: &mut Session) -> Flow {
@@ -312,8 +355,13 @@ impl Link {
         match event {
             Incoming(Packet::ConnAck(_)) => self.on_connack(session),
             Incoming(Packet::Publish(publish)) => {
-                // With persistent sessions this receipt is what the manual ack waits for.
-                let _receipt = deliver(publish, session).await;
+                // Only the packet id and QoS are needed to acknowledge it later.
+                let mut ack = Publish::new("", publish.qos, Vec::new());
+                ack.pkid = publish.pkid;
+                let receipt = deliver(publish, session).await;
+                if let (true, Some(receipt)) = (ack.qos != QoS::AtMostOnce, receipt) {
+                    self.unacked.push_back((ack, receipt));
+                }
             }
             Incoming(Packet::SubAck(suback)) => self.on_suback(&suback.return_codes, session),
             Incoming(Packet::UnsubAck(_)) => session
@@ -383,6 +431,9 @@ impl Link {
         let up_for = self.connected_at.take().map(|since| since.elapsed());
         self.outbox.clear();
         self.awaiting_subacks.clear();
+        // Packet ids belong to the lost connection: the broker redelivers what we
+        // did not acknowledge, and the spool may then hold it twice (at least once).
+        self.unacked.clear();
         let description = describe(error);
         let auth_refused = matches!(
             error,
@@ -447,7 +498,11 @@ impl Link {
                     return Flow::Done;
                 }
                 self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
-                self.outbox.push_back(Outbound::Disconnect);
+                // Acknowledge what the spool is committing first, so the broker
+                // does not redeliver it on the next start (bounded by the deadline).
+                if self.unacked.is_empty() {
+                    self.outbox.push_back(Outbound::Disconnect);
+                }
                 self.flush_outbox();
                 Flow::Continue
             }
@@ -462,6 +517,7 @@ impl Link {
         }
         while let Some(outbound) = self.outbox.front() {
             let sent = match outbound {
+                Outbound::Ack(publish) => self.client.try_ack(publish),
                 Outbound::Subscribe(filters) => self.client.try_subscribe_many(filters.clone()),
                 Outbound::Unsubscribe(filter) => self.client.try_unsubscribe(filter.clone()),
                 Outbound::Disconnect => self.client.try_disconnect(),

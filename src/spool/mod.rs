@@ -152,6 +152,17 @@ impl CommitReceipt {
         self.committed.recv().await.map_err(|_| SpoolError::Closed)
     }
 
+    /// [`CommitReceipt::committed`] by reference, for a receipt kept in a queue.
+    /// It resolves once: drop the receipt after it did.
+    pub async fn wait_committed(&self) -> Result<(), SpoolError> {
+        self.committed.recv().await.map_err(|_| SpoolError::Closed)
+    }
+
+    /// True (once) when the record has been committed; never blocks.
+    pub fn try_committed(&self) -> bool {
+        self.committed.try_recv().is_ok()
+    }
+
     /// Blocking form of [`CommitReceipt::committed`], for threads and tests.
     pub fn wait(self) -> Result<(), SpoolError> {
         self.committed
