@@ -9,6 +9,7 @@ pub mod config;
 pub mod logger;
 pub mod secret;
 pub mod shutdown;
+pub mod status;
 
 pub mod catalog;
 pub mod drain;

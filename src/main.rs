@@ -11,18 +11,22 @@ use mqtt_kinesis_bridge::shutdown::Shutdown;
 
 const USAGE: &str = "\
 usage: mqtt-kinesis-bridge run --config FILE
+       mqtt-kinesis-bridge status --config FILE [--json]
        mqtt-kinesis-bridge --version | --help
 
 commands:
   run     run the gateway: brokers from the catalog -> spool -> Kinesis
+  status  print the spool's depth and per-broker counters (works while the gateway runs)
 
 options:
   -c, --config FILE   the TOML config file (see README.md, examples/gateway.toml)
+      --json          status as one JSON object
   -V, --version       print the version
   -h, --help          print this help";
 
 enum Command {
     Run { config: PathBuf },
+    Status { config: PathBuf, json: bool },
     Help,
     Version,
 }
@@ -30,6 +34,7 @@ enum Command {
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut command = None;
     let mut config = None;
+    let mut json = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -37,16 +42,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             "-c" | "--config" => {
                 config = Some(args.next().ok_or("--config needs a file path")?);
             }
-            "run" if command.is_none() => command = Some(arg),
+            "--json" => json = true,
+            "run" | "status" if command.is_none() => command = Some(arg),
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
-    match (command.as_deref(), config) {
-        (Some("run"), Some(config)) => Ok(Command::Run {
-            config: PathBuf::from(config),
-        }),
-        (Some("run"), None) => Err("run needs --config FILE".into()),
-        _ => Err("no command given".into()),
+    let Some(command) = command else {
+        return Err("no command given".into());
+    };
+    let config = PathBuf::from(config.ok_or_else(|| format!("{command} needs --config FILE"))?);
+    match command.as_str() {
+        "status" => Ok(Command::Status { config, json }),
+        _ if json => Err("--json goes with status".into()),
+        _ => Ok(Command::Run { config }),
     }
 }
 
@@ -61,6 +69,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Run { config }) => config,
+        Ok(Command::Status { config, json }) => return status(&config, json),
         Err(message) => {
             eprintln!("error: {message}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -83,6 +92,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(config_path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    match mqtt_kinesis_bridge::status::report(&config.spool.path, now_ms, json) {
+        Ok(report) => {
+            print!("{report}");
+            if json {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::from(1)
         }
     }

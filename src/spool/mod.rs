@@ -388,6 +388,25 @@ impl SpoolReader {
             .map_err(|error| sqlite_error(&self.path, error))
     }
 
+    /// Depth, bytes and the oldest record's time, straight from the file.
+    pub fn summary(&self) -> Result<SpoolSummary, SpoolError> {
+        self.connection
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0), min(received_at_ms), \
+                 (SELECT count(*) FROM dead_letters) FROM records",
+                [],
+                |row| {
+                    Ok(SpoolSummary {
+                        n_records: row.get::<_, i64>(0)? as u64,
+                        bytes: row.get::<_, i64>(1)? as u64,
+                        oldest_received_at_ms: row.get(2)?,
+                        n_dead_letters: row.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
+            .map_err(|error| sqlite_error(&self.path, error))
+    }
+
     /// Dead letters as (record id, error), oldest first.
     pub fn dead_letters(&self) -> Result<Vec<(i64, String)>, SpoolError> {
         let mut statement = self
@@ -425,6 +444,16 @@ impl SpoolReader {
             .map_err(|error| sqlite_error(&self.path, error))?;
         Ok(rows)
     }
+}
+
+/// The queue as a whole, for the status command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpoolSummary {
+    pub n_records: u64,
+    pub bytes: u64,
+    /// `None` when the queue is empty.
+    pub oldest_received_at_ms: Option<i64>,
+    pub n_dead_letters: u64,
 }
 
 /// Totals for one broker since the spool file was created.

@@ -61,6 +61,12 @@ impl Gateway {
         wait_until(what, Duration::from_secs(30), || predicate(&self.log()));
     }
 
+    /// `mqtt-kinesis-bridge status --json` on this gateway's config.
+    fn status(&self) -> Value {
+        let config = self.log.with_file_name("gateway.toml");
+        status_json(&config)
+    }
+
     /// SIGTERM, then the exit code.
     fn terminate(mut self) -> Option<i32> {
         let status = Command::new("kill")
@@ -77,6 +83,20 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn status_json(config: &Path) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("run status");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
 }
 
 fn broker_ids(records: &[Vec<u8>]) -> Vec<(i64, String)> {
@@ -162,6 +182,11 @@ fn active_brokers_reach_kinesis_and_sigterm_loses_nothing() {
     wait_until("the burst spooled", Duration::from_secs(30), || {
         spooled(&spool, 1) == n as u64 + 200
     });
+    // `status` reads the spool while the gateway writes it.
+    let status = gateway.status();
+    assert_eq!(status["brokers"][0]["broker_id"], 1);
+    assert_eq!(status["brokers"][0]["spooled"], n as u64 + 200);
+    assert_eq!(status["brokers"][1]["spooled"], n as u64);
     let log_before = gateway.log();
     assert_eq!(
         gateway.terminate(),
@@ -177,6 +202,10 @@ fn active_brokers_reach_kinesis_and_sigterm_loses_nothing() {
         200,
         "a burst message was lost"
     );
+    let status = status_json(&dir.join("gateway.toml"));
+    assert_eq!(status["records_waiting"], spool_depth(&spool));
+    let delivered_1 = status["brokers"][0]["delivered"].as_u64().unwrap();
+    assert_eq!(delivered_1 + spool_depth(&spool), n as u64 + 200);
     let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap();
     assert!(log.contains("stopped"), "{log}");
     assert!(!log.contains("e2e-secret-key"), "secret in log");
