@@ -134,3 +134,64 @@ fn reopens_after_kill_and_keeps_appending() -> TestResult {
     writer.join().map_err(|_| "writer panicked")?;
     Ok(())
 }
+
+/// Issue 4: a torn write (power cut mid-append: the WAL's tail half written)
+/// does not stop the spool from opening; SQLite drops the incomplete frames and
+/// the gateway goes on appending.
+#[test]
+fn opens_after_a_torn_wal_write() -> TestResult {
+    let dir = TempDir::new("spool-torn");
+    let path = dir.join("spool.db");
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["spool::spool_child_appender", "--exact", "--nocapture"])
+        .env(CHILD_ENV, &path)
+        .env(ROUND_ENV, "torn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    for line in stdout.lines() {
+        if line?
+            .strip_prefix("committed ")
+            .is_some_and(|n| n.parse::<u64>().unwrap_or(0) >= 500)
+        {
+            break;
+        }
+    }
+    child.kill()?;
+    child.wait()?;
+
+    // Tear the WAL's tail: cut into the last frame and leave garbage after it.
+    let wal = dir.join("spool.db-wal");
+    let len = std::fs::metadata(&wal)?.len();
+    assert!(len > 8192, "the killed writer left a WAL to tear");
+    let file = std::fs::OpenOptions::new().write(true).open(&wal)?;
+    file.set_len(len - 3000)?;
+    drop(file);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&wal)?;
+    std::io::Write::write_all(&mut file, &[0xA5; 1500])?;
+    drop(file);
+
+    let (spool, writer) = Spool::open(&spool_config(path.clone()))?;
+    let n_before = spool.depth().n_records();
+    assert!(n_before > 0, "records before the torn frame survive");
+    spool
+        .appender()
+        .append_blocking(NewRecord {
+            broker_id: 9,
+            topic: "after/tear".into(),
+            payload: b"ok".to_vec(),
+            partition_key: PartitionKey::try_from("t").unwrap(),
+            qos: 1,
+            received_at_ms: 0,
+        })
+        .map_err(|_| "spool closed")?
+        .wait()?;
+    assert_eq!(spool.depth().n_records(), n_before + 1);
+    // A fresh reader sees what the writer counts.
+    assert_eq!(SpoolReader::open(&path)?.counts()?.0, n_before + 1);
+    spool.close();
+    drop(spool);
+    writer.join().map_err(|_| "writer panicked")?;
+    Ok(())
+}
