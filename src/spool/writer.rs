@@ -141,12 +141,20 @@ impl Writer {
             while let Ok(settle) = settlements.try_recv() {
                 group_settles.push(settle);
             }
-            if !self.is_full() {
-                while group_appends.len() < MAX_GROUP {
-                    match appends.try_recv() {
-                        Ok(append) => group_appends.push(append),
-                        Err(_) => break,
+            // Under backpressure the group stops at the record that reaches the
+            // bound, so the spool overshoots it by one record, not by a group.
+            let mut projected: u64 = self.bytes
+                + group_appends
+                    .iter()
+                    .map(|a| a.record.spool_bytes())
+                    .sum::<u64>();
+            while group_appends.len() < MAX_GROUP && !self.would_be_full(projected) {
+                match appends.try_recv() {
+                    Ok(append) => {
+                        projected += append.record.spool_bytes();
+                        group_appends.push(append);
                     }
+                    Err(_) => break,
                 }
             }
             if let Err(error) = self.commit_group(&group_appends, &group_settles) {
@@ -170,7 +178,11 @@ impl Writer {
 
     /// Backpressure policy: no appends are taken while the spool is at its bound.
     fn is_full(&self) -> bool {
-        self.config.overflow == OverflowPolicy::Backpressure && self.bytes >= self.config.max_bytes
+        self.would_be_full(self.bytes)
+    }
+
+    fn would_be_full(&self, bytes: u64) -> bool {
+        self.config.overflow == OverflowPolicy::Backpressure && bytes >= self.config.max_bytes
     }
 
     /// The next command to apply, or `None` when no more can come.

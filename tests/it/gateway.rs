@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::support::kinesis::KinesisLocal;
 use crate::support::mosquitto::{publish, Mosquitto};
 use crate::support::postgres::TestDb;
+use crate::support::proxy::Proxy;
 use crate::support::*;
 
 const STREAM: &str = "e2e";
@@ -23,18 +24,23 @@ struct Gateway {
 
 impl Gateway {
     fn start(dir: &TempDir, db: &TestDb, kinesis: &KinesisLocal) -> Gateway {
+        Gateway::start_with(dir, db, &kinesis.endpoint(), "max_bytes = \"64MiB\"")
+    }
+
+    /// `spool_keys`: the `[spool]` lines besides `path`.
+    fn start_with(dir: &TempDir, db: &TestDb, endpoint: &str, spool_keys: &str) -> Gateway {
         let spool = dir.join("spool.db");
         let config = dir.join("gateway.toml");
         std::fs::write(
             &config,
             format!(
                 "gateway_id = \"it-gw\"\n\
-                 [spool]\npath = \"{}\"\nmax_bytes = \"64MiB\"\n\
-                 [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n\
+                 [spool]\npath = \"{}\"\n{spool_keys}\n\
+                 [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nmax_backoff = \"1s\"\n\
                  [database]\nurl = \"{}\"\n\
                  [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\n",
                 spool.display(),
-                kinesis.endpoint(),
+                endpoint,
                 db.url()
             ),
         )
@@ -423,4 +429,143 @@ fn kill_9_loses_no_acknowledged_message() {
         record_ids.len() - unique.len()
     );
     assert_eq!(gateway.terminate(), Some(0));
+}
+
+/// Publishes `n` messages of about `size` bytes (`{tag padded}-{i}`) to broker `port`.
+fn publish_sized(port: u16, tag: &str, size: usize, n: usize) {
+    let padded = format!("{tag}{}", "x".repeat(size.saturating_sub(tag.len())));
+    publish(port, "o/n", &padded, n);
+}
+
+/// The message numbers of `tag` that reached Kinesis, each once.
+fn numbers_in_kinesis(kinesis: &KinesisLocal, tag: &str) -> std::collections::BTreeSet<usize> {
+    broker_ids(&kinesis.read_all(STREAM))
+        .into_iter()
+        .filter(|(_, text)| text.starts_with(tag))
+        .filter_map(|(_, text)| text.rsplit('-').next()?.parse().ok())
+        .collect()
+}
+
+struct Outage {
+    _dir: TempDir,
+    _db: TestDb,
+    kinesis: KinesisLocal,
+    broker: Mosquitto,
+    uplink: Proxy,
+    gateway: Gateway,
+}
+
+/// A gateway whose route to Kinesis goes through a proxy the test cuts.
+fn outage(name: &str, spool_keys: &str) -> Outage {
+    let dir = TempDir::new(name);
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let uplink = Proxy::start(kinesis.endpoint().trim_start_matches("http://"));
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "o/#", 1);
+    let endpoint = format!("http://127.0.0.1:{}", uplink.port());
+    let gateway = Gateway::start_with(&dir, &db, &endpoint, spool_keys);
+    gateway.wait_log("broker 1 subscribed", |log| {
+        log.contains("connected, subscribed")
+    });
+    Outage {
+        _dir: dir,
+        _db: db,
+        kinesis,
+        broker,
+        uplink,
+        gateway,
+    }
+}
+
+/// Issue 4: the uplink is gone for a while; the spool holds everything and the
+/// backlog drains, oldest first, once it is back.
+#[test]
+fn uplink_outage_then_the_backlog_drains() {
+    let o = outage("gateway-outage", "max_bytes = \"64MiB\"");
+    o.uplink.cut();
+    publish_sized(o.broker.port(), "out", 100, 300);
+    wait_until(
+        "300 records waiting in the spool",
+        Duration::from_secs(30),
+        || o.gateway.status()["records_waiting"] == 300,
+    );
+    o.uplink.restore();
+    wait_until("the backlog in Kinesis", Duration::from_secs(90), || {
+        numbers_in_kinesis(&o.kinesis, "out").len() == 300
+    });
+    wait_until("spool empty", Duration::from_secs(30), || {
+        o.gateway.status()["records_waiting"] == 0
+    });
+}
+
+/// Starts a gateway whose Kinesis endpoint refuses connections (nothing listens),
+/// for filling the spool; `reconnect` later restarts it against the emulator.
+fn refused_uplink(
+    name: &str,
+    spool_keys: &str,
+) -> (TempDir, TestDb, KinesisLocal, Mosquitto, Gateway) {
+    let dir = TempDir::new(name);
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "o/#", 1);
+    let dead_endpoint = format!("http://127.0.0.1:{}", free_port());
+    let gateway = Gateway::start_with(&dir, &db, &dead_endpoint, spool_keys);
+    gateway.wait_log("broker 1 subscribed", |log| {
+        log.contains("connected, subscribed")
+    });
+    (dir, db, kinesis, broker, gateway)
+}
+
+/// Issue 4: spool full with drop_oldest: the newest survive, and the drop count
+/// is exactly what is missing.
+#[test]
+fn full_spool_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
+    let keys = "max_bytes = \"1MiB\"\noverflow = \"drop_oldest\"";
+    let (dir, db, kinesis, broker, gateway) = refused_uplink("gateway-drop-oldest", keys);
+    let n = 400; // 400 × 4 KiB: well over 1 MiB
+    publish_sized(broker.port(), "drop", 4096, n);
+    wait_until("every message spooled", Duration::from_secs(30), || {
+        gateway.status()["brokers"][0]["spooled"] == n as u64
+    });
+    let dropped = gateway.status()["brokers"][0]["dropped"].as_u64().unwrap() as usize;
+    assert!(dropped > 0, "1 MiB cannot hold 1.6 MB");
+    assert_eq!(gateway.terminate(), Some(0));
+
+    // The uplink is back (the gateway restarts onto the emulator).
+    let gateway = Gateway::start_with(&dir, &db, &kinesis.endpoint(), keys);
+    wait_until("the spool drained", Duration::from_secs(90), || {
+        gateway.status()["records_waiting"] == 0
+    });
+    let delivered = numbers_in_kinesis(&kinesis, "drop");
+    let newest: std::collections::BTreeSet<usize> = (dropped..n).collect();
+    assert_eq!(
+        delivered, newest,
+        "exactly the {dropped} oldest are missing"
+    );
+}
+
+/// Issue 4: spool full with backpressure: nothing is lost; the broker holds the
+/// rest (persistent session) until the drain frees room.
+#[test]
+fn full_spool_with_backpressure_loses_nothing() {
+    let keys = "max_bytes = \"1MiB\"\noverflow = \"backpressure\"";
+    let (dir, db, kinesis, broker, gateway) = refused_uplink("gateway-backpressure", keys);
+    let n = 400;
+    publish_sized(broker.port(), "bp", 4096, n);
+    wait_until("the spool at its bound", Duration::from_secs(30), || {
+        gateway.status()["bytes_waiting"].as_u64().unwrap_or(0) >= 1 << 20
+    });
+    let spooled = gateway.status()["brokers"][0]["spooled"].as_u64().unwrap();
+    assert!(spooled < n as u64, "the bound let all {spooled} in");
+    assert_eq!(gateway.terminate(), Some(0));
+
+    let gateway = Gateway::start_with(&dir, &db, &kinesis.endpoint(), keys);
+    wait_until("every message in Kinesis", Duration::from_secs(120), || {
+        numbers_in_kinesis(&kinesis, "bp").len() == n
+    });
+    assert_eq!(gateway.status()["brokers"][0]["dropped"], 0);
 }
