@@ -44,8 +44,14 @@ fn as_json(
             })
         })
         .collect();
+    let total = |field: fn(&BrokerCounters) -> u64| counters.iter().map(field).sum::<u64>();
     json!({
         "spool": path.display().to_string(),
+        "total": {
+            "spooled": total(|c| c.spooled), "delivered": total(|c| c.delivered),
+            "retried": total(|c| c.retried), "dropped": total(|c| c.dropped),
+            "dead_lettered": total(|c| c.dead_lettered),
+        },
         "records_waiting": summary.n_records,
         "bytes_waiting": summary.bytes,
         "oldest_record_age_s": oldest_age_s(now_ms, summary),

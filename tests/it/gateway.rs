@@ -193,6 +193,7 @@ fn active_brokers_reach_kinesis_and_sigterm_loses_nothing() {
     assert_eq!(status["brokers"][0]["broker_id"], 1);
     assert_eq!(status["brokers"][0]["spooled"], n as u64 + 200);
     assert_eq!(status["brokers"][1]["spooled"], n as u64);
+    assert_eq!(status["total"]["spooled"], 2 * n as u64 + 200);
     let log_before = gateway.log();
     assert_eq!(
         gateway.terminate(),
@@ -372,8 +373,12 @@ fn kill_9_loses_no_acknowledged_message() {
     db.add_broker(2, brokers[1].port());
     db.add_topic(None, "k/#", 1);
 
+    // MKB_KILL_LOOP_N raises the messages per broker and round for a longer run.
     let n_rounds = 4;
-    let n_per_round = 150;
+    let n_per_round: usize = std::env::var("MKB_KILL_LOOP_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(150);
     let mut gateway = Gateway::start(&dir, &db, &kinesis);
     for round in 0..n_rounds {
         // The first start must have subscribed, so the brokers keep a session for us.
@@ -492,9 +497,26 @@ fn uplink_outage_then_the_backlog_drains() {
         || o.gateway.status()["records_waiting"] == 300,
     );
     o.uplink.restore();
-    wait_until("the backlog in Kinesis", Duration::from_secs(90), || {
-        numbers_in_kinesis(&o.kinesis, "out").len() == 300
-    });
+    // New messages keep being accepted while the backlog drains.
+    publish_sized(o.broker.port(), "new", 100, 100);
+    wait_until(
+        "the backlog and the new messages in Kinesis",
+        Duration::from_secs(90),
+        || {
+            numbers_in_kinesis(&o.kinesis, "out").len() == 300
+                && numbers_in_kinesis(&o.kinesis, "new").len() == 100
+        },
+    );
+    // Oldest first: every backlog record precedes every new one in the stream.
+    let order: Vec<bool> = broker_ids(&o.kinesis.read_all(STREAM))
+        .iter()
+        .map(|(_, text)| text.starts_with("new"))
+        .collect();
+    let first_new = order.iter().position(|is_new| *is_new).unwrap();
+    assert!(
+        order[first_new..].iter().all(|is_new| *is_new),
+        "a backlog record came after a new one"
+    );
     wait_until("spool empty", Duration::from_secs(30), || {
         o.gateway.status()["records_waiting"] == 0
     });
