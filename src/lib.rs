@@ -10,6 +10,8 @@ pub mod logger;
 pub mod secret;
 pub mod shutdown;
 pub mod status;
+pub mod systemd;
+pub mod watchdog;
 
 pub mod catalog;
 pub mod drain;
@@ -23,6 +25,7 @@ use std::thread::JoinHandle;
 use config::Config;
 use shutdown::Shutdown;
 use spool::Spool;
+use watchdog::Heartbeat;
 
 /// Why the gateway could not start or had to stop.
 #[derive(Debug)]
@@ -72,11 +75,39 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         config.kinesis.region,
         config.kinesis.endpoint,
     );
-    let drain = drain::start(config.kinesis.clone(), spool.clone(), shutdown.clone())?;
+    let drain_heartbeat = Heartbeat::default();
+    let drain = drain::start_watched(
+        config.kinesis.clone(),
+        spool.clone(),
+        shutdown.clone(),
+        drain_heartbeat.clone(),
+    )?;
     let (catalogs, catalog) =
         catalog::start(config.catalog.clone(), shutdown.clone()).map_err(RunError::Thread)?;
 
     let executor = Arc::new(smol::Executor::new());
+    let notifier = systemd::Notifier::from_env();
+    if let Some(notifier) = &notifier {
+        // The spool is open and every stage has started.
+        notifier.notify("READY=1");
+        if let Some(timeout) = systemd::watchdog_timeout() {
+            // A drain round may legitimately take a whole request timeout.
+            let drain_limit = timeout.max(config.kinesis.request_timeout * 2);
+            let stages = vec![
+                ("spool writer", spool.writer_heartbeat(), timeout),
+                ("drain", drain_heartbeat, drain_limit),
+            ];
+            log::info!("systemd watchdog: pinging every {:?}", timeout / 2);
+            executor
+                .spawn(watchdog::run(
+                    notifier.clone(),
+                    timeout,
+                    stages,
+                    shutdown.clone(),
+                ))
+                .detach();
+        }
+    }
     let sessions = sessions::run(
         Arc::clone(&executor),
         catalogs,
@@ -87,6 +118,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     );
     // Sessions are IO-bound and light: one executor thread runs them all.
     smol::block_on(executor.run(sessions));
+    if let Some(notifier) = &notifier {
+        notifier.notify("STOPPING=1");
+    }
 
     // Sessions have disconnected: commit what they handed over, then let the
     // drain finish and the writer exit.

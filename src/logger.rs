@@ -2,11 +2,14 @@
 //!
 //! No timestamps or colours: journald adds the time, and a log read over a bad
 //! link wants plain text. `RUST_LOG` (a level name) overrides the config's level.
+//! Under systemd (`JOURNAL_STREAM` set) each line starts with its syslog
+//! priority (`<3>` for errors …), which journald turns into the entry's level.
 
 use std::io::Write;
 
 struct StderrLogger {
     level: log::LevelFilter,
+    journald: bool,
 }
 
 impl log::Log for StderrLogger {
@@ -28,12 +31,20 @@ impl log::Log for StderrLogger {
             .unwrap_or(target);
         let message = record.args().to_string();
         // Messages that already open with their stage are not prefixed twice.
+        let priority = match (self.journald, record.level()) {
+            (false, _) => "",
+            (true, log::Level::Error) => "<3>",
+            (true, log::Level::Warn) => "<4>",
+            (true, log::Level::Info) => "<6>",
+            (true, _) => "<7>",
+        };
+        let level = record.level();
         let line = match message
             .strip_prefix(stage)
             .and_then(|m| m.strip_prefix(": "))
         {
-            Some(_) => format!("{:<5} {message}\n", record.level()),
-            None => format!("{:<5} {stage}: {message}\n", record.level()),
+            Some(_) => format!("{priority}{level:<5} {message}\n"),
+            None => format!("{priority}{level:<5} {stage}: {message}\n"),
         };
         // One write per line, so lines from threads never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
@@ -53,7 +64,8 @@ pub fn init(level: log::LevelFilter) {
         .ok()
         .and_then(|text| text.parse().ok())
         .unwrap_or(level);
-    if log::set_boxed_logger(Box::new(StderrLogger { level })).is_ok() {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    if log::set_boxed_logger(Box::new(StderrLogger { level, journald })).is_ok() {
         log::set_max_level(level);
     }
 }

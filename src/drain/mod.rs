@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use crate::config::KinesisConfig;
 use crate::shutdown::Shutdown;
 use crate::spool::{Settlement, Spool, SpoolError, SpoolReader};
+use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
 use put_records::{FailureKind, Outcome, RequestFailure};
@@ -69,6 +70,17 @@ pub fn start(
     spool: Spool,
     shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, DrainError> {
+    start_watched(config, spool, shutdown, Heartbeat::default())
+}
+
+/// [`start`], marking `heartbeat` busy for each round (read, send, settle) so
+/// the watchdog sees a drain that hangs.
+pub fn start_watched(
+    config: KinesisConfig,
+    spool: Spool,
+    shutdown: Shutdown,
+    heartbeat: Heartbeat,
+) -> Result<JoinHandle<()>, DrainError> {
     let credentials =
         credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
     let reader = spool.reader().map_err(DrainError::Spool)?;
@@ -92,6 +104,7 @@ pub fn start(
         n_failures: 0,
         refused_in_a_row: 0,
         uplink: Uplink::Up,
+        heartbeat,
     };
     std::thread::Builder::new()
         .name("drain".into())
@@ -116,6 +129,7 @@ struct Drain {
     n_failures: u32,
     refused_in_a_row: u32,
     uplink: Uplink,
+    heartbeat: Heartbeat,
 }
 
 /// What the loop does after a round.
@@ -138,7 +152,10 @@ enum Uplink {
 impl Drain {
     fn run(mut self) {
         while !self.shutdown.is_requested() {
-            match self.round() {
+            let busy = self.heartbeat.busy();
+            let step = self.round();
+            drop(busy);
+            match step {
                 Step::Next => {}
                 Step::Pause(pause) => {
                     if self.shutdown.wait_timeout(pause) {

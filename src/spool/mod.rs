@@ -23,6 +23,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::catalog::BrokerId;
 use crate::config::SpoolConfig;
+use crate::watchdog::Heartbeat;
 
 /// Kinesis allows partition keys of 1 to 256 Unicode characters; we keep 256 bytes of ASCII-safe text.
 pub type PartitionKey = heapless::String<256>;
@@ -204,6 +205,7 @@ pub struct Spool {
     settlements: async_channel::Sender<writer::Settle>,
     depth: Arc<Depth>,
     commits: Arc<CommitSignal>,
+    writer_heartbeat: Heartbeat,
 }
 
 /// Bumped after every commit that added records, so the drain can sleep until there is work.
@@ -231,6 +233,7 @@ impl Spool {
         let uid = migrate::spool_uid(&connection, &config.path)?;
         let depth = Arc::new(Depth::default());
         let commits = Arc::new(CommitSignal::default());
+        let writer_heartbeat = Heartbeat::default();
         let (appends, append_rx) = async_channel::bounded(queue_capacity.max(1));
         let (settlements, settle_rx) = async_channel::bounded(16);
         let context = writer::Writer::new(
@@ -238,6 +241,7 @@ impl Spool {
             config.clone(),
             Arc::clone(&depth),
             Arc::clone(&commits),
+            writer_heartbeat.clone(),
         )?;
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -254,6 +258,7 @@ impl Spool {
                 settlements,
                 depth,
                 commits,
+                writer_heartbeat,
             },
             handle,
         ))
@@ -277,6 +282,11 @@ impl Spool {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Busy while the writer commits a group, for the watchdog.
+    pub fn writer_heartbeat(&self) -> Heartbeat {
+        self.writer_heartbeat.clone()
     }
 
     pub fn depth(&self) -> &Depth {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::FutureExt;
 use rusqlite::{params, Connection, Transaction};
@@ -17,6 +17,11 @@ use rusqlite::{params, Connection, Transaction};
 use super::{sqlite_error, CommitReceipt, CommitSignal, Depth, NewRecord, Settlement, SpoolError};
 use crate::catalog::BrokerId;
 use crate::config::{OverflowPolicy, SpoolConfig};
+use crate::watchdog::Heartbeat;
+
+/// Pauses between retries of a failed commit, doubling from the first to the last.
+const COMMIT_RETRY_MIN: Duration = Duration::from_millis(50);
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Appends committed together at most; bounds the time a commit holds the lock.
 const MAX_GROUP: usize = 2048;
@@ -89,6 +94,7 @@ pub(super) struct Writer {
     config: SpoolConfig,
     depth: Arc<Depth>,
     commits: Arc<CommitSignal>,
+    heartbeat: Heartbeat,
     n_records: u64,
     bytes: u64,
 }
@@ -106,6 +112,7 @@ impl Writer {
         config: SpoolConfig,
         depth: Arc<Depth>,
         commits: Arc<CommitSignal>,
+        heartbeat: Heartbeat,
     ) -> Result<Writer, SpoolError> {
         let (n_records, bytes): (i64, i64) = connection
             .query_row(TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -115,6 +122,7 @@ impl Writer {
             config,
             depth,
             commits,
+            heartbeat,
             n_records: n_records as u64,
             bytes: bytes as u64,
         };
@@ -157,15 +165,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.commit_group(&group_appends, &group_settles) {
-                // Nothing of the group was committed: senders see the error or a
-                // closed receipt, so no broker is acknowledged for lost data.
-                log::error!("{error}; the spool writer stops");
-                for settle in group_settles {
-                    let _ = settle.done.try_send(Err(SpoolError::Closed));
-                }
-                return;
-            }
+            self.commit_until_done(&group_appends, &group_settles);
             for append in group_appends {
                 let _ = append.committed.try_send(());
             }
@@ -174,6 +174,32 @@ impl Writer {
             }
         }
         log::debug!("spool writer: every sender closed, exiting");
+    }
+
+    /// Commits the group, retrying a failed commit until it succeeds. A failed
+    /// transaction rolled back and nobody was acknowledged for it, so retrying
+    /// loses nothing, and giving up would leave sessions with nowhere to put
+    /// messages. A disk that never recovers keeps the writer busy, which the
+    /// systemd watchdog sees, and the gateway is restarted.
+    fn commit_until_done(&mut self, appends: &[Append], settles: &[Settle]) {
+        let _busy = self.heartbeat.busy();
+        let mut n_failures: u32 = 0;
+        while let Err(error) = self.commit_group(appends, settles) {
+            n_failures += 1;
+            // One line per power of two: a dead disk must not flood the log.
+            if n_failures.is_power_of_two() {
+                log::error!(
+                    "{error}; {} records wait, unacknowledged, for the commit to succeed \
+                     (failure {n_failures}, retrying)",
+                    appends.len()
+                );
+            }
+            let pause = COMMIT_RETRY_MIN * 2u32.saturating_pow(n_failures.min(16));
+            std::thread::sleep(pause.min(COMMIT_RETRY_MAX));
+        }
+        if n_failures > 0 {
+            log::info!("spool commit succeeded after {n_failures} failures");
+        }
     }
 
     /// Backpressure policy: no appends are taken while the spool is at its bound.

@@ -19,3 +19,6 @@ mod sessions;
 
 // The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
 mod gateway;
+
+// Installing like firmware: systemd notify and watchdog, the unit and sysusers files.
+mod systemd;

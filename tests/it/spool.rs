@@ -195,3 +195,45 @@ fn opens_after_a_torn_wal_write() -> TestResult {
     writer.join().map_err(|_| "writer panicked")?;
     Ok(())
 }
+
+/// A commit that fails (here: another process holds the write lock past the
+/// writer's 5 s busy timeout) is retried, not given up: the record is committed
+/// once the lock goes, and meanwhile the writer shows as busy to the watchdog.
+#[test]
+fn a_failed_commit_is_retried_until_it_succeeds() -> TestResult {
+    let dir = TempDir::new("spool-locked");
+    let path = dir.join("spool.db");
+    let (spool, writer) = Spool::open(&spool_config(path.clone()))?;
+    let heartbeat = spool.writer_heartbeat();
+
+    let locker = rusqlite::Connection::open(&path)?;
+    locker.execute_batch("BEGIN EXCLUSIVE")?;
+    let receipt = spool
+        .appender()
+        .append_blocking(NewRecord {
+            broker_id: 3,
+            topic: "locked/out".into(),
+            payload: b"kept".to_vec(),
+            partition_key: PartitionKey::try_from("k").unwrap(),
+            qos: 1,
+            received_at_ms: 0,
+        })
+        .map_err(|_| "spool closed")?;
+    // Past the busy timeout the first attempt has failed; the writer goes on trying.
+    wait_until(
+        "the writer busy past its busy timeout",
+        Duration::from_secs(30),
+        || heartbeat.busy_for() > Some(Duration::from_secs(6)),
+    );
+    assert_eq!(spool.depth().n_records(), 0);
+    locker.execute_batch("COMMIT")?;
+    drop(locker);
+
+    receipt.wait()?;
+    assert_eq!(heartbeat.busy_for(), None);
+    assert_eq!(SpoolReader::open(&path)?.counts()?.0, 1);
+    spool.close();
+    drop(spool);
+    writer.join().map_err(|_| "writer panicked")?;
+    Ok(())
+}

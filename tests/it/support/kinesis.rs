@@ -98,7 +98,8 @@ impl KinesisLocal {
     pub fn call(&self, target: &str, body: Value) -> Result<(u16, Value), ureq::Error> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
+            // The emulator answers nothing else while it stores a large batch.
+            .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
         let mut response = agent
