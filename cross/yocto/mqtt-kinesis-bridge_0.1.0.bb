@@ -50,8 +50,9 @@ CARGO_BUILD_FLAGS:append = " --bin ${BPN}"
 # error.
 export CARGO_PROFILE_RELEASE_STRIP = "false"
 
-# A system user for the unit to run the gateway as: it needs no privileges,
-# only write access to its spool.
+# The unit runs the gateway as this user (User=/Group=). The useradd class is
+# the Yocto way to create it when the package is installed; the .sysusers file
+# next to the unit is for installs by hand and is not shipped here.
 USERADD_PACKAGES = "${PN}"
 USERADD_PARAM:${PN} = "--system --user-group --no-create-home \
     --home-dir ${localstatedir}/lib/${BPN} --shell /bin/false ${BPN}"
@@ -69,10 +70,8 @@ do_install:append() {
 
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/cross/mqtt-kinesis-bridge.service ${D}${systemd_system_unitdir}/${BPN}.service
-
-    # The example config spools to ${localstatedir}/lib/${BPN}; the service
-    # user cannot create it under a root-owned /var/lib.
-    install -d -m 0750 -o ${BPN} -g ${BPN} ${D}${localstatedir}/lib/${BPN}
+    # No /var/lib/${BPN} here: the unit's StateDirectory= creates the spool
+    # directory, owned by the service user, at first start.
 }
 
 # Keep local edits to the config across package upgrades.

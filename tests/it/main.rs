@@ -22,3 +22,6 @@ mod gateway;
 
 // Installing like firmware: systemd notify and watchdog, the unit and sysusers files.
 mod systemd;
+
+// The Yocto recipe's crate list against Cargo.lock.
+mod yocto;
