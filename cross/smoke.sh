@@ -27,7 +27,8 @@ wait_for() {
 
 version=$("${run[@]}" --version) || fail "--version exited $?"
 [[ $version == "mqtt-kinesis-bridge "* ]] || fail "--version printed: $version"
-"${run[@]}" --help | grep -q "^usage: mqtt-kinesis-bridge run" || fail "--help has no usage"
+help=$("${run[@]}" --help) || fail "--help exited $?"
+[[ $help == "usage: mqtt-kinesis-bridge run"* ]] || fail "--help printed: $help"
 
 cat > "$work/gateway.toml" <<TOML
 gateway_id = "smoke"

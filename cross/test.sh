@@ -39,5 +39,12 @@ if [[ $target != *musl ]]; then
 fi
 echo "== $target: release build"
 bash cross/build.sh "$target"
+if [[ $target == *gnu* ]]; then
+    # The artifact must start on Bullseye-era systems (glibc 2.31).
+    newest=$(objdump -T "dist/mqtt-kinesis-bridge-$target" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n1)
+    echo "== $target: needs $newest"
+    printf '%s\n%s\n' "${newest#GLIBC_}" "${GLIBC:-2.31}" | sort -CV ||
+        { echo "cross/test.sh: $target needs $newest, newer than glibc ${GLIBC:-2.31}" >&2; exit 1; }
+fi
 echo "== $target: smoke test under ${qemu[0]}"
 bash cross/smoke.sh "dist/mqtt-kinesis-bridge-$target" "${qemu[@]}"

@@ -57,7 +57,7 @@ impl Gateway {
         )
         .expect("write config");
         let log = dir.join("gateway.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        let child = gateway_command()
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().map(|(key, value)| (key, value)))
@@ -100,6 +100,23 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The gateway binary, or `MKB_GATEWAY_BIN` run by `MKB_GATEWAY_RUNNER` (for
+/// measuring an ARM build under qemu-user).
+fn gateway_command() -> Command {
+    let binary = std::env::var("MKB_GATEWAY_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mqtt-kinesis-bridge").to_owned());
+    let runner = std::env::var("MKB_GATEWAY_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        None => Command::new(binary),
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(binary);
+            command
+        }
     }
 }
 
@@ -243,7 +260,7 @@ fn resident_kib(pid: u32) -> u64 {
 /// `cargo test --release --test it gateway::measure -- --ignored --nocapture`.
 #[test]
 #[ignore = "measurement; run with --release --ignored --nocapture"]
-fn measure_rate_with_4_brokers_and_memory_with_100_sessions() {
+fn measure_rate_with_4_brokers() {
     let dir = TempDir::new("gateway-measure");
     let db = TestDb::new();
     let kinesis = KinesisLocal::start(STREAM);
@@ -283,25 +300,37 @@ fn measure_rate_with_4_brokers_and_memory_with_100_sessions() {
         "4 brokers, {total} QoS1 messages: publish->kinesis-local {:.0} msg/s ({to_kinesis:.2}s)",
         total as f64 / to_kinesis
     );
-    drop(gateway);
+}
 
-    // 100 idle sessions: 100 catalog rows over the 4 brokers.
-    let db = TestDb::new();
-    for id in 1..=100 {
-        db.add_broker(id, brokers[id as usize % 4].port());
+/// Figures for the README: resident memory and threads of the gateway with 10
+/// and 100 idle broker sessions. `MKB_GATEWAY_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"`
+/// with `MKB_GATEWAY_BIN=dist/mqtt-kinesis-bridge-aarch64-unknown-linux-gnu`
+/// measures an ARM build under qemu-user (the figure then includes qemu's own memory).
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn measure_memory_with_10_and_100_idle_sessions() {
+    let kinesis = KinesisLocal::start(STREAM);
+    let brokers: Vec<Mosquitto> = (0..4).map(|_| Mosquitto::start()).collect();
+    for n_sessions in [10, 100] {
+        // n catalog rows over the 4 brokers.
+        let db = TestDb::new();
+        for id in 1..=n_sessions {
+            db.add_broker(id, brokers[id as usize % 4].port());
+        }
+        db.add_topic(None, "idle/#", 1);
+        let dir = TempDir::new("gateway-measure-idle");
+        let gateway = Gateway::start(&dir, &db, &kinesis);
+        gateway.wait_log("every broker subscribed", |log| {
+            log.matches("connected, subscribed").count() >= n_sessions as usize
+        });
+        let pid = gateway.child.id();
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+        println!(
+            "{n_sessions} idle sessions: VmRSS {} KiB, {threads} threads",
+            resident_kib(pid)
+        );
+        assert_eq!(gateway.terminate(), Some(0));
     }
-    db.add_topic(None, "idle/#", 1);
-    let dir = TempDir::new("gateway-measure-idle");
-    let gateway = Gateway::start(&dir, &db, &kinesis);
-    gateway.wait_log("100 brokers subscribed", |log| {
-        log.matches("connected, subscribed").count() >= 100
-    });
-    let pid = gateway.child.id();
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
-    println!(
-        "100 idle sessions: VmRSS {} KiB, {threads} threads",
-        resident_kib(pid)
-    );
 }
 
 /// A bad config stops the binary before anything starts: exit 2, the key named, no secret shown.
