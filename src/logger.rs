@@ -30,7 +30,6 @@ impl log::Log for StderrLogger {
             .next()
             .unwrap_or(target);
         let message = record.args().to_string();
-        // Messages that already open with their stage are not prefixed twice.
         let priority = match (self.journald, record.level()) {
             (false, _) => "",
             (true, log::Level::Error) => "<3>",
@@ -39,6 +38,7 @@ impl log::Log for StderrLogger {
             (true, _) => "<7>",
         };
         let level = record.level();
+        // Messages that already open with their stage are not prefixed twice.
         let line = match message
             .strip_prefix(stage)
             .and_then(|m| m.strip_prefix(": "))
