@@ -21,6 +21,18 @@ fn spool_config(path: std::path::PathBuf) -> SpoolConfig {
     }
 }
 
+/// One QoS 1 record of `broker_id` on `topic`.
+fn qos1_record(broker_id: i64, topic: &str, payload: &[u8]) -> NewRecord {
+    NewRecord {
+        broker_id,
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        partition_key: PartitionKey::try_from("t").unwrap(),
+        qos: 1,
+        received_at_ms: 0,
+    }
+}
+
 /// Not a test of its own: the body of the child process that `survives_kill_9` starts.
 /// It appends numbered records forever, printing the highest number known committed.
 #[test]
@@ -177,14 +189,7 @@ fn opens_after_a_torn_wal_write() -> TestResult {
     assert!(n_before > 0, "records before the torn frame survive");
     spool
         .appender()
-        .append_blocking(NewRecord {
-            broker_id: 9,
-            topic: "after/tear".into(),
-            payload: b"ok".to_vec(),
-            partition_key: PartitionKey::try_from("t").unwrap(),
-            qos: 1,
-            received_at_ms: 0,
-        })
+        .append_blocking(qos1_record(9, "after/tear", b"ok"))
         .map_err(|_| "spool closed")?
         .wait()?;
     assert_eq!(spool.depth().n_records(), n_before + 1);
@@ -210,14 +215,7 @@ fn a_failed_commit_is_retried_until_it_succeeds() -> TestResult {
     locker.execute_batch("BEGIN EXCLUSIVE")?;
     let receipt = spool
         .appender()
-        .append_blocking(NewRecord {
-            broker_id: 3,
-            topic: "locked/out".into(),
-            payload: b"kept".to_vec(),
-            partition_key: PartitionKey::try_from("k").unwrap(),
-            qos: 1,
-            received_at_ms: 0,
-        })
+        .append_blocking(qos1_record(3, "locked/out", b"kept"))
         .map_err(|_| "spool closed")?;
     // Past the busy timeout the first attempt has failed; the writer goes on trying.
     wait_until(
