@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::sealed::{self, SealKey};
 use crate::secret::Secret;
 
 /// Everything the gateway needs, validated. Each stage gets only its own section.
@@ -25,6 +26,7 @@ pub struct Config {
     pub kinesis: KinesisConfig,
     pub catalog: CatalogConfig,
     pub mqtt: MqttConfig,
+    pub status: StatusConfig,
     pub log: LogConfig,
 }
 
@@ -77,6 +79,10 @@ pub struct CatalogConfig {
     pub refresh_interval: Duration,
     /// PostgreSQL channel to LISTEN on; `None` turns NOTIFY off (poll only).
     pub notify_channel: Option<String>,
+    /// Where the key for `enc:v1:` values comes from; `None`: `MKB_PASSWORD_KEY`, if set.
+    pub password_key_file: Option<PathBuf>,
+    /// The key itself, read at load time so a bad key stops the start.
+    pub password_key: Option<SealKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +95,17 @@ pub struct MqttConfig {
     pub keep_alive: Duration,
     /// Messages waiting between the sessions and the spool writer.
     pub channel_capacity: usize,
+    /// How often a session connected to a secondary endpoint probes the primary.
+    pub primary_recheck: Duration,
+}
+
+/// Where the live session status goes: a local file and the central database.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// JSON file the gateway rewrites when its state changes; `status` reads it.
+    pub file: PathBuf,
+    /// `iot_data.mqtt_connection_status` rows are rewritten at least this often.
+    pub report_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +174,8 @@ struct RawConfig {
     #[serde(default)]
     mqtt: RawMqtt,
     #[serde(default)]
+    status: RawStatus,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -186,6 +205,7 @@ struct RawDatabase {
     snapshot_path: Option<PathBuf>,
     refresh_interval: Option<String>,
     notify_channel: Option<String>,
+    password_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -196,6 +216,14 @@ struct RawMqtt {
     max_backoff: Option<String>,
     keep_alive: Option<String>,
     channel_capacity: Option<usize>,
+    primary_recheck: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    file: Option<PathBuf>,
+    report_interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -250,8 +278,9 @@ impl Config {
 
         let spool = validate_spool(raw.spool)?;
         let kinesis = validate_kinesis(raw.kinesis, &env)?;
-        let catalog = validate_database(raw.database, &spool.path)?;
+        let catalog = validate_database(raw.database, &spool.path, &env)?;
         let mqtt = validate_mqtt(raw.mqtt)?;
+        let status = validate_status(raw.status, &spool.path)?;
         let level = match raw.log.level {
             None => log::LevelFilter::Info,
             Some(text) => text.parse().map_err(|_| {
@@ -267,6 +296,7 @@ impl Config {
             kinesis,
             catalog,
             mqtt,
+            status,
             log: LogConfig { level },
         })
     }
@@ -386,7 +416,11 @@ fn validate_kinesis(
     })
 }
 
-fn validate_database(raw: RawDatabase, spool_path: &Path) -> Result<CatalogConfig, ConfigError> {
+fn validate_database(
+    raw: RawDatabase,
+    spool_path: &Path,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<CatalogConfig, ConfigError> {
     let url = raw.url;
     if !(url.starts_with("postgres://")
         || url.starts_with("postgresql://")
@@ -426,11 +460,22 @@ fn validate_database(raw: RawDatabase, spool_path: &Path) -> Result<CatalogConfi
             Some(name)
         }
     };
+    let password_key = SealKey::load(raw.password_key_file.as_deref(), env(sealed::KEY_ENV))
+        .map_err(|error| {
+            let key = if raw.password_key_file.is_some() {
+                "database.password_key_file"
+            } else {
+                "database.password_key_file (here from MKB_PASSWORD_KEY)"
+            };
+            invalid(key, error.to_string())
+        })?;
     Ok(CatalogConfig {
         database_url: Secret::new(url),
         snapshot_path,
         refresh_interval,
         notify_channel,
+        password_key_file: raw.password_key_file,
+        password_key,
     })
 }
 
@@ -464,12 +509,43 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if channel_capacity == 0 {
         return Err(invalid("mqtt.channel_capacity", "must be at least 1"));
     }
+    let primary_recheck = optional_duration(
+        "mqtt.primary_recheck",
+        raw.primary_recheck,
+        Duration::from_secs(60),
+    )?;
+    if primary_recheck < Duration::from_secs(1) {
+        return Err(invalid("mqtt.primary_recheck", "must be at least 1s"));
+    }
     Ok(MqttConfig {
         partition_key,
         min_backoff,
         max_backoff,
         keep_alive,
         channel_capacity,
+        primary_recheck,
+    })
+}
+
+fn validate_status(raw: RawStatus, spool_path: &Path) -> Result<StatusConfig, ConfigError> {
+    let file = match raw.file {
+        Some(path) => {
+            ensure_parent_dir("status.file", &path)?;
+            path
+        }
+        None => spool_path.with_file_name("status.json"),
+    };
+    let report_interval = optional_duration(
+        "status.report_interval",
+        raw.report_interval,
+        Duration::from_secs(60),
+    )?;
+    if report_interval < Duration::from_secs(1) {
+        return Err(invalid("status.report_interval", "must be at least 1s"));
+    }
+    Ok(StatusConfig {
+        file,
+        report_interval,
     })
 }
 

@@ -5,8 +5,11 @@
 //! [`spool`] (the durable queue) → [`drain`] (signed PutRecords calls).
 //! [`run`] is the only place that wires the stages together.
 
+pub mod check;
 pub mod config;
+pub mod live_status;
 pub mod logger;
+pub mod sealed;
 pub mod secret;
 pub mod shutdown;
 pub mod status;
@@ -82,8 +85,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         shutdown.clone(),
         drain_heartbeat.clone(),
     )?;
+    let board = sessions::StatusBoard::new();
+    let upload = catalog::StatusUpload {
+        board: board.clone(),
+        gateway_id: config.gateway_id.clone(),
+        interval: config.status.report_interval,
+    };
     let (catalogs, catalog) =
-        catalog::start(config.catalog.clone(), shutdown.clone()).map_err(RunError::Thread)?;
+        catalog::start_with_status(config.catalog.clone(), shutdown.clone(), Some(upload))
+            .map_err(RunError::Thread)?;
 
     let executor = Arc::new(smol::Executor::new());
     let notifier = systemd::Notifier::from_env();
@@ -108,16 +118,28 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
                 .detach();
         }
     }
-    let sessions = sessions::run(
+    let status_file = executor.spawn(live_status::keep_file(
+        config.status.file.clone(),
+        config.gateway_id.clone(),
+        board.clone(),
+        config.spool.path.clone(),
+        shutdown.clone(),
+    ));
+    let sessions = sessions::run_with_status(
         Arc::clone(&executor),
         catalogs,
         spool.appender(),
         config.mqtt.clone(),
         config.gateway_id.clone(),
         shutdown.clone(),
+        board,
     );
     // Sessions are IO-bound and light: one executor thread runs them all.
     smol::block_on(executor.run(sessions));
+    // Sessions end on shutdown (or if the catalog thread died): either way, stop.
+    shutdown.request();
+    // Its last write says the gateway stopped.
+    smol::block_on(executor.run(status_file));
     if let Some(notifier) = &notifier {
         notifier.notify("STOPPING=1");
     }

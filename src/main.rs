@@ -1,60 +1,100 @@
 //! The `mqtt-kinesis-bridge` command: parse the command line, load the config, run.
+//! Also the small tools around it (`status`, `new-key`, `encrypt-password`); their
+//! work lives in the library, only the reading and printing are here.
 //!
 //! Exit codes: 0 after a clean shutdown, 1 when the gateway fails while running,
-//! 2 for a bad command line or config (nothing has started then).
+//! 2 for a bad command line, config, key or stdin input (nothing has started then).
 
-use std::path::PathBuf;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mqtt_kinesis_bridge::config::Config;
+use mqtt_kinesis_bridge::sealed::{self, SealKey};
+use mqtt_kinesis_bridge::secret::Secret;
 use mqtt_kinesis_bridge::shutdown::Shutdown;
 
 const USAGE: &str = "\
 usage: mqtt-kinesis-bridge run --config FILE
        mqtt-kinesis-bridge status --config FILE [--json]
+       mqtt-kinesis-bridge new-key
+       mqtt-kinesis-bridge encrypt-password [--key-file FILE | --config FILE] < password
        mqtt-kinesis-bridge --version | --help
 
 commands:
-  run     run the gateway: brokers from the catalog -> spool -> Kinesis
-  status  print the spool's depth and per-broker counters (works while the gateway runs)
+  run               run the gateway: brokers from the catalog -> spool -> Kinesis
+  status            print the spool's depth and per-broker counters (works while the gateway runs)
+  new-key           print a new key for broker passwords (base64 of 32 random bytes)
+  encrypt-password  read a broker password from stdin's first line and print it sealed,
+                    as `enc:v1:...` for the catalog; the key is, first found:
+                    --key-file FILE, $MKB_PASSWORD_KEY, the config's database.password_key_file
 
 options:
   -c, --config FILE   the TOML config file (see README.md, examples/gateway.toml)
       --json          status as one JSON object
+      --key-file FILE the key for encrypt-password, as new-key prints it
   -V, --version       print the version
   -h, --help          print this help";
 
 enum Command {
-    Run { config: PathBuf },
-    Status { config: PathBuf, json: bool },
+    Run {
+        config: PathBuf,
+    },
+    Status {
+        config: PathBuf,
+        json: bool,
+    },
+    NewKey,
+    EncryptPassword {
+        key_file: Option<PathBuf>,
+        config: Option<PathBuf>,
+    },
     Help,
     Version,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
     let mut command = None;
-    let mut config = None;
+    // Options are gathered first; each command then checks which ones it takes.
+    let mut config: Option<PathBuf> = None;
+    let mut key_file: Option<PathBuf> = None;
     let mut json = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "-c" | "--config" => {
-                config = Some(args.next().ok_or("--config needs a file path")?);
+                config = Some(args.next().ok_or("--config needs a file path")?.into());
+            }
+            "--key-file" => {
+                key_file = Some(args.next().ok_or("--key-file needs a file path")?.into());
             }
             "--json" => json = true,
-            "run" | "status" if command.is_none() => command = Some(arg),
+            "run" | "status" | "new-key" | "encrypt-password" if command.is_none() => {
+                command = Some(arg)
+            }
             other => return Err(format!("unexpected argument {other:?}")),
         }
     }
     let Some(command) = command else {
         return Err("no command given".into());
     };
-    let config = PathBuf::from(config.ok_or_else(|| format!("{command} needs --config FILE"))?);
+    if key_file.is_some() && command != "encrypt-password" {
+        return Err("--key-file goes with encrypt-password".into());
+    }
     match command.as_str() {
-        "status" => Ok(Command::Status { config, json }),
+        "run" | "status" => {
+            let config = config.ok_or_else(|| format!("{command} needs --config FILE"))?;
+            match command.as_str() {
+                "status" => Ok(Command::Status { config, json }),
+                _ if json => Err("--json goes with status".into()),
+                _ => Ok(Command::Run { config }),
+            }
+        }
         _ if json => Err("--json goes with status".into()),
-        _ => Ok(Command::Run { config }),
+        "new-key" if config.is_some() => Err("new-key takes no --config".into()),
+        "new-key" => Ok(Command::NewKey),
+        _ => Ok(Command::EncryptPassword { key_file, config }),
     }
 }
 
@@ -70,6 +110,13 @@ fn main() -> ExitCode {
         }
         Ok(Command::Run { config }) => config,
         Ok(Command::Status { config, json }) => return status(&config, json),
+        Ok(Command::NewKey) => {
+            println!("{}", SealKey::generate());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::EncryptPassword { key_file, config }) => {
+            return encrypt_password(key_file.as_deref(), config.as_deref())
+        }
         Err(message) => {
             eprintln!("error: {message}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -97,7 +144,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn status(config_path: &std::path::Path, json: bool) -> ExitCode {
+fn status(config_path: &Path, json: bool) -> ExitCode {
     let config = match Config::load(config_path) {
         Ok(config) => config,
         Err(error) => {
@@ -108,7 +155,8 @@ fn status(config_path: &std::path::Path, json: bool) -> ExitCode {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    match mqtt_kinesis_bridge::status::report(&config.spool.path, now_ms, json) {
+    match mqtt_kinesis_bridge::status::report(&config.spool.path, &config.status.file, now_ms, json)
+    {
         Ok(report) => {
             print!("{report}");
             if json {
@@ -121,4 +169,61 @@ fn status(config_path: &std::path::Path, json: bool) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+const NO_KEY: &str = "no key: give --key-file FILE, set MKB_PASSWORD_KEY, \
+                      or --config FILE whose database.password_key_file is set";
+
+/// Prints the password on stdin sealed. It never comes from argv, which
+/// shell history and `ps` would show.
+fn encrypt_password(key_file: Option<&Path>, config_path: Option<&Path>) -> ExitCode {
+    // Without it, a warning about the key file's mode would go nowhere.
+    mqtt_kinesis_bridge::logger::init(log::LevelFilter::Warn);
+    let sealed = find_key(key_file, config_path).and_then(|key| {
+        let password = read_password(std::io::stdin().lock())?;
+        Ok(key.seal(password.expose()))
+    });
+    match sealed {
+        Ok(sealed) => {
+            println!("{sealed}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The first key source given: --key-file, the environment, the config's key file.
+fn find_key(key_file: Option<&Path>, config_path: Option<&Path>) -> Result<SealKey, String> {
+    // A non-UTF-8 value is kept (lossily) so it fails as "not base64" instead of vanishing.
+    let env_value =
+        std::env::var_os(sealed::KEY_ENV).map(|value| value.to_string_lossy().into_owned());
+    let config_key_file = match config_path {
+        Some(path) if key_file.is_none() && env_value.is_none() => key_file_from_config(path)?,
+        _ => None,
+    };
+    SealKey::load(key_file.or(config_key_file.as_deref()), env_value)
+        .map_err(|error| error.to_string())?
+        .ok_or_else(|| NO_KEY.to_owned())
+}
+
+fn key_file_from_config(config_path: &Path) -> Result<Option<PathBuf>, String> {
+    let config = Config::load(config_path).map_err(|error| error.to_string())?;
+    Ok(config.catalog.password_key_file)
+}
+
+/// The first line of `input`, without its line ending; empty is an error.
+fn read_password(mut input: impl BufRead) -> Result<Secret, String> {
+    let mut line = String::new();
+    input
+        .read_line(&mut line)
+        .map_err(|error| format!("cannot read the password from stdin: {error}"))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err("no password on stdin: give it as the first line".into());
+    }
+    Ok(Secret::new(password))
 }

@@ -1,91 +1,271 @@
-//! `mqtt-kinesis-bridge status`: what the spool says, for people and scripts.
+//! `mqtt-kinesis-bridge status`: the gateway's state, for people and scripts.
 //!
-//! Reads the spool file through a read-only connection, so it works while the
-//! gateway runs and never blocks its writer. It does not talk to brokers,
-//! PostgreSQL or Kinesis; live session state is not in the spool (yet).
+//! Two sources, both readable while the gateway runs: the spool file (depth,
+//! oldest record, per-broker spooled/delivered/dropped/dead-lettered counters;
+//! read-only connection, never blocks the writer) and the live status file the
+//! running gateway keeps ([`crate::live_status`]: per-broker connection state,
+//! endpoint, last error, drain rate). A status file older than three rewrite
+//! periods means the gateway is not running, and the report says so.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
+use crate::live_status::REWRITE_EVERY;
 use crate::spool::{BrokerCounters, SpoolError, SpoolReader, SpoolSummary};
 
-/// The report on the spool at `path`, as text (`json = false`) or one JSON object.
-pub fn report(path: &Path, now_ms: i64, json: bool) -> Result<String, SpoolError> {
-    let reader = SpoolReader::open(path)?;
+/// The report on the spool at `spool_path` and the status file at
+/// `status_file`, as text (`json = false`) or one JSON object.
+pub fn report(
+    spool_path: &Path,
+    status_file: &Path,
+    now_ms: i64,
+    json: bool,
+) -> Result<String, SpoolError> {
+    let reader = SpoolReader::open(spool_path)?;
     let summary = reader.summary()?;
     let counters = reader.counters()?;
+    let live = Live::read(status_file, now_ms);
+    let report = Report {
+        spool_path,
+        now_ms,
+        summary: &summary,
+        counters: &counters,
+        live: &live,
+    };
     Ok(if json {
-        as_json(path, now_ms, &summary, &counters)
+        report.as_json()
     } else {
-        as_text(path, now_ms, &summary, &counters)
+        report.as_text()
     })
 }
 
-fn oldest_age_s(now_ms: i64, summary: &SpoolSummary) -> Option<i64> {
-    summary
-        .oldest_received_at_ms
-        .map(|oldest| (now_ms - oldest).max(0) / 1000)
+/// What the status file says, if anything current.
+struct Live {
+    /// `None`: no file, or it cannot be read.
+    document: Option<Value>,
+    /// Written recently by a gateway that had not stopped.
+    running: bool,
 }
 
-fn as_json(
-    path: &Path,
-    now_ms: i64,
-    summary: &SpoolSummary,
-    counters: &[BrokerCounters],
-) -> String {
-    let brokers: Vec<_> = counters
-        .iter()
-        .map(|c| {
-            json!({
-                "broker_id": c.broker_id, "spooled": c.spooled, "delivered": c.delivered,
-                "retried": c.retried, "dropped": c.dropped, "dead_lettered": c.dead_lettered,
+impl Live {
+    fn read(path: &Path, now_ms: i64) -> Live {
+        let document: Option<Value> = std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let running = document.as_ref().is_some_and(|document| {
+            let written_at = document["written_at_ms"].as_i64().unwrap_or(0);
+            let fresh = now_ms - written_at < 3 * REWRITE_EVERY.as_millis() as i64;
+            fresh && document["running"] == json!(true)
+        });
+        Live { document, running }
+    }
+
+    /// Per-broker lines, only while the gateway runs (stale lines would mislead).
+    fn brokers(&self) -> BTreeMap<i64, &Value> {
+        let Some(document) = self.document.as_ref().filter(|_| self.running) else {
+            return BTreeMap::new();
+        };
+        document["brokers"]
+            .as_array()
+            .map(|brokers| {
+                brokers
+                    .iter()
+                    .filter_map(|b| Some((b["broker_id"].as_i64()?, b)))
+                    .collect()
             })
-        })
-        .collect();
-    let total = |field: fn(&BrokerCounters) -> u64| counters.iter().map(field).sum::<u64>();
-    json!({
-        "spool": path.display().to_string(),
-        "total": {
-            "spooled": total(|c| c.spooled), "delivered": total(|c| c.delivered),
-            "retried": total(|c| c.retried), "dropped": total(|c| c.dropped),
-            "dead_lettered": total(|c| c.dead_lettered),
-        },
-        "records_waiting": summary.n_records,
-        "bytes_waiting": summary.bytes,
-        "oldest_record_age_s": oldest_age_s(now_ms, summary),
-        "dead_letters": summary.n_dead_letters,
-        "brokers": brokers,
-    })
-    .to_string()
+            .unwrap_or_default()
+    }
+
+    fn written_at_ms(&self) -> Option<i64> {
+        self.document.as_ref()?["written_at_ms"].as_i64()
+    }
 }
 
-fn as_text(
-    path: &Path,
+struct Report<'a> {
+    spool_path: &'a Path,
     now_ms: i64,
-    summary: &SpoolSummary,
-    counters: &[BrokerCounters],
-) -> String {
-    let mut out = String::new();
-    let oldest = oldest_age_s(now_ms, summary).map_or("-".to_owned(), |s| format!("{s}s"));
-    let _ = writeln!(out, "spool {}", path.display());
-    let _ = writeln!(
-        out,
-        "waiting: {} records, {} bytes, oldest {oldest}; dead letters: {}",
-        summary.n_records, summary.bytes, summary.n_dead_letters
-    );
-    let _ = writeln!(
-        out,
-        "{:>8} {:>10} {:>10} {:>8} {:>8} {:>6}",
-        "broker", "spooled", "delivered", "retried", "dropped", "dead"
-    );
-    for c in counters {
+    summary: &'a SpoolSummary,
+    counters: &'a [BrokerCounters],
+    live: &'a Live,
+}
+
+impl Report<'_> {
+    fn oldest_age_s(&self) -> Option<i64> {
+        self.summary
+            .oldest_received_at_ms
+            .map(|oldest| (self.now_ms - oldest).max(0) / 1000)
+    }
+
+    /// Every broker either source knows, sorted by id.
+    fn broker_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.counters.iter().map(|c| c.broker_id).collect();
+        ids.extend(self.live.brokers().keys());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    fn counters_of(&self, id: i64) -> BrokerCounters {
+        self.counters
+            .iter()
+            .find(|c| c.broker_id == id)
+            .cloned()
+            .unwrap_or(BrokerCounters {
+                broker_id: id,
+                ..BrokerCounters::default()
+            })
+    }
+
+    fn as_json(&self) -> String {
+        let live = self.live.brokers();
+        let brokers: Vec<Value> = self
+            .broker_ids()
+            .into_iter()
+            .map(|id| {
+                let c = self.counters_of(id);
+                let mut line = json!({
+                    "broker_id": id, "spooled": c.spooled, "delivered": c.delivered,
+                    "retried": c.retried, "dropped": c.dropped, "dead_lettered": c.dead_lettered,
+                    "state": state(live.get(&id).copied(), self.live.running),
+                });
+                if let (Some(session), Some(line)) = (live.get(&id), line.as_object_mut()) {
+                    for key in [
+                        "connected",
+                        "endpoint",
+                        "endpoint_index",
+                        "endpoint_count",
+                        "since_ms",
+                        "last_error",
+                        "received",
+                        "last_message_at_ms",
+                        "subscribed_topics",
+                    ] {
+                        line.insert(key.to_owned(), session[key].clone());
+                    }
+                }
+                line
+            })
+            .collect();
+        let total =
+            |field: fn(&BrokerCounters) -> u64| self.counters.iter().map(field).sum::<u64>();
+        let document = self.live.document.as_ref();
+        json!({
+            "gateway": {
+                "running": self.live.running,
+                "pid": document.map(|d| d["pid"].clone()),
+                "status_written_at_ms": self.live.written_at_ms(),
+                "drain_records_per_s": document
+                    .filter(|_| self.live.running)
+                    .map(|d| d["drain_records_per_s"].clone()),
+            },
+            "spool": self.spool_path.display().to_string(),
+            "total": {
+                "spooled": total(|c| c.spooled), "delivered": total(|c| c.delivered),
+                "retried": total(|c| c.retried), "dropped": total(|c| c.dropped),
+                "dead_lettered": total(|c| c.dead_lettered),
+            },
+            "records_waiting": self.summary.n_records,
+            "bytes_waiting": self.summary.bytes,
+            "oldest_record_age_s": self.oldest_age_s(),
+            "dead_letters": self.summary.n_dead_letters,
+            "brokers": brokers,
+        })
+        .to_string()
+    }
+
+    fn as_text(&self) -> String {
+        let mut out = String::new();
+        let live = self.live.brokers();
+        let gateway = match (self.live.running, self.live.written_at_ms()) {
+            (true, _) => {
+                let document = self.live.document.as_ref();
+                let rate = document
+                    .and_then(|d| d["drain_records_per_s"].as_f64())
+                    .map_or("-".to_owned(), |rate| format!("{rate}"));
+                let pid = document.map_or(json!(null), |d| d["pid"].clone());
+                format!("running (pid {pid}); drain {rate} records/s over the last minute")
+            }
+            (false, Some(written_at)) => format!(
+                "not running (status last written {} ago)",
+                age((self.now_ms - written_at) / 1000)
+            ),
+            (false, None) => "not running (no status file)".to_owned(),
+        };
+        let oldest = self.oldest_age_s().map_or("-".to_owned(), age);
+        let _ = writeln!(out, "gateway: {gateway}");
+        let _ = writeln!(out, "spool {}", self.spool_path.display());
         let _ = writeln!(
             out,
-            "{:>8} {:>10} {:>10} {:>8} {:>8} {:>6}",
-            c.broker_id, c.spooled, c.delivered, c.retried, c.dropped, c.dead_lettered
+            "waiting: {} records, {} bytes, oldest {oldest}; dead letters: {}",
+            self.summary.n_records, self.summary.bytes, self.summary.n_dead_letters
         );
+        let _ = writeln!(
+            out,
+            "{:>6} {:<12} {:<24} {:>7} {:>9} {:>9} {:>9} {:>7} {:>5}  last error",
+            "broker",
+            "state",
+            "endpoint",
+            "since",
+            "received",
+            "spooled",
+            "delivered",
+            "dropped",
+            "dead"
+        );
+        for id in self.broker_ids() {
+            let c = self.counters_of(id);
+            let session = live.get(&id).copied();
+            let endpoint = session
+                .and_then(|s| {
+                    let endpoint = s["endpoint"].as_str()?;
+                    Some(match s["endpoint_count"].as_u64() {
+                        Some(n) if n > 1 => format!("{endpoint} ({}/{n})", s["endpoint_index"]),
+                        _ => endpoint.to_owned(),
+                    })
+                })
+                .unwrap_or_else(|| "-".to_owned());
+            let since = session
+                .and_then(|s| s["since_ms"].as_i64())
+                .map_or("-".to_owned(), |since| age((self.now_ms - since) / 1000));
+            let received = session
+                .and_then(|s| s["received"].as_u64())
+                .map_or("-".to_owned(), |n| n.to_string());
+            let last_error = session
+                .and_then(|s| s["last_error"].as_str())
+                .unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "{id:>6} {:<12} {endpoint:<24} {since:>7} {received:>9} {:>9} {:>9} {:>7} {:>5}  {last_error}",
+                state(session, self.live.running),
+                c.spooled,
+                c.delivered,
+                c.dropped,
+                c.dead_lettered
+            );
+        }
+        out
     }
-    out
+}
+
+/// `connected`, `disconnected`, `not running` (gateway down), `inactive` (not in the catalog now).
+fn state(session: Option<&Value>, running: bool) -> &'static str {
+    match (session, running) {
+        (_, false) => "not running",
+        (None, true) => "inactive",
+        (Some(session), true) if session["connected"] == json!(true) => "connected",
+        (Some(_), true) => "disconnected",
+    }
+}
+
+/// `45s`, `12m`, `3h`, `2d`: an age in a narrow column.
+fn age(seconds: i64) -> String {
+    match seconds.max(0) {
+        s @ 0..=119 => format!("{s}s"),
+        s @ 120..=7199 => format!("{}m", s / 60),
+        s @ 7200..=172_799 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
 }

@@ -9,7 +9,11 @@
 pub mod postgres;
 pub mod rows;
 pub mod snapshot;
+mod status_upload;
 
+pub use status_upload::StatusUpload;
+
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::config::CatalogConfig;
@@ -24,23 +28,87 @@ pub type BrokerId = i64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Broker {
     pub id: BrokerId,
-    pub host: String,
-    pub port: u16,
+    /// In priority order: the first is the primary (`mqtt_host`, `mqtt_port`),
+    /// then the `mqtt_failover` entries. Never empty.
+    pub endpoints: Vec<Endpoint>,
     pub username: Option<String>,
     pub password: Option<Secret>,
-    /// Sorted by filter, no duplicate filters.
+    /// `None`: plain TCP.
+    pub tls: Option<TlsSettings>,
+    /// `None`: `{gateway_id}-{mqtt_id}`.
+    pub client_id: Option<String>,
+    /// `None`: `mqtt.keep_alive` from the config.
+    pub keep_alive: Option<Duration>,
+    /// False (the default) keeps the broker's queue for us while we are away.
+    pub clean_session: bool,
+    /// Sorted by filter, no duplicate filters; `topic_prefix` and
+    /// `$share/{group}/` already applied.
     pub topics: Vec<Topic>,
 }
 
 impl Broker {
+    /// A broker with one plain endpoint and the defaults for everything else.
+    pub fn plain(id: BrokerId, host: impl Into<String>, port: u16, topics: Vec<Topic>) -> Broker {
+        Broker {
+            id,
+            endpoints: vec![Endpoint {
+                host: host.into(),
+                port,
+            }],
+            username: None,
+            password: None,
+            tls: None,
+            client_id: None,
+            keep_alive: None,
+            clean_session: false,
+            topics,
+        }
+    }
+
+    /// The first endpoint, the one every connection walk starts with.
+    pub fn primary(&self) -> &Endpoint {
+        &self.endpoints[0]
+    }
+
     /// True when a session for `self` must reconnect to become `other`
     /// (anything but the topic list changed).
     pub fn connection_differs(&self, other: &Broker) -> bool {
-        self.host != other.host
-            || self.port != other.port
-            || self.username != other.username
-            || self.password != other.password
+        let without_topics = |broker: &Broker| Broker {
+            topics: Vec::new(),
+            ..broker.clone()
+        };
+        without_topics(self) != without_topics(other)
     }
+}
+
+/// One `host:port` a broker can be reached at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How to speak TLS to a broker. Certificates and keys are each a file path
+/// or PEM text (told apart by `-----BEGIN`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// False accepts any server certificate (test benches only; logged as a warning).
+    pub verify_cert: bool,
+    /// `None`: the system's trusted roots.
+    pub ca: Option<String>,
+    /// Client certificate chain for mutual TLS; goes with `client_key`.
+    pub client_cert: Option<String>,
+    pub client_key: Option<Secret>,
 }
 
 /// One subscription: an MQTT topic filter and the QoS to subscribe with.
@@ -67,10 +135,26 @@ pub fn start(
     async_channel::Receiver<Catalog>,
     std::thread::JoinHandle<()>,
 )> {
+    start_with_status(config, shutdown, None)
+}
+
+/// [`start`], also writing the sessions' status to the database when `upload` is given.
+pub fn start_with_status(
+    config: CatalogConfig,
+    shutdown: Shutdown,
+    upload: Option<StatusUpload>,
+) -> std::io::Result<(
+    async_channel::Receiver<Catalog>,
+    std::thread::JoinHandle<()>,
+)> {
     let (sender, receiver) = async_channel::bounded(4);
     let handle = std::thread::Builder::new()
         .name("catalog".into())
-        .spawn(move || Refresher::new(config, sender, shutdown).run())?;
+        .spawn(move || {
+            let mut refresher = Refresher::new(config, sender, shutdown);
+            refresher.uploader = upload.map(status_upload::Uploader::new);
+            refresher.run()
+        })?;
     Ok((receiver, handle))
 }
 
@@ -91,6 +175,7 @@ struct Refresher {
     problems: Vec<RowProblem>,
     /// Consecutive failed reads; state changes are logged once, not every retry.
     n_failures: u32,
+    uploader: Option<status_upload::Uploader>,
 }
 
 impl Refresher {
@@ -108,6 +193,7 @@ impl Refresher {
             saved: None,
             problems: Vec::new(),
             n_failures: 0,
+            uploader: None,
         }
     }
 
@@ -151,7 +237,11 @@ impl Refresher {
             )?),
         };
         let (broker_rows, topic_rows) = postgres::read_rows(client)?;
-        Ok(rows::validate(&broker_rows, &topic_rows))
+        Ok(rows::validate_with_key(
+            &broker_rows,
+            &topic_rows,
+            self.config.password_key.as_ref(),
+        ))
     }
 
     /// Logs the bad rows when the set of them changes, not on every poll.
@@ -171,8 +261,21 @@ impl Refresher {
         if self.saved.as_ref() == Some(catalog) {
             return;
         }
-        match snapshot::save(&self.config.snapshot_path, catalog) {
-            Ok(()) => self.saved = Some(catalog.clone()),
+        match snapshot::save(
+            &self.config.snapshot_path,
+            catalog,
+            self.config.password_key.as_ref(),
+        ) {
+            Ok(withheld) => {
+                if !withheld.broker_ids.is_empty() {
+                    log::warn!(
+                        "catalog snapshot: the passwords (or inline client keys) of brokers {:?} are not kept: there is no key to seal them with (database.password_key_file or {}); from the snapshot those brokers connect without them",
+                        withheld.broker_ids,
+                        crate::sealed::KEY_ENV
+                    );
+                }
+                self.saved = Some(catalog.clone());
+            }
             Err(error) => {
                 log::warn!("{error}; the gateway runs on, but cannot start offline from it")
             }
@@ -203,6 +306,9 @@ impl Refresher {
         while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
             if self.shutdown.is_requested() {
                 return;
+            }
+            if let (Some(uploader), Some(client)) = (&mut self.uploader, &mut self.client) {
+                uploader.upload_if_due(client);
             }
             let slice = remaining.min(SHUTDOWN_CHECK);
             match (&mut self.client, self.config.notify_channel.is_some()) {
@@ -239,7 +345,10 @@ impl Refresher {
             }
             return true;
         }
-        match snapshot::load(&self.config.snapshot_path) {
+        match snapshot::load(
+            &self.config.snapshot_path,
+            self.config.password_key.as_ref(),
+        ) {
             Ok(Some(snapshot)) => {
                 log::warn!(
                     "catalog: database unreachable ({error}): running from the snapshot taken {} ago ({} brokers)",

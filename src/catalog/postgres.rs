@@ -1,4 +1,5 @@
-//! The catalog's only contact with PostgreSQL: connect, SELECT the active rows, LISTEN.
+//! The gateway's only contact with PostgreSQL: connect, SELECT the active rows,
+//! LISTEN, and write this gateway's rows of `iot_data.mqtt_connection_status`.
 //!
 //! Columns are read by name and by what they are, so the seed table works and
 //! so does one extended with further columns (or integer columns of another
@@ -6,7 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
@@ -98,6 +99,19 @@ fn broker_row(row: &Row) -> Result<BrokerRow, DbError> {
         port: int(row, "mqtt_port")?,
         username: text(row, "mqtt_username")?,
         password: text(row, "mqtt_password")?.map(Secret::new),
+        failover: text(row, "mqtt_failover")?,
+        use_tls: boolean(row, "use_tls")?,
+        verify_cert: boolean(row, "verify_cert")?,
+        ca_cert: text(row, "ca_cert")?,
+        client_cert: text(row, "client_cert")?,
+        client_key: text(row, "client_key")?.map(Secret::new),
+        client_id: text(row, "client_id")?,
+        keep_alive: int(row, "keep_alive")?,
+        clean_session: boolean(row, "clean_session")?,
+        qos: int(row, "qos")?,
+        topic_prefix: text(row, "topic_prefix")?,
+        use_shared_subscriptions: boolean(row, "use_shared_subscriptions")?,
+        shared_group: text(row, "shared_group")?,
     })
 }
 
@@ -128,10 +142,101 @@ fn int(row: &Row, name: &str) -> Result<Option<i64>, DbError> {
     Ok(value)
 }
 
+/// A boolean column; `None` when NULL or absent.
+fn boolean(row: &Row, name: &str) -> Result<Option<bool>, DbError> {
+    let Some(column) = row.columns().iter().find(|c| c.name() == name) else {
+        return Ok(None);
+    };
+    if *column.type_() != Type::BOOL {
+        return Err(DbError(format!(
+            "column {name} has type {}, expected boolean",
+            column.type_()
+        )));
+    }
+    Ok(row.try_get::<_, Option<bool>>(name)?)
+}
+
 /// A text column; `None` when NULL or absent.
 fn text(row: &Row, name: &str) -> Result<Option<String>, DbError> {
     if !row.columns().iter().any(|c| c.name() == name) {
         return Ok(None);
     }
     Ok(row.try_get::<_, Option<String>>(name)?)
+}
+
+/// Reads nothing from `iot_data.mqtt_connection_status`, to prove it exists and may be read.
+pub fn status_table_readable(client: &mut Client) -> Result<(), DbError> {
+    client.batch_execute("SELECT 1 FROM iot_data.mqtt_connection_status LIMIT 0")?;
+    Ok(())
+}
+
+/// One `iot_data.mqtt_connection_status` row, as the gateway writes it.
+pub struct StatusRow {
+    pub mqtt_id: i64,
+    pub connected: bool,
+    pub endpoint: Option<String>,
+    /// 1-based.
+    pub endpoint_index: i64,
+    pub endpoint_count: i64,
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    pub messages_received: i64,
+    pub last_message_at: Option<SystemTime>,
+    pub subscribed_topics: i64,
+}
+
+const UPSERT_STATUS: &str = "
+    INSERT INTO iot_data.mqtt_connection_status (gateway_id, mqtt_id, connected, endpoint,
+        endpoint_index, endpoint_count, since, last_error, messages_received, last_message_at,
+        subscribed_topics, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+    ON CONFLICT (gateway_id, mqtt_id) DO UPDATE SET connected = EXCLUDED.connected,
+        endpoint = EXCLUDED.endpoint, endpoint_index = EXCLUDED.endpoint_index,
+        endpoint_count = EXCLUDED.endpoint_count, since = EXCLUDED.since,
+        last_error = EXCLUDED.last_error, messages_received = EXCLUDED.messages_received,
+        last_message_at = EXCLUDED.last_message_at,
+        subscribed_topics = EXCLUDED.subscribed_topics, updated_at = now()";
+/// Brokers this gateway no longer runs leave the table.
+const DELETE_OTHER_STATUS: &str = "
+    DELETE FROM iot_data.mqtt_connection_status WHERE gateway_id = $1 AND mqtt_id <> ALL($2)";
+
+/// Writes `rows` for `gateway_id` and removes its rows of other brokers, in one transaction.
+pub fn write_status(
+    client: &mut Client,
+    gateway_id: &str,
+    rows: &[StatusRow],
+) -> Result<(), DbError> {
+    let int4 = |value: i64, what: &str| {
+        i32::try_from(value).map_err(|_| {
+            DbError(format!(
+                "{what} {value} does not fit the status table's integer column"
+            ))
+        })
+    };
+    let mut transaction = client.transaction()?;
+    let upsert = transaction.prepare(UPSERT_STATUS)?;
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mqtt_id = int4(row.mqtt_id, "mqtt_id")?;
+        ids.push(mqtt_id);
+        transaction.execute(
+            &upsert,
+            &[
+                &gateway_id,
+                &mqtt_id,
+                &row.connected,
+                &row.endpoint,
+                &int4(row.endpoint_index, "endpoint_index")?,
+                &int4(row.endpoint_count, "endpoint_count")?,
+                &row.since,
+                &row.last_error,
+                &row.messages_received,
+                &row.last_message_at,
+                &int4(row.subscribed_topics, "subscribed_topics")?,
+            ],
+        )?;
+    }
+    transaction.execute(DELETE_OTHER_STATUS, &[&gateway_id, &ids])?;
+    transaction.commit()?;
+    Ok(())
 }

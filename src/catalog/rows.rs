@@ -6,17 +6,39 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use super::{Broker, BrokerId, Catalog, Topic};
+use std::time::Duration;
+
+use super::{Broker, BrokerId, Catalog, Endpoint, TlsSettings, Topic};
+use crate::sealed::{self, SealKey};
 use crate::secret::Secret;
 
-/// One `iot_data.mqtt_broker` row with `status = TRUE`, columns as read (any may be NULL).
+/// One `iot_data.mqtt_broker` row with `status = TRUE`, columns as read (any
+/// may be NULL; an optional column the table lacks reads as NULL).
 #[derive(Clone, Debug, Default)]
 pub struct BrokerRow {
     pub mqtt_id: i64,
     pub host: Option<String>,
     pub port: Option<i64>,
     pub username: Option<String>,
+    /// Plain, or `enc:v1:` sealed with the gateway's key.
     pub password: Option<Secret>,
+    /// Further `host[:port]` entries after the primary, comma separated.
+    pub failover: Option<String>,
+    pub use_tls: Option<bool>,
+    pub verify_cert: Option<bool>,
+    pub ca_cert: Option<String>,
+    pub client_cert: Option<String>,
+    /// Plain PEM, a path, or `enc:v1:` sealed PEM.
+    pub client_key: Option<Secret>,
+    pub client_id: Option<String>,
+    /// Seconds.
+    pub keep_alive: Option<i64>,
+    pub clean_session: Option<bool>,
+    /// QoS for this broker's topic rows whose `qos` is NULL.
+    pub qos: Option<i64>,
+    pub topic_prefix: Option<String>,
+    pub use_shared_subscriptions: Option<bool>,
+    pub shared_group: Option<String>,
 }
 
 /// One `iot_data.mqtt_topic` row with `status = TRUE`.
@@ -36,6 +58,16 @@ pub enum RowProblem {
     Topic { topic_id: i64, message: String },
 }
 
+impl RowProblem {
+    /// `mqtt_broker mqtt_id=7`: the row, without the message.
+    pub fn target(&self) -> String {
+        match self {
+            RowProblem::Broker { mqtt_id, .. } => format!("mqtt_broker mqtt_id={mqtt_id}"),
+            RowProblem::Topic { topic_id, .. } => format!("mqtt_topic topic_id={topic_id}"),
+        }
+    }
+}
+
 impl fmt::Display for RowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -49,8 +81,21 @@ impl fmt::Display for RowProblem {
     }
 }
 
-/// Validates the active rows; returns the brokers that can run and what was skipped.
+/// The group shared subscriptions use when `shared_group` is NULL.
+pub const DEFAULT_SHARED_GROUP: &str = "mqtt-kinesis-bridge";
+
+/// [`validate_with_key`] without a key: sealed values are problems.
 pub fn validate(broker_rows: &[BrokerRow], topic_rows: &[TopicRow]) -> (Catalog, Vec<RowProblem>) {
+    validate_with_key(broker_rows, topic_rows, None)
+}
+
+/// Validates the active rows, opening `enc:v1:` values with `key`; returns the
+/// brokers that can run and what was skipped.
+pub fn validate_with_key(
+    broker_rows: &[BrokerRow],
+    topic_rows: &[TopicRow],
+    key: Option<&SealKey>,
+) -> (Catalog, Vec<RowProblem>) {
     let mut problems = Vec::new();
     let mut n_rows_by_id: HashMap<BrokerId, usize> = HashMap::new();
     for row in broker_rows {
@@ -69,14 +114,14 @@ pub fn validate(broker_rows: &[BrokerRow], topic_rows: &[TopicRow]) -> (Catalog,
             message: format!("mqtt_id appears in {n_rows} active rows; all are skipped"),
         });
     }
-    let mut brokers: BTreeMap<BrokerId, Broker> = BTreeMap::new();
+    let mut brokers: BTreeMap<BrokerId, (Broker, Subscriptions)> = BTreeMap::new();
     for row in broker_rows
         .iter()
         .filter(|row| n_rows_by_id[&row.mqtt_id] == 1)
     {
-        match validate_broker(row) {
+        match validate_broker(row, key) {
             Ok(broker) => {
-                brokers.insert(broker.id, broker);
+                brokers.insert(broker.0.id, broker);
             }
             Err(message) => problems.push(RowProblem::Broker {
                 mqtt_id: row.mqtt_id,
@@ -104,27 +149,68 @@ pub fn validate(broker_rows: &[BrokerRow], topic_rows: &[TopicRow]) -> (Catalog,
             Some(id) => own_topics.entry(id).or_default().push(topic),
         }
     }
-    for broker in brokers.values_mut() {
+    let mut catalog = Catalog::default();
+    for (mut broker, subscriptions) in brokers.into_values() {
         let mut topics = shared_topics.clone();
         topics.extend(own_topics.remove(&broker.id).unwrap_or_default());
-        broker.topics = merge_topics(topics);
+        match topics
+            .into_iter()
+            .map(|topic| subscriptions.apply(topic))
+            .collect::<Result<Vec<Topic>, String>>()
+        {
+            Ok(topics) => {
+                broker.topics = merge_topics(topics);
+                catalog.brokers.push(broker);
+            }
+            Err(message) => problems.push(RowProblem::Broker {
+                mqtt_id: broker.id,
+                message,
+            }),
+        }
     }
-    (
-        Catalog {
-            brokers: brokers.into_values().collect(),
-        },
-        problems,
-    )
+    (catalog, problems)
 }
 
-fn validate_broker(row: &BrokerRow) -> Result<Broker, String> {
+/// How a broker turns topic rows into subscriptions.
+struct Subscriptions {
+    /// For topic rows whose qos is NULL (marked by [`QOS_UNSET`]).
+    default_qos: u8,
+    prefix: String,
+    share_group: Option<String>,
+}
+
+/// A topic row's qos when the column is NULL, until the broker's default applies.
+const QOS_UNSET: u8 = u8::MAX;
+
+impl Subscriptions {
+    fn apply(&self, topic: Topic) -> Result<Topic, String> {
+        let mut filter = format!("{}{}", self.prefix, topic.filter);
+        check_filter(&filter).map_err(|why| {
+            format!(
+                "topic_prefix {:?} + topic {:?} is not a valid MQTT topic filter: {why}",
+                self.prefix, topic.filter
+            )
+        })?;
+        if let Some(group) = &self.share_group {
+            filter = format!("$share/{group}/{filter}");
+        }
+        let qos = if topic.qos == QOS_UNSET {
+            self.default_qos
+        } else {
+            topic.qos
+        };
+        Ok(Topic { filter, qos })
+    }
+}
+
+fn validate_broker(
+    row: &BrokerRow,
+    key: Option<&SealKey>,
+) -> Result<(Broker, Subscriptions), String> {
     let host = match row.host.as_deref().map(str::trim) {
         None => return Err("mqtt_host is NULL".into()),
         Some("") => return Err("mqtt_host is empty".into()),
-        Some(host) if host.chars().any(|c| c.is_whitespace() || c == '/') => {
-            return Err(format!("mqtt_host {host:?} is not a host name or address"))
-        }
-        Some(host) => host.to_owned(),
+        Some(host) => check_host(host).map_err(|why| format!("mqtt_host {why}"))?,
     };
     let port = match row.port {
         // The seed table defaults the column; NULL means the MQTT default.
@@ -134,22 +220,180 @@ fn validate_broker(row: &BrokerRow) -> Result<Broker, String> {
             .filter(|port| *port != 0)
             .ok_or_else(|| format!("mqtt_port {port} is out of range 1..65535"))?,
     };
+    let mut endpoints = vec![Endpoint { host, port }];
+    for entry in row
+        .failover
+        .as_deref()
+        .unwrap_or_default()
+        .split([',', ' ', '\n', '\t'])
+        .filter(|entry| !entry.is_empty())
+    {
+        let endpoint = parse_endpoint(entry, port)
+            .map_err(|why| format!("mqtt_failover entry {entry:?} {why}"))?;
+        if !endpoints.contains(&endpoint) {
+            endpoints.push(endpoint);
+        }
+    }
     let username = row.username.clone().filter(|name| !name.is_empty());
     let password = row
         .password
-        .clone()
-        .filter(|password| !password.expose().is_empty());
+        .as_ref()
+        .filter(|password| !password.expose().is_empty())
+        .map(|password| unseal("mqtt_password", password, key))
+        .transpose()?;
     if password.is_some() && username.is_none() {
         return Err("mqtt_password is set but mqtt_username is empty".into());
     }
-    Ok(Broker {
+    let tls = if row.use_tls == Some(true) {
+        Some(validate_tls(row, key)?)
+    } else {
+        None
+    };
+    let client_id = row.client_id.clone().filter(|id| !id.trim().is_empty());
+    if let Some(id) = &client_id {
+        if id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(format!(
+                "client_id {id:?} is not a usable MQTT client id (at most 128 printable characters)"
+            ));
+        }
+    }
+    let keep_alive = match row.keep_alive {
+        None => None,
+        Some(seconds @ 1..=65535) => Some(Duration::from_secs(seconds as u64)),
+        Some(seconds) => return Err(format!("keep_alive {seconds} is not 1..65535 seconds")),
+    };
+    let default_qos = match row.qos {
+        None => 1,
+        Some(qos @ 0..=2) => qos as u8,
+        Some(qos) => return Err(format!("qos {qos} is not 0, 1 or 2")),
+    };
+    let prefix = row.topic_prefix.clone().unwrap_or_default();
+    if prefix.contains(['+', '#', '\0']) {
+        return Err(format!(
+            "topic_prefix {prefix:?} must not hold the wildcards + or #"
+        ));
+    }
+    let share_group = if row.use_shared_subscriptions == Some(true) {
+        let group = row
+            .shared_group
+            .clone()
+            .filter(|group| !group.is_empty())
+            .unwrap_or_else(|| DEFAULT_SHARED_GROUP.to_owned());
+        if group.contains(['/', '+', '#', '\0']) {
+            return Err(format!(
+                "shared_group {group:?} must not hold '/', '+' or '#'"
+            ));
+        }
+        Some(group)
+    } else {
+        None
+    };
+    let broker = Broker {
         id: row.mqtt_id,
-        host,
-        port,
+        endpoints,
         username,
         password,
+        tls,
+        client_id,
+        keep_alive,
+        clean_session: row.clean_session == Some(true),
         topics: Vec::new(),
+    };
+    let subscriptions = Subscriptions {
+        default_qos,
+        prefix,
+        share_group,
+    };
+    Ok((broker, subscriptions))
+}
+
+fn validate_tls(row: &BrokerRow, key: Option<&SealKey>) -> Result<TlsSettings, String> {
+    let text = |value: &Option<String>| value.clone().filter(|text| !text.trim().is_empty());
+    let client_cert = text(&row.client_cert);
+    let client_key = row
+        .client_key
+        .as_ref()
+        .filter(|key| !key.expose().trim().is_empty())
+        .map(|client_key| unseal("client_key", client_key, key))
+        .transpose()?;
+    match (&client_cert, &client_key) {
+        (Some(_), None) => return Err("client_cert is set but client_key is empty".into()),
+        (None, Some(_)) => return Err("client_key is set but client_cert is empty".into()),
+        _ => {}
+    }
+    Ok(TlsSettings {
+        verify_cert: row.verify_cert != Some(false),
+        ca: text(&row.ca_cert),
+        client_cert,
+        client_key,
     })
+}
+
+/// The plain value of a column that may be `enc:v1:` sealed.
+fn unseal(column: &str, value: &Secret, key: Option<&SealKey>) -> Result<Secret, String> {
+    if !sealed::is_sealed(value.expose()) {
+        return Ok(value.clone());
+    }
+    match key {
+        None => Err(format!(
+            "{column} is encrypted (enc:v1:) but the gateway has no key: set database.password_key_file or {}",
+            sealed::KEY_ENV
+        )),
+        Some(key) => key
+            .open(value.expose())
+            .map_err(|error| format!("{column}: {error}")),
+    }
+}
+
+/// A host name or address as given, or why it is not one.
+fn check_host(host: &str) -> Result<String, String> {
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || "/[]@".contains(c))
+    {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    Ok(host.to_owned())
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`; the port defaults to `default_port`.
+fn parse_endpoint(entry: &str, default_port: u16) -> Result<Endpoint, String> {
+    let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or("lacks the closing ']'")?;
+        match after {
+            "" => (host, None),
+            _ => (
+                host,
+                Some(after.strip_prefix(':').ok_or("is not [address]:port")?),
+            ),
+        }
+    } else {
+        match entry.rsplit_once(':') {
+            Some((host, _)) if host.contains(':') => {
+                return Err("is an IPv6 address: write it as [address]:port".into())
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (entry, None),
+        }
+    };
+    let port = match port {
+        None => default_port,
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or("has a port outside 1..65535")?,
+    };
+    if host.contains(':') {
+        // A bracketed IPv6 address.
+        return Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        });
+    }
+    let host = check_host(host).map_err(|why| format!("has host {why}"))?;
+    Ok(Endpoint { host, port })
 }
 
 fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
@@ -157,7 +401,7 @@ fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
     check_filter(filter)
         .map_err(|why| format!("topic {filter:?} is not a valid MQTT topic filter: {why}"))?;
     let qos = match row.qos {
-        None => 1,
+        None => QOS_UNSET,
         Some(qos @ 0..=2) => qos as u8,
         Some(qos) => return Err(format!("qos {qos} is not 0, 1 or 2")),
     };

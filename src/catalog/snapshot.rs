@@ -2,8 +2,9 @@
 //!
 //! Written atomically: a new file is filled and fsynced beside the old one,
 //! then renamed over it, so a power cut leaves either the old snapshot or the
-//! new one, never a mix. The file is created with mode 0600: it holds broker
-//! credentials. It is read only when the database cannot be reached.
+//! new one, never a mix. Passwords and inline client keys are stored sealed
+//! (`enc:v1:`, the gateway's key) or not at all, and the file is created with
+//! mode 0600 anyway. It is read only when the database cannot be reached.
 
 use std::fmt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -11,23 +12,22 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
 
-use super::{Broker, Catalog, Topic};
+use super::{Broker, Catalog, Endpoint, TlsSettings, Topic};
+use crate::sealed::{self, SealKey};
 use crate::secret::Secret;
 
+/// Bumped when the layout changes; an older file is not read (the next good
+/// database read replaces it).
+const LAYOUT_VERSION: i64 = 2;
 const SCHEMA: &str = "
     CREATE TABLE snapshot_meta (taken_at_ms INTEGER NOT NULL);
-    CREATE TABLE brokers (id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL,
-                          username TEXT, password TEXT);
-    CREATE TABLE topics (broker_id INTEGER NOT NULL, filter TEXT NOT NULL, qos INTEGER NOT NULL,
-                         PRIMARY KEY (broker_id, filter));";
+    CREATE TABLE brokers (id INTEGER PRIMARY KEY, broker TEXT NOT NULL);";
 const INSERT_META: &str = "INSERT INTO snapshot_meta (taken_at_ms) VALUES (?1)";
-const INSERT_BROKER: &str =
-    "INSERT INTO brokers (id, host, port, username, password) VALUES (?1, ?2, ?3, ?4, ?5)";
-const INSERT_TOPIC: &str = "INSERT INTO topics (broker_id, filter, qos) VALUES (?1, ?2, ?3)";
+const INSERT_BROKER: &str = "INSERT INTO brokers (id, broker) VALUES (?1, ?2)";
 const SELECT_META: &str = "SELECT taken_at_ms FROM snapshot_meta";
-const SELECT_BROKERS: &str = "SELECT id, host, port, username, password FROM brokers ORDER BY id";
-const SELECT_TOPICS: &str = "SELECT filter, qos FROM topics WHERE broker_id = ?1 ORDER BY filter";
+const SELECT_BROKERS: &str = "SELECT broker FROM brokers ORDER BY id";
 
 #[derive(Debug)]
 pub struct SnapshotError {
@@ -70,8 +70,57 @@ impl Snapshot {
     }
 }
 
-/// Replaces the snapshot at `path` with `catalog`, atomically.
-pub fn save(path: &Path, catalog: &Catalog) -> Result<(), SnapshotError> {
+/// One broker as stored: secrets sealed with the gateway's key, or left out.
+#[derive(Serialize, Deserialize)]
+struct StoredBroker {
+    id: i64,
+    endpoints: Vec<(String, u16)>,
+    username: Option<String>,
+    /// `enc:v1:` only, never plain.
+    password: Option<String>,
+    tls: Option<StoredTls>,
+    client_id: Option<String>,
+    keep_alive_s: Option<u64>,
+    clean_session: bool,
+    topics: Vec<(String, u8)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTls {
+    verify_cert: bool,
+    ca: Option<String>,
+    client_cert: Option<String>,
+    /// A path, or `enc:v1:` sealed PEM; never plain PEM.
+    client_key: Option<String>,
+}
+
+/// What [`save`] had to leave out because there is no key to seal it with.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Withheld {
+    /// Brokers whose password (or inline client key) is not in the snapshot.
+    pub broker_ids: Vec<i64>,
+}
+
+/// Replaces the snapshot at `path` with `catalog`, atomically. Passwords and
+/// inline client keys are sealed with `key`; without a key they are left out
+/// (and named in the result), so the file never holds one in the clear.
+pub fn save(
+    path: &Path,
+    catalog: &Catalog,
+    key: Option<&SealKey>,
+) -> Result<Withheld, SnapshotError> {
+    let mut withheld = Withheld::default();
+    let stored: Vec<StoredBroker> = catalog
+        .brokers
+        .iter()
+        .map(|broker| {
+            let (stored, complete) = store(broker, key);
+            if !complete {
+                withheld.broker_ids.push(broker.id);
+            }
+            stored
+        })
+        .collect();
     let temporary = path.with_extension("db.new");
     let _ = std::fs::remove_file(&temporary);
     // Create it 0600 before SQLite writes anything into it.
@@ -81,7 +130,7 @@ pub fn save(path: &Path, catalog: &Catalog) -> Result<(), SnapshotError> {
         .mode(0o600)
         .open(&temporary)
         .map_err(|e| error(&temporary, e))?;
-    write_file(&temporary, catalog).map_err(|e| error(&temporary, e))?;
+    write_file(&temporary, &stored).map_err(|e| error(&temporary, e))?;
     std::fs::rename(&temporary, path).map_err(|e| error(path, e))?;
     // Make the rename itself durable.
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
@@ -89,74 +138,172 @@ pub fn save(path: &Path, catalog: &Catalog) -> Result<(), SnapshotError> {
             let _ = dir.sync_all();
         }
     }
-    Ok(())
+    Ok(withheld)
 }
 
-fn write_file(path: &Path, catalog: &Catalog) -> rusqlite::Result<()> {
+/// The stored form of `broker`; false when a secret had to be left out.
+fn store(broker: &Broker, key: Option<&SealKey>) -> (StoredBroker, bool) {
+    let mut complete = true;
+    let mut seal = |secret: &Secret| match key {
+        Some(key) => Some(key.seal(secret.expose())),
+        None => {
+            complete = false;
+            None
+        }
+    };
+    let password = broker.password.as_ref().and_then(&mut seal);
+    let tls = broker.tls.as_ref().map(|tls| StoredTls {
+        verify_cert: tls.verify_cert,
+        ca: tls.ca.clone(),
+        client_cert: tls.client_cert.clone(),
+        client_key: tls.client_key.as_ref().and_then(|client_key| {
+            if is_pem(client_key.expose()) {
+                seal(client_key)
+            } else {
+                // A path names the key; it is not the key.
+                Some(client_key.expose().to_owned())
+            }
+        }),
+    });
+    let stored = StoredBroker {
+        id: broker.id,
+        endpoints: broker
+            .endpoints
+            .iter()
+            .map(|e| (e.host.clone(), e.port))
+            .collect(),
+        username: broker.username.clone(),
+        password,
+        tls,
+        client_id: broker.client_id.clone(),
+        keep_alive_s: broker.keep_alive.map(|d| d.as_secs()),
+        clean_session: broker.clean_session,
+        topics: broker
+            .topics
+            .iter()
+            .map(|t| (t.filter.clone(), t.qos))
+            .collect(),
+    };
+    (stored, complete)
+}
+
+fn is_pem(text: &str) -> bool {
+    text.trim_start().starts_with("-----BEGIN")
+}
+
+fn write_file(path: &Path, brokers: &[StoredBroker]) -> rusqlite::Result<()> {
     let mut connection = Connection::open(path)?;
     // DELETE journal + FULL sync: the file is complete on disk when commit returns.
     connection.pragma_update(None, "journal_mode", "DELETE")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.pragma_update(None, "user_version", LAYOUT_VERSION)?;
     let transaction = connection.transaction()?;
     transaction.execute_batch(SCHEMA)?;
     transaction.execute(INSERT_META, [now_ms()])?;
     {
         let mut insert_broker = transaction.prepare(INSERT_BROKER)?;
-        let mut insert_topic = transaction.prepare(INSERT_TOPIC)?;
-        for broker in &catalog.brokers {
-            insert_broker.execute(params![
-                broker.id,
-                broker.host,
-                broker.port,
-                broker.username,
-                broker.password.as_ref().map(Secret::expose),
-            ])?;
-            for topic in &broker.topics {
-                insert_topic.execute(params![broker.id, topic.filter, topic.qos])?;
-            }
+        for broker in brokers {
+            let json = serde_json::to_string(broker)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            insert_broker.execute(params![broker.id, json])?;
         }
     }
     transaction.commit()?;
     connection.close().map_err(|(_, e)| e)
 }
 
-/// The snapshot at `path`, or `None` when there is none yet.
-pub fn load(path: &Path) -> Result<Option<Snapshot>, SnapshotError> {
+/// The snapshot at `path`, or `None` when there is none yet. Sealed values
+/// are opened with `key`; a broker whose secret cannot be opened is an error.
+pub fn load(path: &Path, key: Option<&SealKey>) -> Result<Option<Snapshot>, SnapshotError> {
     if !path.exists() {
         return Ok(None);
     }
-    read_file(path).map(Some).map_err(|e| error(path, e))
-}
-
-fn read_file(path: &Path) -> rusqlite::Result<Snapshot> {
-    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let taken_at_ms: i64 = connection.query_row(SELECT_META, [], |row| row.get(0))?;
-    let mut select_topics = connection.prepare(SELECT_TOPICS)?;
-    let mut select_brokers = connection.prepare(SELECT_BROKERS)?;
-    let rows = select_brokers.query_map([], |row| {
-        Ok(Broker {
-            id: row.get(0)?,
-            host: row.get(1)?,
-            port: row.get(2)?,
-            username: row.get(3)?,
-            password: row.get::<_, Option<String>>(4)?.map(Secret::new),
-            topics: Vec::new(),
-        })
-    })?;
-    let mut brokers = rows.collect::<rusqlite::Result<Vec<Broker>>>()?;
-    for broker in &mut brokers {
-        broker.topics = select_topics
-            .query_map([broker.id], |row| {
-                Ok(Topic {
-                    filter: row.get(0)?,
-                    qos: row.get(1)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-    }
-    Ok(Snapshot {
+    let (taken_at_ms, stored) = read_file(path).map_err(|e| error(path, e))?;
+    let brokers = stored
+        .into_iter()
+        .map(|broker| restore(broker, key))
+        .collect::<Result<Vec<Broker>, String>>()
+        .map_err(|message| error(path, message))?;
+    Ok(Some(Snapshot {
         catalog: Catalog { brokers },
         taken_at: UNIX_EPOCH + Duration::from_millis(taken_at_ms.max(0) as u64),
+    }))
+}
+
+fn read_file(path: &Path) -> Result<(i64, Vec<StoredBroker>), String> {
+    let read = || -> rusqlite::Result<(i64, i64, Vec<String>)> {
+        let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if version != LAYOUT_VERSION {
+            return Ok((version, 0, Vec::new()));
+        }
+        let taken_at_ms: i64 = connection.query_row(SELECT_META, [], |row| row.get(0))?;
+        let mut select = connection.prepare(SELECT_BROKERS)?;
+        let rows = select.query_map([], |row| row.get::<_, String>(0))?;
+        Ok((version, taken_at_ms, rows.collect::<rusqlite::Result<_>>()?))
+    };
+    let (version, taken_at_ms, rows) = read().map_err(|e| e.to_string())?;
+    if version != LAYOUT_VERSION {
+        return Err(format!(
+            "layout version {version}, this gateway reads {LAYOUT_VERSION} (written by another release); the next good database read replaces it"
+        ));
+    }
+    let brokers = rows
+        .iter()
+        .map(|json| serde_json::from_str(json).map_err(|e| format!("damaged broker entry: {e}")))
+        .collect::<Result<_, _>>()?;
+    Ok((taken_at_ms, brokers))
+}
+
+fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String> {
+    let id = stored.id;
+    let open = |what: &str, value: String| -> Result<Secret, String> {
+        if !sealed::is_sealed(&value) {
+            return Ok(Secret::new(value));
+        }
+        let key = key.ok_or_else(|| {
+            format!("broker {id}: its {what} is sealed but the gateway has no key (database.password_key_file or {})", sealed::KEY_ENV)
+        })?;
+        key.open(&value)
+            .map_err(|e| format!("broker {id}: {what}: {e}"))
+    };
+    let password = stored
+        .password
+        .map(|value| open("password", value))
+        .transpose()?;
+    let tls = match stored.tls {
+        None => None,
+        Some(tls) => Some(TlsSettings {
+            verify_cert: tls.verify_cert,
+            ca: tls.ca,
+            client_cert: tls.client_cert,
+            client_key: tls
+                .client_key
+                .map(|value| open("client key", value))
+                .transpose()?,
+        }),
+    };
+    if stored.endpoints.is_empty() {
+        return Err(format!("broker {id}: no endpoint"));
+    }
+    Ok(Broker {
+        id,
+        endpoints: stored
+            .endpoints
+            .into_iter()
+            .map(|(host, port)| Endpoint { host, port })
+            .collect(),
+        username: stored.username,
+        password,
+        tls,
+        client_id: stored.client_id,
+        keep_alive: stored.keep_alive_s.map(Duration::from_secs),
+        clean_session: stored.clean_session,
+        topics: stored
+            .topics
+            .into_iter()
+            .map(|(filter, qos)| Topic { filter, qos })
+            .collect(),
     })
 }
 
@@ -173,38 +320,86 @@ mod tests {
 
     use super::*;
 
+    fn key() -> SealKey {
+        SealKey::from_base64(&SealKey::generate()).unwrap()
+    }
+
+    fn catalog() -> Catalog {
+        let mut broker = Broker::plain(
+            3,
+            "10.0.0.5",
+            1883,
+            vec![Topic {
+                filter: "a/#".into(),
+                qos: 1,
+            }],
+        );
+        broker.endpoints.push(Endpoint {
+            host: "10.0.0.6".into(),
+            port: 8883,
+        });
+        broker.username = Some("gw".into());
+        broker.password = Some(Secret::new("pw-plain-123"));
+        broker.tls = Some(TlsSettings {
+            verify_cert: true,
+            ca: Some("/etc/ssl/ca.pem".into()),
+            client_cert: Some("-----BEGIN CERTIFICATE-----\nMIIB\n".into()),
+            client_key: Some(Secret::new("-----BEGIN PRIVATE KEY-----\nkey-plain-456\n")),
+        });
+        broker.keep_alive = Some(Duration::from_secs(45));
+        Catalog {
+            brokers: vec![broker, Broker::plain(4, "h", 1, Vec::new())],
+        }
+    }
+
     #[test]
-    fn round_trip_is_atomic_and_private() {
+    fn round_trip_is_atomic_private_and_sealed() {
         let dir = std::env::temp_dir().join(format!("mkb-snapshot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("catalog-snapshot.db");
         let _ = std::fs::remove_file(&path);
-        assert!(load(&path).unwrap().is_none());
-        let catalog = Catalog {
-            brokers: vec![Broker {
-                id: 3,
-                host: "10.0.0.5".into(),
-                port: 1883,
-                username: Some("gw".into()),
-                password: Some(Secret::new("pw")),
-                topics: vec![Topic {
-                    filter: "a/#".into(),
-                    qos: 1,
-                }],
-            }],
-        };
-        save(&path, &catalog).unwrap();
-        save(&path, &catalog).unwrap();
-        let snapshot = load(&path).unwrap().unwrap();
+        let key = key();
+        assert!(load(&path, Some(&key)).unwrap().is_none());
+        let catalog = catalog();
+        assert_eq!(
+            save(&path, &catalog, Some(&key)).unwrap(),
+            Withheld::default()
+        );
+        save(&path, &catalog, Some(&key)).unwrap();
+        let snapshot = load(&path, Some(&key)).unwrap().unwrap();
         assert_eq!(snapshot.catalog, catalog);
         assert!(snapshot.age() < Duration::from_secs(3600));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(!path.with_extension("db.new").exists());
+        let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        assert!(!bytes.contains("pw-plain-123") && !bytes.contains("key-plain-456"));
+        assert!(bytes.contains("enc:v1:"));
+
+        // Another key cannot open it, and says which broker.
+        let error = load(&path, Some(&self::key())).unwrap_err().to_string();
+        assert!(error.contains("broker 3: password"), "{error}");
+        let error = load(&path, None).unwrap_err().to_string();
+        assert!(error.contains("no key"), "{error}");
 
         std::fs::write(&path, b"not a database").unwrap();
-        let error = load(&path).unwrap_err().to_string();
+        let error = load(&path, Some(&key)).unwrap_err().to_string();
         assert!(error.contains("catalog snapshot"), "{error}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn without_a_key_secrets_are_left_out_and_named() {
+        let dir = std::env::temp_dir().join(format!("mkb-snapshot-nokey-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("catalog-snapshot.db");
+        let withheld = save(&path, &catalog(), None).unwrap();
+        assert_eq!(withheld.broker_ids, vec![3]);
+        let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        assert!(!bytes.contains("pw-plain-123") && !bytes.contains("key-plain-456"));
+        let loaded = load(&path, None).unwrap().unwrap().catalog;
+        assert_eq!(loaded.brokers[0].password, None);
+        assert_eq!(loaded.brokers[0].endpoints, catalog().brokers[0].endpoints);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -16,7 +16,7 @@
 
 pub mod backoff;
 pub mod batch;
-mod client;
+pub mod client;
 pub mod credentials;
 pub mod put_records;
 pub mod record_format;

@@ -10,10 +10,12 @@
 //! ([`session`]), the spool, the database.
 
 mod backoff;
+pub mod connect;
 mod partition_key;
 mod reconcile;
 mod session;
 mod status;
+pub mod tls;
 
 pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
@@ -143,10 +145,9 @@ impl Supervisor {
             match change {
                 Change::Start(broker) => {
                     log::info!(
-                        "broker {} added ({}:{}, {} topics)",
+                        "broker {} added ({}, {} topics)",
                         broker.id,
-                        broker.host,
-                        broker.port,
+                        broker.primary(),
                         broker.topics.len()
                     );
                     self.start(broker);
@@ -158,10 +159,9 @@ impl Supervisor {
                 }
                 Change::Restart(broker) => {
                     log::info!(
-                        "broker {} changed: reconnecting to {}:{}",
+                        "broker {} changed: reconnecting to {}",
                         broker.id,
-                        broker.host,
-                        broker.port
+                        broker.primary()
                     );
                     self.retire(broker.id);
                     self.start(broker);
@@ -193,8 +193,14 @@ impl Supervisor {
 
     fn start(&mut self, broker: Broker) {
         let (commands, command_rx) = async_channel::unbounded();
+        let client_id = match &broker.client_id {
+            // `{gateway_id}` keeps one catalog row usable by many gateways.
+            Some(template) => template.replace("{gateway_id}", &self.gateway_id),
+            None => format!("{}-{}", self.gateway_id, broker.id),
+        };
         let mut session = Session {
-            client_id: format!("{}-{}", self.gateway_id, broker.id),
+            client_id,
+            endpoint_idx: 0,
             broker: broker.clone(),
             config: self.config.clone(),
             appender: self.appender.clone(),
@@ -208,9 +214,11 @@ impl Supervisor {
         let task = self.executor.spawn(async move {
             // A panic is a bug; it must not take other brokers down. Start over after a pause.
             let mut backoff = Backoff::new(min_backoff, max_backoff);
+            // `run` also returns while running, to walk the endpoints afresh
+            // (moving back to the primary, or after a TLS setup error it waited out).
             while session.running {
                 let attempt = AssertUnwindSafe(session::run(&mut session)).catch_unwind();
-                let Err(panic) = attempt.await else { break };
+                let Err(panic) = attempt.await else { continue };
                 let delay = backoff.after_failure(None, fastrand::f64());
                 log::error!(
                     "{}: session crashed ({}); restarting in {delay:.1?}",

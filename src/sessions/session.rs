@@ -27,11 +27,12 @@ use std::time::{Duration, Instant, SystemTime};
 use async_compat::Compat;
 use futures_lite::FutureExt;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, MqttOptions, Packet, Publish, QoS,
-    StateError, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
 };
 
 use super::backoff::Backoff;
+use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
 use super::status::{SessionTicket, StatusBoard};
 use crate::catalog::{Broker, Topic};
@@ -41,12 +42,8 @@ use crate::spool::{Appender, CommitReceipt, NewRecord};
 /// How long a stopping session waits for its DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The largest PUBLISH we accept. Kinesis takes records up to 1 MiB; larger ones
-/// are still taken (and dead-lettered by the drain) rather than making the
-/// broker redeliver a message we can never read. rumqttc's default is 10 KiB.
-const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
-/// We only send CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, acks and DISCONNECT.
-const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+/// How long a probe of the primary endpoint waits for its CONNACK.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests (subscribe, unsubscribe, disconnect) waiting for rumqttc's event
 /// loop; more wait in the session's outbox, so a full channel never blocks us.
 const REQUEST_CAPACITY: usize = 1024;
@@ -67,8 +64,11 @@ pub enum Command {
 pub struct Session {
     /// Connection settings and the *desired* topics, kept current by [`Command::UpdateTopics`].
     pub broker: Broker,
-    /// `{gateway_id}-{broker_id}`: stable across restarts, unique per gateway and broker.
+    /// `{gateway_id}-{broker_id}` unless the catalog names one: stable across
+    /// restarts, unique per gateway and broker.
     pub client_id: String,
+    /// Index into `broker.endpoints` of the endpoint connected to or being tried.
+    pub endpoint_idx: usize,
     pub config: MqttConfig,
     pub appender: Appender,
     pub status: StatusBoard,
@@ -82,10 +82,43 @@ pub struct Session {
 impl Session {
     /// `broker 7 (10.0.0.5:1883)`, the prefix of every log line about this session.
     pub fn label(&self) -> String {
+        format!("broker {} ({})", self.broker.id, self.endpoint())
+    }
+
+    fn endpoint(&self) -> &crate::catalog::Endpoint {
+        let endpoints = &self.broker.endpoints;
+        &endpoints[self.endpoint_idx.min(endpoints.len() - 1)]
+    }
+
+    /// `endpoint 2/3 10.0.0.6:1883`.
+    fn endpoint_words(&self) -> String {
         format!(
-            "broker {} ({}:{})",
-            self.broker.id, self.broker.host, self.broker.port
+            "endpoint {}/{} {}",
+            self.endpoint_idx + 1,
+            self.broker.endpoints.len(),
+            self.endpoint()
         )
+    }
+
+    fn connect_settings(&self) -> Result<ConnectSettings, String> {
+        let tls = match &self.broker.tls {
+            None => None,
+            Some(tls) => {
+                if !tls.verify_cert {
+                    log::warn!(
+                        "broker {}: verify_cert is false: any server certificate is accepted",
+                        self.broker.id
+                    );
+                }
+                Some(super::tls::client_config(tls)?)
+            }
+        };
+        Ok(ConnectSettings {
+            client_id: self.client_id.clone(),
+            keep_alive: self.broker.keep_alive.unwrap_or(self.config.keep_alive),
+            clean_session: self.broker.clean_session,
+            tls,
+        })
     }
 }
 
@@ -96,10 +129,30 @@ pub async fn run(session: &mut Session) {
     if !session.running {
         return;
     }
-    let (client, eventloop) = AsyncClient::new(mqtt_options(session), REQUEST_CAPACITY);
+    // Every run walks the endpoints from the primary.
+    session.endpoint_idx = 0;
+    let settings = match session.connect_settings() {
+        Ok(settings) => settings,
+        Err(message) => {
+            log::error!(
+                "broker {}: {message}; fix the broker row; retrying in {:?}",
+                session.broker.id,
+                session.config.max_backoff
+            );
+            session.status.update(session.ticket, |status| {
+                status.last_error = Some(message.clone());
+            });
+            let delay = session.config.max_backoff;
+            pause(session, delay).await;
+            return;
+        }
+    };
+    let options = connect::options(&session.broker, session.endpoint(), &settings);
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     // Inside Compat, rumqttc's socket and timers are also dropped in tokio's context.
     let mut eventloop = Compat::new(eventloop);
-    let mut link = Link::new(client, session);
+    let mut link = Link::new(client, session, settings);
+    link.on_attempt(session);
     loop {
         let polled = poll_once(eventloop.get_mut(), &mut link, session).await;
         let Some(polled) = polled else { break };
@@ -117,38 +170,26 @@ pub async fn run(session: &mut Session) {
                 if !wait_backoff(delay, &mut link, session).await {
                     break;
                 }
+                // rumqttc reconnects with these options at the next poll.
+                eventloop.get_mut().mqtt_options =
+                    connect::options(&session.broker, session.endpoint(), &link.settings);
+                link.on_attempt(session);
             }
         }
         link.flush_outbox();
     }
     if link.connected_at.is_some() {
-        log::info!("{}: disconnected (stopped)", session.label());
+        let why = if session.running {
+            "moving to the primary endpoint"
+        } else {
+            "stopped"
+        };
+        log::info!("{}: disconnected ({why})", session.label());
     }
     session.status.update(session.ticket, |status| {
         status.connected = false;
         status.since = SystemTime::now();
     });
-}
-
-/// Builds the options. Never log the result with `{:?}`: it prints the password.
-fn mqtt_options(session: &Session) -> MqttOptions {
-    let broker = &session.broker;
-    let mut options = MqttOptions::new(session.client_id.clone(), broker.host.clone(), broker.port);
-    // rumqttc asserts whole seconds >= 1; config guarantees >= 1s, round down the rest.
-    let keep_alive_secs = session.config.keep_alive.as_secs().max(1);
-    options.set_keep_alive(Duration::from_secs(keep_alive_secs));
-    // Persistent session + manual acks: a QoS 1/2 message is acknowledged only
-    // after the spool committed it, and the broker keeps (and redelivers) what we
-    // had not acknowledged when the gateway went down.
-    options.set_clean_session(false);
-    options.set_manual_acks(true);
-    options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
-    // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
-    if let Some(username) = &broker.username {
-        let password = broker.password.as_ref().map(|secret| secret.expose());
-        options.set_credentials(username.clone(), password.unwrap_or_default());
-    }
-    options
 }
 
 /// What the session loop reacts to while a poll is in progress.
@@ -160,6 +201,8 @@ enum Event {
     StopDeadline,
     /// The oldest record waiting for its ack is committed (or the spool closed).
     Committed,
+    /// A probe of the primary endpoint finished: true when it answered.
+    PrimaryProbed(bool),
 }
 
 #[derive(PartialEq, Eq)]
@@ -180,9 +223,19 @@ async fn poll_once(
     loop {
         let commands = session.running.then_some(&session.commands);
         let oldest_unacked = link.unacked.front().map(|(_, receipt)| receipt);
-        match next_event(poll.as_mut(), commands, link.stop_deadline, oldest_unacked).await {
+        let probe = link.primary_probe.as_mut();
+        match next_event(
+            poll.as_mut(),
+            commands,
+            link.stop_deadline,
+            oldest_unacked,
+            probe,
+        )
+        .await
+        {
             Event::Polled(result) => return Some(result),
             Event::Committed => link.ack_committed(),
+            Event::PrimaryProbed(answered) => link.on_primary_probed(answered, session),
             Event::StopDeadline => {
                 log::warn!(
                     "{}: DISCONNECT not sent within {DISCONNECT_TIMEOUT:?}; closing anyway",
@@ -206,10 +259,17 @@ async fn next_event<F>(
     commands: Option<&async_channel::Receiver<Command>>,
     stop_deadline: Option<Instant>,
     oldest_unacked: Option<&CommitReceipt>,
+    primary_probe: Option<&mut PrimaryProbe>,
 ) -> Event
 where
     F: Future<Output = Result<rumqttc::Event, ConnectionError>>,
 {
+    let probed = async {
+        match primary_probe {
+            Some(probe) => Event::PrimaryProbed(probe.await),
+            None => std::future::pending().await,
+        }
+    };
     let command = async {
         match commands {
             Some(commands) => Event::Command(commands.recv().await.ok()),
@@ -236,7 +296,39 @@ where
         }
     };
     let polled = async { Event::Polled(poll.await) };
-    command.or(deadline).or(committed).or(polled).await
+    command
+        .or(deadline)
+        .or(committed)
+        .or(probed)
+        .or(polled)
+        .await
+}
+
+/// Waits `primary_recheck`, then probes the primary endpoint; kept across
+/// loop turns (boxed) so a probe in progress is not restarted by other events.
+type PrimaryProbe = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+fn primary_probe(session: &Session, settings: &ConnectSettings) -> PrimaryProbe {
+    let broker = session.broker.clone();
+    let mut settings = settings.clone();
+    // Our own client id would make the broker drop the live session.
+    settings.client_id = format!("{}-probe", settings.client_id);
+    let wait = session.config.primary_recheck;
+    Box::pin(async move {
+        async_io::Timer::after(wait).await;
+        let primary = broker.primary();
+        match connect::probe(&broker, primary, &settings, PROBE_TIMEOUT).await {
+            Ok(_) => true,
+            Err(failure) => {
+                log::debug!(
+                    "broker {}: primary endpoint {primary} still unusable: {}",
+                    broker.id,
+                    failure.message
+                );
+                false
+            }
+        }
+    })
 }
 
 /// Waits `delay` before the next connection attempt, handling commands. False: stop.
@@ -296,6 +388,7 @@ enum Outbound {
 /// Per-connection state of one session: lives as long as one [`run`].
 struct Link {
     client: AsyncClient,
+    settings: ConnectSettings,
     backoff: Backoff,
     rng: fastrand::Rng,
     /// Set at CONNACK, cleared on error.
@@ -313,12 +406,19 @@ struct Link {
     /// QoS 1/2 messages of this connection handed to the spool and not yet
     /// acknowledged, oldest first; the writer commits in order, so they resolve in order.
     unacked: VecDeque<(Publish, CommitReceipt)>,
+    /// Endpoint walks that failed in a row; the first walk's attempts are logged at info.
+    n_failed_walks: u32,
+    /// Runs while connected to a secondary endpoint.
+    primary_probe: Option<PrimaryProbe>,
+    /// Filters the broker accepted on this connection.
+    n_subscribed: usize,
 }
 
 impl Link {
-    fn new(client: AsyncClient, session: &Session) -> Link {
+    fn new(client: AsyncClient, session: &Session, settings: ConnectSettings) -> Link {
         Link {
             client,
+            settings,
             backoff: Backoff::new(session.config.min_backoff, session.config.max_backoff),
             rng: fastrand::Rng::new(),
             connected_at: None,
@@ -328,7 +428,60 @@ impl Link {
             last_logged_error: None,
             stop_deadline: None,
             unacked: VecDeque::new(),
+            n_failed_walks: 0,
+            primary_probe: None,
+            n_subscribed: 0,
         }
+    }
+
+    /// Logs and records the endpoint about to be tried.
+    fn on_attempt(&mut self, session: &Session) {
+        let n_endpoints = session.broker.endpoints.len();
+        if n_endpoints > 1 {
+            let words = session.endpoint_words();
+            if self.n_failed_walks == 0 {
+                log::info!("broker {}: trying {words}", session.broker.id);
+            } else {
+                log::debug!("broker {}: trying {words}", session.broker.id);
+            }
+        }
+        let endpoint = session.endpoint().to_string();
+        let endpoint_idx = session.endpoint_idx;
+        session.status.update(session.ticket, |status| {
+            status.endpoint = Some(endpoint);
+            status.endpoint_index = endpoint_idx;
+            status.n_endpoints = n_endpoints;
+        });
+    }
+
+    /// The primary answered (or not) while we are on a secondary endpoint.
+    fn on_primary_probed(&mut self, answered: bool, session: &Session) {
+        if !answered {
+            self.primary_probe = Some(primary_probe(session, &self.settings));
+            return;
+        }
+        self.primary_probe = None;
+        if self.stop_deadline.is_some() {
+            return;
+        }
+        log::info!(
+            "broker {}: primary endpoint {} answers again; moving back from {}",
+            session.broker.id,
+            session.broker.primary(),
+            session.endpoint_words()
+        );
+        self.begin_disconnect();
+    }
+
+    /// Acks what the spool is committing, then disconnects (bounded by [`DISCONNECT_TIMEOUT`]).
+    fn begin_disconnect(&mut self) {
+        self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
+        // Acknowledge what the spool is committing first, so the broker
+        // does not redeliver it on the next start (bounded by the deadline).
+        if self.unacked.is_empty() {
+            self.outbox.push_back(Outbound::Disconnect);
+        }
+        self.flush_outbox();
     }
 
     /// Acknowledges, in order, every message whose record is committed.
@@ -364,9 +517,14 @@ impl Link {
                 }
             }
             Incoming(Packet::SubAck(suback)) => self.on_suback(&suback.return_codes, session),
-            Incoming(Packet::UnsubAck(_)) => session
-                .status
-                .update(session.ticket, |status| status.n_unsubacks += 1),
+            Incoming(Packet::UnsubAck(_)) => {
+                self.n_subscribed = self.n_subscribed.saturating_sub(1);
+                let n_subscribed = self.n_subscribed;
+                session.status.update(session.ticket, |status| {
+                    status.n_unsubacks += 1;
+                    status.n_subscribed = n_subscribed;
+                });
+            }
             Outgoing(rumqttc::Outgoing::Disconnect) if self.stop_deadline.is_some() => {
                 return Flow::Done;
             }
@@ -379,6 +537,18 @@ impl Link {
         self.connected_at = Some(Instant::now());
         self.announced = false;
         self.last_logged_error = None;
+        self.n_failed_walks = 0;
+        self.n_subscribed = 0;
+        if session.broker.endpoints.len() > 1 {
+            log::info!(
+                "broker {}: connected to {}",
+                session.broker.id,
+                session.endpoint_words()
+            );
+        }
+        if session.endpoint_idx > 0 {
+            self.primary_probe = Some(primary_probe(session, &self.settings));
+        }
         session.status.update(session.ticket, |status| {
             status.connected = true;
             status.since = SystemTime::now();
@@ -406,11 +576,15 @@ impl Link {
                     "{}: broker refused the subscription to {filter:?}",
                     session.label()
                 );
+            } else {
+                self.n_subscribed += 1;
             }
         }
-        session
-            .status
-            .update(session.ticket, |status| status.n_subacks += 1);
+        let n_subscribed = self.n_subscribed;
+        session.status.update(session.ticket, |status| {
+            status.n_subacks += 1;
+            status.n_subscribed = n_subscribed;
+        });
         if !self.announced {
             self.announce(session);
         }
@@ -427,24 +601,40 @@ impl Link {
 
     /// Records the failure and returns how long to wait before polling again
     /// (rumqttc reconnects when polled after an error).
-    fn on_error(&mut self, error: &ConnectionError, session: &Session) -> Duration {
+    fn on_error(&mut self, error: &ConnectionError, session: &mut Session) -> Duration {
         let up_for = self.connected_at.take().map(|since| since.elapsed());
         self.outbox.clear();
         self.awaiting_subacks.clear();
+        self.primary_probe = None;
+        self.n_subscribed = 0;
         // Packet ids belong to the lost connection: the broker redelivers what we
         // did not acknowledge, and the spool may then hold it twice (at least once).
         self.unacked.clear();
-        let description = describe(error);
+        let description = connect::describe(error);
         let auth_refused = matches!(
             error,
             ConnectionError::ConnectionRefused(
                 ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
             )
         );
-        let delay = if auth_refused {
-            self.backoff.after_refusal()
+        let n_endpoints = session.broker.endpoints.len();
+        let failed_idx = session.endpoint_idx;
+        // Another endpoint is tried at once; after the last, the walk starts
+        // again from the primary, after a backoff.
+        let next_in_walk = up_for.is_none() && failed_idx + 1 < n_endpoints;
+        let delay = if next_in_walk {
+            session.endpoint_idx += 1;
+            Duration::ZERO
         } else {
-            self.backoff.after_failure(up_for, self.rng.f64())
+            session.endpoint_idx = 0;
+            if up_for.is_none() {
+                self.n_failed_walks += 1;
+            }
+            if auth_refused {
+                self.backoff.after_refusal()
+            } else {
+                self.backoff.after_failure(up_for, self.rng.f64())
+            }
         };
         session.status.update(session.ticket, |status| {
             if status.connected {
@@ -454,21 +644,42 @@ impl Link {
             status.last_error = Some(description.clone());
             status.auth_refused = auth_refused;
         });
-        let label = session.label();
-        let repeated = self.last_logged_error.as_deref() == Some(description.as_str());
+        let failed = if n_endpoints > 1 {
+            format!(
+                "broker {}: endpoint {}/{n_endpoints} {}",
+                session.broker.id,
+                failed_idx + 1,
+                session.broker.endpoints[failed_idx]
+            )
+        } else {
+            format!(
+                "broker {} ({})",
+                session.broker.id,
+                session.broker.primary()
+            )
+        };
+        let next = if next_in_walk {
+            "trying the next endpoint".to_owned()
+        } else if n_endpoints > 1 {
+            format!("retrying from endpoint 1/{n_endpoints} in {delay:.1?}")
+        } else {
+            format!("retrying in {delay:.1?}")
+        };
+        let logged = format!("{failed_idx} {description}");
+        let repeated = self.last_logged_error.as_deref() == Some(logged.as_str());
         if up_for.is_some() {
-            log::warn!("{label}: disconnected: {description}; retrying in {delay:.1?}");
+            log::warn!("{failed}: disconnected: {description}; {next}");
         } else if repeated {
-            log::debug!("{label}: cannot connect: {description}; retrying in {delay:.1?}");
+            log::debug!("{failed}: cannot connect: {description}; {next}");
         } else if auth_refused {
             let user = session.broker.username.as_deref().unwrap_or("(none)");
             log::error!(
-                "{label}: {description} (user {user:?}): fix the credentials in the catalog; retrying in {delay:.1?}"
+                "{failed}: {description} (user {user:?}): fix the credentials in the catalog; {next}"
             );
         } else {
-            log::warn!("{label}: cannot connect: {description}; retrying in {delay:.1?}");
+            log::warn!("{failed}: cannot connect: {description}; {next}");
         }
-        self.last_logged_error = Some(description);
+        self.last_logged_error = Some(logged);
         delay
     }
 
@@ -497,13 +708,9 @@ impl Link {
                 if self.connected_at.is_none() {
                     return Flow::Done;
                 }
-                self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
-                // Acknowledge what the spool is committing first, so the broker
-                // does not redeliver it on the next start (bounded by the deadline).
-                if self.unacked.is_empty() {
-                    self.outbox.push_back(Outbound::Disconnect);
+                if self.stop_deadline.is_none() {
+                    self.begin_disconnect();
                 }
-                self.flush_outbox();
                 Flow::Continue
             }
         }
@@ -548,9 +755,10 @@ async fn deliver(publish: Publish, session: &Session) -> Option<CommitReceipt> {
     };
     match session.appender.append(record).await {
         Ok(receipt) => {
-            session
-                .status
-                .update(session.ticket, |status| status.n_received += 1);
+            session.status.update(session.ticket, |status| {
+                status.n_received += 1;
+                status.last_message_at = Some(SystemTime::now());
+            });
             Some(receipt)
         }
         Err(record) => {
@@ -619,46 +827,4 @@ fn now_ms() -> i64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|since| since.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// A connection error in words, lowercase, without packet contents.
-fn describe(error: &ConnectionError) -> String {
-    match error {
-        ConnectionError::Io(error) => lowercase_first(&error.to_string()),
-        ConnectionError::ConnectionRefused(code) => {
-            let reason = match code {
-                ConnectReturnCode::Success => "no reason",
-                ConnectReturnCode::RefusedProtocolVersion => "protocol version not supported",
-                ConnectReturnCode::BadClientId => "client id rejected",
-                ConnectReturnCode::ServiceUnavailable => "service unavailable",
-                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
-                ConnectReturnCode::NotAuthorized => "not authorized",
-            };
-            format!("broker refused the connection: {reason}")
-        }
-        ConnectionError::NetworkTimeout => "connect timed out".to_owned(),
-        ConnectionError::FlushTimeout => "write timed out".to_owned(),
-        ConnectionError::MqttState(StateError::ConnectionAborted) => {
-            "connection closed by the broker".to_owned()
-        }
-        ConnectionError::MqttState(StateError::Io(error)) => lowercase_first(&error.to_string()),
-        ConnectionError::MqttState(StateError::AwaitPingResp) => {
-            "no answer to keep-alive ping".to_owned()
-        }
-        ConnectionError::MqttState(StateError::Deserialization(error)) => {
-            format!("malformed data from the broker: {error}")
-        }
-        ConnectionError::MqttState(error) => format!("protocol error: {error}"),
-        ConnectionError::NotConnAck(_) => "broker answered CONNECT with another packet".to_owned(),
-        ConnectionError::RequestsDone => "request channel closed".to_owned(),
-        ConnectionError::Tls(error) => format!("tls: {error}"),
-    }
-}
-
-fn lowercase_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }

@@ -34,6 +34,15 @@ pub struct SessionStatus {
     pub n_received: u64,
     /// Messages received but refused by a closed spool (lost: logged as errors).
     pub n_lost: u64,
+    /// The endpoint (`host:port`) connected to, or being tried.
+    pub endpoint: Option<String>,
+    /// Its index in the broker's endpoint list (0: the primary).
+    pub endpoint_index: usize,
+    pub n_endpoints: usize,
+    /// When the last message was handed to the spool.
+    pub last_message_at: Option<SystemTime>,
+    /// Filters the broker accepted on the current connection.
+    pub n_subscribed: usize,
 }
 
 impl SessionStatus {
@@ -48,6 +57,11 @@ impl SessionStatus {
             n_unsubacks: 0,
             n_received: 0,
             n_lost: 0,
+            endpoint: None,
+            endpoint_index: 0,
+            n_endpoints: 0,
+            last_message_at: None,
+            n_subscribed: 0,
         }
     }
 }

@@ -19,6 +19,8 @@ fn config(url: &str, snapshot_path: PathBuf, refresh: Duration, notify: bool) ->
         snapshot_path,
         refresh_interval: refresh,
         notify_channel: notify.then(|| DEFAULT_NOTIFY_CHANNEL.to_owned()),
+        password_key_file: None,
+        password_key: None,
     }
 }
 
@@ -42,7 +44,7 @@ fn summary(catalog: &Catalog) -> Vec<(i64, u16, Vec<String>)> {
                 .iter()
                 .map(|t| format!("{}@{}", t.filter, t.qos))
                 .collect();
-            (b.id, b.port, topics)
+            (b.id, b.primary().port, topics)
         })
         .collect()
 }
@@ -113,7 +115,7 @@ fn changes_arrive_by_notify() {
 
     db.execute("UPDATE iot_data.mqtt_broker SET mqtt_port = 2102 WHERE mqtt_id = 2");
     let catalog = next_catalog(&running.catalogs, "broker 2's port changed");
-    assert_eq!(catalog.brokers[0].port, 2102);
+    assert_eq!(catalog.brokers[0].primary().port, 2102);
 
     db.add_topic(Some(2), "alarms/+", 2);
     let catalog = next_catalog(&running.catalogs, "a topic added");
@@ -236,7 +238,7 @@ fn starts_from_the_snapshot_when_the_database_is_down_and_refreshes_when_back() 
         vec![1, 2]
     );
     running.stop();
-    let saved = snapshot::load(&snapshot_path).unwrap().unwrap();
+    let saved = snapshot::load(&snapshot_path, None).unwrap().unwrap();
     assert_eq!(saved.catalog, refreshed);
 }
 

@@ -14,11 +14,17 @@ mod drain;
 // Drain rate figures (opt-in, ignored: run with --release --ignored --nocapture).
 mod drain_rate;
 
+// Test fixtures for TLS: the openssl-made PKI and Mosquitto with TLS, mTLS, passwords.
+mod fixtures_tls;
+
 // Sessions: the supervisor against real Mosquitto brokers (reconcile, outages, auth, shutdown).
 mod sessions;
 
 // The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
 mod gateway;
+
+// The password-key commands as the real binary: new-key, encrypt-password.
+mod cli_sealed;
 
 // Installing like firmware: systemd notify and watchdog, the unit and sysusers files.
 mod systemd;

@@ -54,6 +54,7 @@ impl Gateway {
             max_backoff: Duration::from_millis(300),
             keep_alive: Duration::from_secs(5),
             channel_capacity: 16,
+            primary_recheck: Duration::from_secs(60),
         };
         let (catalogs, catalog_rx) = async_channel::bounded(4);
         let shutdown = Shutdown::new();
@@ -159,20 +160,18 @@ impl Drop for Gateway {
 }
 
 fn broker(id: i64, port: u16, filters: &[&str]) -> Broker {
-    Broker {
+    Broker::plain(
         id,
-        host: "127.0.0.1".into(),
+        "127.0.0.1",
         port,
-        username: None,
-        password: None,
-        topics: filters
+        filters
             .iter()
             .map(|filter| Topic {
                 filter: filter.to_string(),
                 qos: 1,
             })
             .collect(),
-    }
+    )
 }
 
 fn count(records: &[Record], broker_id: i64, tag: &str) -> usize {

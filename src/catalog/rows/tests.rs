@@ -1,12 +1,14 @@
+use std::time::Duration;
+
 use super::*;
+use crate::catalog::Endpoint;
 
 fn broker(mqtt_id: i64, host: &str, port: i64) -> BrokerRow {
     BrokerRow {
         mqtt_id,
         host: Some(host.to_owned()),
         port: Some(port),
-        username: None,
-        password: None,
+        ..BrokerRow::default()
     }
 }
 
@@ -133,11 +135,21 @@ fn defaults_and_credentials() {
         port: None,
         username: Some("gw".into()),
         password: Some(Secret::new("pw")),
+        ..BrokerRow::default()
     };
     let (catalog, problems) = validate(&[row], &[]);
     assert!(problems.is_empty());
     let broker = &catalog.brokers[0];
-    assert_eq!((broker.host.as_str(), broker.port), ("broker.local", 1883));
+    assert_eq!(
+        broker.endpoints,
+        vec![Endpoint {
+            host: "broker.local".into(),
+            port: 1883
+        }]
+    );
+    assert_eq!(broker.tls, None);
+    assert!(!broker.clean_session);
+    assert_eq!(broker.client_id, None);
     assert_eq!(broker.username.as_deref(), Some("gw"));
     assert_eq!(broker.password.as_ref().map(Secret::expose), Some("pw"));
 }
@@ -147,4 +159,176 @@ fn valid_filters() {
     for filter in ["#", "+", "a/+/b", "a/#", "+/+/#", "/", "a//b", "$SYS/#"] {
         assert_eq!(check_filter(filter), Ok(()), "{filter}");
     }
+}
+
+fn endpoint(host: &str, port: u16) -> Endpoint {
+    Endpoint {
+        host: host.into(),
+        port,
+    }
+}
+
+#[test]
+fn failover_endpoints_in_priority_order() {
+    let mut row = broker(1, "10.0.0.5", 1883);
+    row.failover = Some("10.0.0.6:1884, backup.local\n[fd00::7]:8883 10.0.0.5:1883".into());
+    let (catalog, problems) = validate(&[row], &[]);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        catalog.brokers[0].endpoints,
+        vec![
+            endpoint("10.0.0.5", 1883),
+            endpoint("10.0.0.6", 1884),
+            // No port: the primary's.
+            endpoint("backup.local", 1883),
+            endpoint("fd00::7", 8883),
+        ]
+    );
+    assert_eq!(
+        catalog.brokers[0].endpoints[3].to_string(),
+        "[fd00::7]:8883"
+    );
+
+    for (failover, expected) in [
+        (
+            "h:0",
+            "mqtt_failover entry \"h:0\" has a port outside 1..65535",
+        ),
+        ("h:x", "mqtt_failover entry \"h:x\" has a port outside"),
+        ("fd00::7", "is an IPv6 address: write it as [address]:port"),
+        ("[fd00::7", "lacks the closing ']'"),
+        ("user@h:1", "has host \"user@h\" is not a host name"),
+    ] {
+        let mut row = broker(2, "h", 1883);
+        row.failover = Some(failover.into());
+        check_broker(row, expected);
+    }
+}
+
+#[test]
+fn tls_and_session_options() {
+    let mut row = broker(1, "iot.example", 8883);
+    row.use_tls = Some(true);
+    row.ca_cert = Some("/etc/ssl/ca.pem".into());
+    row.client_cert = Some("-----BEGIN CERTIFICATE-----".into());
+    row.client_key = Some(Secret::new("/etc/ssl/client.key"));
+    row.client_id = Some("{gateway_id}-iot".into());
+    row.keep_alive = Some(120);
+    row.clean_session = Some(true);
+    let (catalog, problems) = validate(&[row], &[]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let valid = &catalog.brokers[0];
+    let tls = valid.tls.as_ref().expect("tls");
+    assert!(tls.verify_cert, "verify_cert defaults to true");
+    assert_eq!(tls.ca.as_deref(), Some("/etc/ssl/ca.pem"));
+    assert_eq!(valid.client_id.as_deref(), Some("{gateway_id}-iot"));
+    assert_eq!(valid.keep_alive, Some(Duration::from_secs(120)));
+    assert!(valid.clean_session);
+
+    // TLS columns are ignored unless use_tls is TRUE.
+    let mut row = broker(1, "h", 1883);
+    row.ca_cert = Some("/etc/ssl/ca.pem".into());
+    assert_eq!(validate(&[row], &[]).0.brokers[0].tls, None);
+
+    let mut cert_only = broker(2, "h", 8883);
+    cert_only.use_tls = Some(true);
+    cert_only.client_cert = Some("/c.pem".into());
+    check_broker(
+        cert_only,
+        "mqtt_id=2: client_cert is set but client_key is empty",
+    );
+    let mut keep_alive = broker(3, "h", 1883);
+    keep_alive.keep_alive = Some(0);
+    check_broker(
+        keep_alive,
+        "mqtt_id=3: keep_alive 0 is not 1..65535 seconds",
+    );
+    let mut qos = broker(4, "h", 1883);
+    qos.qos = Some(3);
+    check_broker(qos, "mqtt_id=4: qos 3 is not 0, 1 or 2");
+}
+
+#[test]
+fn prefix_shared_group_and_default_qos_shape_the_subscriptions() {
+    let mut shared = broker(1, "h", 1883);
+    shared.topic_prefix = Some("site-7/".into());
+    shared.use_shared_subscriptions = Some(true);
+    shared.qos = Some(2);
+    let mut grouped = broker(2, "h", 1883);
+    grouped.use_shared_subscriptions = Some(true);
+    grouped.shared_group = Some("fleet-a".into());
+    let mut no_qos = topic(3, Some(1), "own/+", 0);
+    no_qos.qos = None;
+    let (catalog, problems) = validate(
+        &[shared, grouped],
+        &[topic(1, None, "sensors/#", 1), no_qos],
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let filters = |i: usize| {
+        catalog.brokers[i]
+            .topics
+            .iter()
+            .map(|t| (t.filter.as_str(), t.qos))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        filters(0),
+        vec![
+            ("$share/mqtt-kinesis-bridge/site-7/own/+", 2),
+            ("$share/mqtt-kinesis-bridge/site-7/sensors/#", 1),
+        ]
+    );
+    assert_eq!(filters(1), vec![("$share/fleet-a/sensors/#", 1)]);
+
+    let mut bad_group = broker(2, "h", 1883);
+    bad_group.use_shared_subscriptions = Some(true);
+    bad_group.shared_group = Some("a/b".into());
+    check_broker(bad_group, "mqtt_id=2: shared_group \"a/b\" must not hold");
+    let mut bad_prefix = broker(3, "h", 1883);
+    bad_prefix.topic_prefix = Some("site/#/".into());
+    check_broker(
+        bad_prefix,
+        "mqtt_id=3: topic_prefix \"site/#/\" must not hold",
+    );
+}
+
+#[test]
+fn sealed_passwords_open_with_the_key_and_fail_only_their_broker() {
+    use crate::sealed::SealKey;
+    let key = SealKey::from_base64(&SealKey::generate()).unwrap();
+    let other = SealKey::from_base64(&SealKey::generate()).unwrap();
+    let row = |id: i64, password: String| BrokerRow {
+        username: Some("gw".into()),
+        password: Some(Secret::new(password)),
+        ..broker(id, "h", 1883)
+    };
+    let rows = [
+        row(1, key.seal("pw-one")),
+        row(2, other.seal("pw-two")),
+        row(3, "plain-three".into()),
+    ];
+    let (catalog, problems) = validate_with_key(&rows, &[], Some(&key));
+    let passwords: Vec<(i64, &str)> = catalog
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.password.as_ref().unwrap().expose()))
+        .collect();
+    assert_eq!(passwords, vec![(1, "pw-one"), (3, "plain-three")]);
+    assert_eq!(problems.len(), 1);
+    let message = problems[0].to_string();
+    assert!(
+        message.starts_with("mqtt_broker row mqtt_id=2: mqtt_password: ")
+            && message.contains("wrong key"),
+        "{message}"
+    );
+    assert!(!message.contains("pw-two"));
+
+    let (catalog, problems) = validate(&rows, &[]);
+    assert_eq!(catalog.brokers.len(), 1);
+    assert!(
+        problems[0]
+            .to_string()
+            .contains("mqtt_password is encrypted (enc:v1:) but the gateway has no key"),
+        "{problems:?}"
+    );
 }

@@ -6,14 +6,12 @@ use crate::secret::Secret;
 
 /// `broker(7, 1883, &["a/#:1"])`: a broker on localhost with topics written `filter:qos`.
 fn broker(id: i64, port: u16, topics: &[&str]) -> Broker {
-    Broker {
+    Broker::plain(
         id,
-        host: "localhost".into(),
+        "localhost",
         port,
-        username: None,
-        password: None,
-        topics: topics.iter().map(|text| topic(text)).collect(),
-    }
+        topics.iter().map(|text| topic(text)).collect(),
+    )
 }
 
 fn topic(text: &str) -> Topic {

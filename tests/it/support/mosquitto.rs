@@ -1,10 +1,18 @@
 //! A private Mosquitto broker on a free port, killed on drop; and a QoS 1 publisher.
 //!
-//! Each [`Mosquitto`] writes its own config file into a [`TempDir`] (listener on
-//! 127.0.0.1 only, optionally a password file made with `mosquitto_passwd`),
-//! starts `mosquitto -c`, and waits until the port accepts connections. It can
-//! be killed and started again on the same port. Its log is `mosquitto.log` in
-//! the temp dir, kept when a test fails.
+//! Each [`Mosquitto`] writes its own config file into a [`TempDir`] (listeners
+//! on 127.0.0.1 only, optionally a password file made with `mosquitto_passwd`,
+//! optionally a second, TLS listener), starts `mosquitto -c`, and waits until
+//! every port accepts connections. It can be killed and started again on the
+//! same ports. Its log is `mosquitto.log` in the temp dir, kept when a test
+//! fails.
+//!
+//! With a [`TlsListener`] the broker has two listeners: the plain one on
+//! [`Mosquitto::port`] (tests publish there without TLS) and the TLS one on
+//! [`Mosquitto::tls_port`]. `per_listener_settings false`: the password file
+//! and `allow_anonymous` apply to both. Client certs, when required, only
+//! authenticate the TLS connection; the MQTT username still comes from
+//! CONNECT (no `use_identity_as_username`).
 
 use std::fs::File;
 use std::net::TcpStream;
@@ -20,9 +28,39 @@ use super::{free_port, TempDir};
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to set up a broker for [`Mosquitto::start_with`]. `Default` is
+/// [`Mosquitto::start`]: anonymous, plain TCP only, a free port.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerSetup {
+    /// Admit only this `(user, password)` (on every listener); `None` lets anyone in.
+    pub login: Option<(String, String)>,
+    /// Add a TLS listener on [`Mosquitto::tls_port`].
+    pub tls: Option<TlsListener>,
+    /// The plain listener's port; `None` picks a free one. Lets a test reserve
+    /// a port with [`free_port`], leave it dead, and start a broker on it later.
+    pub port: Option<u16>,
+    /// The TLS listener's port, likewise; ignored without `tls`.
+    pub tls_port: Option<u16>,
+}
+
+/// A TLS listener's files (see [`super::tls::TestPki::tls_listener`]). The
+/// files must outlive the broker: a restart reads them again.
+#[derive(Clone, Debug)]
+pub struct TlsListener {
+    /// CA cert(s) that client certs must chain to (`cafile`).
+    pub cafile: PathBuf,
+    /// The server's cert chain, PEM (`certfile`).
+    pub certfile: PathBuf,
+    /// The server's private key, PEM (`keyfile`).
+    pub keyfile: PathBuf,
+    /// Mutual TLS: refuse clients without a cert issued by `cafile` (`require_certificate true`).
+    pub require_client_cert: bool,
+}
+
 pub struct Mosquitto {
     dir: TempDir,
     port: u16,
+    tls_port: Option<u16>,
     config_path: PathBuf,
     child: Option<Child>,
 }
@@ -30,25 +68,44 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// A broker that lets anyone in.
     pub fn start() -> Mosquitto {
-        Mosquitto::with_config(None)
+        Mosquitto::start_with(BrokerSetup::default())
     }
 
     /// A broker that admits only `user` with `password`.
     pub fn start_with_password(user: &str, password: &str) -> Mosquitto {
-        Mosquitto::with_config(Some((user, password)))
+        Mosquitto::start_with(BrokerSetup {
+            login: Some((user.into(), password.into())),
+            ..BrokerSetup::default()
+        })
     }
 
-    fn with_config(login: Option<(&str, &str)>) -> Mosquitto {
+    /// A broker that lets anyone in, on `port` (e.g. reserved earlier with [`free_port`]).
+    pub fn start_on_port(port: u16) -> Mosquitto {
+        Mosquitto::start_with(BrokerSetup {
+            port: Some(port),
+            ..BrokerSetup::default()
+        })
+    }
+
+    /// A broker set up as `setup` says; returns once every listener accepts
+    /// connections, panics with the broker's log if it exits instead.
+    pub fn start_with(setup: BrokerSetup) -> Mosquitto {
         let dir = TempDir::new("mosquitto");
-        let port = free_port();
-        let mut config = format!(
-            "listener {port} 127.0.0.1\npersistence false\nlog_dest stderr\nlog_type all\nmax_queued_messages 100000\n"
+        let port = setup.port.unwrap_or_else(free_port);
+        let tls_port = setup
+            .tls
+            .as_ref()
+            .map(|_| setup.tls_port.unwrap_or_else(free_port));
+        // `per_listener_settings` must come before the listeners; `false` (also
+        // the default) makes the security settings below global.
+        let mut config = String::from(
+            "per_listener_settings false\npersistence false\nlog_dest stderr\nlog_type all\nmax_queued_messages 100000\n",
         );
         if running_as_root() {
             // Mosquitto drops root for the `mosquitto` user, who could not read our files.
             config.push_str("user root\n");
         }
-        match login {
+        match &setup.login {
             None => config.push_str("allow_anonymous true\n"),
             Some((user, password)) => {
                 let password_path = dir.join("passwords");
@@ -67,11 +124,23 @@ impl Mosquitto {
                 ));
             }
         }
+        config.push_str(&format!("listener {port} 127.0.0.1\n"));
+        if let (Some(tls), Some(tls_port)) = (&setup.tls, tls_port) {
+            // Everything after a `listener` line configures that listener.
+            config.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                tls.cafile.display(),
+                tls.certfile.display(),
+                tls.keyfile.display(),
+                tls.require_client_cert,
+            ));
+        }
         let config_path = dir.join("mosquitto.conf");
         std::fs::write(&config_path, config).expect("write mosquitto.conf");
         let mut mosquitto = Mosquitto {
             dir,
             port,
+            tls_port,
             config_path,
             child: None,
         };
@@ -79,8 +148,19 @@ impl Mosquitto {
         mosquitto
     }
 
+    /// The plain (non-TLS) listener's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS listener's port; panics if the broker was started without one.
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.unwrap_or_else(|| {
+            panic!(
+                "Mosquitto on port {} has no TLS listener: start it with Mosquitto::start_with(BrokerSetup {{ tls: Some(..), .. }})",
+                self.port
+            )
+        })
     }
 
     /// Everything the broker logged so far (`log_type all`).
@@ -96,7 +176,7 @@ impl Mosquitto {
         }
     }
 
-    /// Starts the broker again on the same port, after [`Mosquitto::kill`].
+    /// Starts the broker again on the same port(s), after [`Mosquitto::kill`].
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
@@ -118,8 +198,12 @@ impl Mosquitto {
             .expect("start mosquitto");
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if ports
+                .iter()
+                .all(|&port| TcpStream::connect(("127.0.0.1", port)).is_ok())
+            {
                 return;
             }
             if let Some(status) = self
@@ -129,15 +213,11 @@ impl Mosquitto {
             {
                 let log =
                     std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
-                panic!(
-                    "mosquitto on port {} exited with {status}:\n{log}",
-                    self.port
-                );
+                panic!("mosquitto on port(s) {ports:?} exited with {status}:\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
-                "mosquitto did not accept connections on port {} within {START_TIMEOUT:?}",
-                self.port
+                "mosquitto did not accept connections on port(s) {ports:?} within {START_TIMEOUT:?}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -1,0 +1,337 @@
+//! `mqtt-kinesis-bridge check`: tries everything a config points at, without
+//! running the gateway, and says what works and what does not.
+//!
+//! In order: the database (connect, read both catalog tables, the status
+//! table), every endpoint of every active broker (connect + CONNACK, timed;
+//! with the client id `{client_id}-check`, so a running gateway's sessions are
+//! not disturbed), Kinesis (a signed DescribeStreamSummary of the stream) and
+//! the spool (its directory writable, the file readable). Broker probes run
+//! concurrently. When the database is down the brokers come from the snapshot.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
+use crate::config::Config;
+use crate::drain::{client::Client, credentials};
+use crate::sessions::connect::{self, ConnectSettings};
+use crate::spool::SpoolReader;
+
+/// How long one endpoint gets to answer CONNECT with CONNACK.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One line of the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// `database`, `catalog row`, `broker`, `kinesis`, `spool`.
+    pub area: &'static str,
+    /// What was tried: an endpoint, a stream, a path.
+    pub target: String,
+    pub ok: bool,
+    /// On failure, what kind: `dns`, `refused`, `timeout`, `tls`, `auth`, …
+    pub kind: Option<String>,
+    pub detail: String,
+    pub latency: Option<Duration>,
+}
+
+impl Check {
+    fn pass(
+        area: &'static str,
+        target: String,
+        detail: String,
+        latency: Option<Duration>,
+    ) -> Check {
+        Check {
+            area,
+            target,
+            ok: true,
+            kind: None,
+            detail,
+            latency,
+        }
+    }
+
+    fn fail(area: &'static str, target: String, kind: &str, detail: String) -> Check {
+        Check {
+            area,
+            target,
+            ok: false,
+            kind: Some(kind.to_owned()),
+            detail,
+            latency: None,
+        }
+    }
+}
+
+/// Runs every check; the report is in the order above.
+pub fn run(config: &Config) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let catalog = check_database(config, &mut checks);
+    checks.extend(check_brokers(config, &catalog));
+    checks.push(check_kinesis(config));
+    checks.push(check_spool(&config.spool.path));
+    checks
+}
+
+fn check_database(config: &Config, checks: &mut Vec<Check>) -> Catalog {
+    let target = "iot_data.mqtt_broker, iot_data.mqtt_topic".to_owned();
+    let key = config.catalog.password_key.as_ref();
+    let started = Instant::now();
+    let read = postgres::connect(&config.catalog.database_url, None).and_then(|mut client| {
+        let rows = postgres::read_rows(&mut client)?;
+        let status_table = postgres::status_table_readable(&mut client);
+        Ok((rows, status_table))
+    });
+    match read {
+        Ok(((broker_rows, topic_rows), status_table)) => {
+            let (catalog, problems) =
+                catalog::rows::validate_with_key(&broker_rows, &topic_rows, key);
+            let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
+            checks.push(Check::pass(
+                "database",
+                target,
+                format!(
+                    "{} active brokers, {n_topics} subscriptions, {} rows skipped",
+                    catalog.brokers.len(),
+                    problems.len()
+                ),
+                Some(started.elapsed()),
+            ));
+            for problem in problems {
+                checks.push(Check::fail(
+                    "catalog row",
+                    problem.target(),
+                    "row",
+                    problem.to_string(),
+                ));
+            }
+            checks.push(match status_table {
+                Ok(()) => Check::pass(
+                    "database",
+                    "iot_data.mqtt_connection_status".into(),
+                    "readable".into(),
+                    None,
+                ),
+                Err(error) => Check::fail(
+                    "database",
+                    "iot_data.mqtt_connection_status".into(),
+                    "table",
+                    format!("{error} (apply buffer-schema/catalog/0004_connection_status.sql)"),
+                ),
+            });
+            catalog
+        }
+        Err(error) => {
+            checks.push(Check::fail(
+                "database",
+                target,
+                "unreachable",
+                error.to_string(),
+            ));
+            match snapshot::load(&config.catalog.snapshot_path, key) {
+                Ok(Some(snapshot)) => snapshot.catalog,
+                _ => Catalog::default(),
+            }
+        }
+    }
+}
+
+fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
+    let executor = smol::Executor::new();
+    let mut tasks = Vec::new();
+    let mut settings_failures = Vec::new();
+    for broker in &catalog.brokers {
+        let settings = match settings_for(config, broker) {
+            Ok(settings) => settings,
+            Err(message) => {
+                settings_failures.push(Check::fail(
+                    "broker",
+                    format!("broker {}", broker.id),
+                    "tls",
+                    message,
+                ));
+                continue;
+            }
+        };
+        let n_endpoints = broker.endpoints.len();
+        for (idx, endpoint) in broker.endpoints.iter().enumerate() {
+            let broker = broker.clone();
+            let endpoint = endpoint.clone();
+            let settings = settings.clone();
+            tasks.push(executor.spawn(async move {
+                let target = format!(
+                    "broker {} endpoint {}/{n_endpoints} {endpoint}",
+                    broker.id,
+                    idx + 1
+                );
+                match connect::probe(&broker, &endpoint, &settings, PROBE_TIMEOUT).await {
+                    Ok(latency) => Check::pass(
+                        "broker",
+                        target,
+                        format!("CONNACK in {} ms", latency.as_millis()),
+                        Some(latency),
+                    ),
+                    Err(failure) => {
+                        Check::fail("broker", target, failure.kind.as_str(), failure.message)
+                    }
+                }
+            }));
+        }
+    }
+    let mut checks = settings_failures;
+    checks.extend(smol::block_on(executor.run(async {
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await);
+        }
+        results
+    })));
+    checks
+}
+
+fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, String> {
+    let client_id = match &broker.client_id {
+        Some(template) => template.replace("{gateway_id}", &config.gateway_id),
+        None => format!("{}-{}", config.gateway_id, broker.id),
+    };
+    let tls = match &broker.tls {
+        Some(tls) => Some(crate::sessions::tls::client_config(tls)?),
+        None => None,
+    };
+    Ok(ConnectSettings {
+        client_id: format!("{client_id}-check"),
+        keep_alive: broker.keep_alive.unwrap_or(config.mqtt.keep_alive),
+        clean_session: true,
+        tls,
+    })
+}
+
+fn check_kinesis(config: &Config) -> Check {
+    let kinesis = &config.kinesis;
+    let target = format!(
+        "stream {} in {} via {}",
+        kinesis.stream, kinesis.region, kinesis.endpoint
+    );
+    let credentials = match credentials::load() {
+        Ok(credentials) => credentials,
+        Err(error) => return Check::fail("kinesis", target, "credentials", error.to_string()),
+    };
+    let started = Instant::now();
+    match Client::new(kinesis).describe_stream_summary(&credentials) {
+        Ok(summary) if summary.status == "ACTIVE" || summary.status == "UPDATING" => Check::pass(
+            "kinesis",
+            target,
+            format!(
+                "{}, {} open shards; credentials from {}",
+                summary.status,
+                summary.open_shards,
+                credentials.source()
+            ),
+            Some(started.elapsed()),
+        ),
+        Ok(summary) => Check::fail(
+            "kinesis",
+            target,
+            "not_active",
+            format!("stream is {}", summary.status),
+        ),
+        Err(failure) => Check::fail("kinesis", target, failure.kind, failure.detail),
+    }
+}
+
+fn check_spool(path: &Path) -> Check {
+    let target = path.display().to_string();
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(".mkb-check-{}", std::process::id()));
+    if let Err(error) = std::fs::write(&probe, b"check").and_then(|()| std::fs::remove_file(&probe))
+    {
+        return Check::fail(
+            "spool",
+            target,
+            "not_writable",
+            format!("cannot write in {}: {error}", dir.display()),
+        );
+    }
+    if !path.exists() {
+        return Check::pass(
+            "spool",
+            target,
+            "directory writable; the spool is created at the first run".into(),
+            None,
+        );
+    }
+    match SpoolReader::open(path).and_then(|reader| reader.summary()) {
+        Ok(summary) => Check::pass(
+            "spool",
+            target,
+            format!(
+                "writable; {} records ({} bytes) waiting",
+                summary.n_records, summary.bytes
+            ),
+            None,
+        ),
+        Err(error) => Check::fail("spool", target, "unreadable", error.to_string()),
+    }
+}
+
+/// True when every check passed.
+pub fn all_ok(checks: &[Check]) -> bool {
+    checks.iter().all(|check| check.ok)
+}
+
+/// The report as one JSON object: `{"ok": bool, "checks": [...]}`.
+pub fn as_json(checks: &[Check]) -> String {
+    let lines: Vec<Value> = checks
+        .iter()
+        .map(|check| {
+            json!({
+                "area": check.area,
+                "target": check.target,
+                "ok": check.ok,
+                "kind": check.kind,
+                "detail": check.detail,
+                "latency_ms": check.latency.map(|l| l.as_secs_f64() * 1000.0),
+            })
+        })
+        .collect();
+    json!({ "ok": all_ok(checks), "checks": lines }).to_string()
+}
+
+/// The report as a table for people.
+pub fn as_text(checks: &[Check]) -> String {
+    let width = checks
+        .iter()
+        .map(|check| check.target.len())
+        .max()
+        .unwrap_or(0)
+        .min(60);
+    let mut out = String::new();
+    for check in checks {
+        let result = match &check.kind {
+            None => "ok".to_owned(),
+            Some(kind) => format!("FAIL {kind}"),
+        };
+        let _ = writeln!(
+            out,
+            "{:<11} {:<width$}  {result:<16} {}",
+            check.area, check.target, check.detail
+        );
+    }
+    let n_failed = checks.iter().filter(|check| !check.ok).count();
+    let _ = writeln!(
+        out,
+        "{}",
+        if n_failed == 0 {
+            format!("all {} checks passed", checks.len())
+        } else {
+            format!("{n_failed} of {} checks failed", checks.len())
+        }
+    );
+    out
+}

@@ -1,0 +1,243 @@
+//! How to reach one endpoint of a broker: rumqttc options, what a failure was,
+//! and a one-off probe (connect, CONNACK, disconnect) that measures it.
+//!
+//! Sessions use [`options`] for every attempt and [`probe`] to see whether a
+//! primary endpoint is back; `mqtt-kinesis-bridge check` uses [`probe`] for
+//! every endpoint. Never log [`rumqttc::MqttOptions`] with `{:?}`: it holds the password.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_compat::Compat;
+use futures_lite::FutureExt;
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, StateError,
+    TlsConfiguration, Transport,
+};
+
+use crate::catalog::{Broker, Endpoint};
+
+/// The largest PUBLISH we accept. Kinesis takes records up to 1 MiB; larger ones
+/// are still taken (and dead-lettered by the drain) rather than making the
+/// broker redeliver a message we can never read. rumqttc's default is 10 KiB.
+const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
+/// We only send CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, acks and DISCONNECT.
+const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+
+/// Everything about a connection that is the same for each of a broker's endpoints.
+#[derive(Clone)]
+pub struct ConnectSettings {
+    pub client_id: String,
+    pub keep_alive: Duration,
+    pub clean_session: bool,
+    /// Built once from the broker's TLS settings; `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// rumqttc options for `endpoint` of `broker`.
+pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings) -> MqttOptions {
+    let host = if endpoint.host.contains(':') {
+        // rumqttc joins host and port with ':'; an IPv6 address needs brackets.
+        format!("[{}]", endpoint.host)
+    } else {
+        endpoint.host.clone()
+    };
+    let mut options = MqttOptions::new(settings.client_id.clone(), host, endpoint.port);
+    // rumqttc asserts whole seconds >= 1.
+    options.set_keep_alive(Duration::from_secs(settings.keep_alive.as_secs().max(1)));
+    // Persistent session (the default) + manual acks: a QoS 1/2 message is
+    // acknowledged only after the spool committed it, and the broker keeps (and
+    // redelivers) what we had not acknowledged when the gateway went down.
+    options.set_clean_session(settings.clean_session);
+    options.set_manual_acks(true);
+    options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
+    if let Some(username) = &broker.username {
+        let password = broker.password.as_ref().map(|secret| secret.expose());
+        options.set_credentials(username.clone(), password.unwrap_or_default());
+    }
+    if let Some(tls) = &settings.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::clone(tls),
+        )));
+    }
+    options
+}
+
+/// What kind of failure a connection attempt met; `check` reports these words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The host name did not resolve.
+    Dns,
+    /// Nothing listens on the port (TCP RST), or the network said no route.
+    Refused,
+    /// No answer in time (TCP, TLS or CONNACK).
+    Timeout,
+    /// The TLS handshake failed: certificate, name, protocol.
+    Tls,
+    /// The broker refused our user name, password or client certificate identity.
+    Auth,
+    /// The broker answered, but not with a usable CONNACK.
+    Protocol,
+    /// Anything else on the network (reset, closed).
+    Network,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::Refused => "refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Tls => "tls",
+            FailureKind::Auth => "auth",
+            FailureKind::Protocol => "protocol",
+            FailureKind::Network => "network",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a connection error.
+pub fn classify(error: &ConnectionError) -> FailureKind {
+    match error {
+        ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
+            io_kind(error)
+        }
+        ConnectionError::ConnectionRefused(
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
+        ) => FailureKind::Auth,
+        ConnectionError::ConnectionRefused(_) => FailureKind::Refused,
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => FailureKind::Timeout,
+        ConnectionError::Tls(_) => FailureKind::Tls,
+        ConnectionError::MqttState(StateError::ConnectionAborted) => FailureKind::Network,
+        _ => FailureKind::Protocol,
+    }
+}
+
+fn io_kind(error: &std::io::Error) -> FailureKind {
+    use std::io::ErrorKind;
+    let text = error.to_string();
+    // tokio's lookup_host reports resolver failures as plain io errors.
+    if text.contains("lookup address") || text.contains("Name or service not known") {
+        return FailureKind::Dns;
+    }
+    match error.kind() {
+        ErrorKind::ConnectionRefused
+        | ErrorKind::HostUnreachable
+        | ErrorKind::NetworkUnreachable => FailureKind::Refused,
+        ErrorKind::TimedOut => FailureKind::Timeout,
+        _ => FailureKind::Network,
+    }
+}
+
+/// A connection error in words, lowercase, without packet contents.
+pub fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::Io(error) => lowercase_first(&error.to_string()),
+        ConnectionError::ConnectionRefused(code) => {
+            let reason = match code {
+                ConnectReturnCode::Success => "no reason",
+                ConnectReturnCode::RefusedProtocolVersion => "protocol version not supported",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                ConnectReturnCode::ServiceUnavailable => "service unavailable",
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorized",
+            };
+            format!("broker refused the connection: {reason}")
+        }
+        ConnectionError::NetworkTimeout => "connect timed out".to_owned(),
+        ConnectionError::FlushTimeout => "write timed out".to_owned(),
+        ConnectionError::MqttState(StateError::ConnectionAborted) => {
+            "connection closed by the broker".to_owned()
+        }
+        ConnectionError::MqttState(StateError::Io(error)) => lowercase_first(&error.to_string()),
+        ConnectionError::MqttState(StateError::AwaitPingResp) => {
+            "no answer to keep-alive ping".to_owned()
+        }
+        ConnectionError::MqttState(StateError::Deserialization(error)) => {
+            format!("malformed data from the broker: {error}")
+        }
+        ConnectionError::MqttState(error) => format!("protocol error: {error}"),
+        ConnectionError::NotConnAck(_) => "broker answered CONNECT with another packet".to_owned(),
+        ConnectionError::RequestsDone => "request channel closed".to_owned(),
+        ConnectionError::Tls(error) => format!("tls: {error}"),
+    }
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// Why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Connects to `endpoint` with a clean session, waits for the CONNACK and
+/// disconnects. Ok: the time from the start to the CONNACK (DNS, TCP, TLS,
+/// CONNECT). `settings.client_id` must differ from the running session's, or
+/// the broker would drop that session for the probe.
+pub async fn probe(
+    broker: &Broker,
+    endpoint: &Endpoint,
+    settings: &ConnectSettings,
+    timeout: Duration,
+) -> Result<Duration, ProbeFailure> {
+    let mut options = options(broker, endpoint, settings);
+    options.set_clean_session(true);
+    let (client, eventloop) = AsyncClient::new(options, 4);
+    let mut eventloop = Compat::new(eventloop);
+    let started = Instant::now();
+    let connack = async {
+        loop {
+            match Compat::new(eventloop.get_mut().poll()).await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(started.elapsed()),
+                Ok(_) => {}
+                Err(error) => {
+                    return Err(ProbeFailure {
+                        kind: classify(&error),
+                        message: describe(&error),
+                    })
+                }
+            }
+        }
+    };
+    let deadline = async {
+        async_io::Timer::after(timeout).await;
+        Err(ProbeFailure {
+            kind: FailureKind::Timeout,
+            message: format!("no CONNACK within {timeout:?}"),
+        })
+    };
+    let result = connack.or(deadline).await;
+    if result.is_ok() {
+        // Best effort: a polite DISCONNECT, bounded; the socket closes on drop anyway.
+        let _ = client.try_disconnect();
+        let goodbye = async {
+            while let Ok(event) = Compat::new(eventloop.get_mut().poll()).await {
+                if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                    break;
+                }
+            }
+        };
+        goodbye
+            .or(async {
+                async_io::Timer::after(Duration::from_secs(1)).await;
+            })
+            .await;
+    }
+    result
+}

@@ -1,0 +1,141 @@
+//! A broker's [`TlsSettings`] → a rustls client config (ring provider).
+//!
+//! Certificates and keys come as file paths or PEM text; errors say which
+//! column and what is wrong, never the key. Without a CA the system's trusted
+//! roots are used. `verify_cert = false` accepts any server certificate: it
+//! exists for test benches, and every session using it logs a warning.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::catalog::TlsSettings;
+
+/// The client config for `settings`, or why it cannot be built.
+pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let builder = if settings.verify_cert {
+        builder.with_root_certificates(roots(settings.ca.as_deref())?)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+    };
+    let config = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates("client_cert", cert)?;
+            let key = private_key(key.expose())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client_cert/client_key: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+fn roots(ca: Option<&str>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for cert in certificates("ca_cert", ca)? {
+                store
+                    .add(cert)
+                    .map_err(|e| format!("ca_cert: unusable certificate: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (n_added, _) = store.add_parsable_certificates(found.certs);
+            if n_added == 0 {
+                return Err(
+                    "no ca_cert given and no system roots found (install ca-certificates or set ca_cert)"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(store)
+}
+
+/// PEM text, or the contents of the file it names.
+fn pem_text(column: &str, value: &str) -> Result<Vec<u8>, String> {
+    if value.trim_start().starts_with("-----BEGIN") {
+        return Ok(value.as_bytes().to_vec());
+    }
+    std::fs::read(value.trim()).map_err(|e| format!("{column}: cannot read {}: {e}", value.trim()))
+}
+
+fn certificates(column: &str, value: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = pem_text(column, value)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{column}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{column}: holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn private_key(value: &str) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = pem_text("client_key", value)?;
+    // The error of a key parse may quote nothing secret, but say little: keep ours.
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|_| "client_key: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".to_owned())
+}
+
+/// Accepts every server certificate; still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyServerCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

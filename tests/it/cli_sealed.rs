@@ -1,0 +1,249 @@
+//! `new-key` and `encrypt-password` run as the real binary: where the key comes
+//! from, what goes to stdout and stderr, and that the library opens what the
+//! command sealed.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use mqtt_kinesis_bridge::sealed::{SealKey, KEY_ENV, PREFIX};
+
+use crate::support::*;
+
+const PASSWORD: &str = "hunter2 pässwörd";
+
+/// Runs the binary with `args`, `stdin` fed in, and `MKB_PASSWORD_KEY` set only
+/// when `env_key` is given.
+fn run(args: &[&str], env_key: Option<&str>, stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"));
+    command
+        .args(args)
+        .env_remove(KEY_ENV)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(key) = env_key {
+        command.env(KEY_ENV, key);
+    }
+    let mut child = command.spawn().expect("start the binary");
+    // The command may exit before reading (no key); a closed pipe is fine then.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().expect("wait for the binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A key file only its owner can read, as an operator would make it.
+fn key_file(dir: &TempDir, name: &str, key: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{key}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Checks a successful run: one `enc:v1:` line that `key` opens to `password`,
+/// nothing on stderr, and the password nowhere in clear.
+fn assert_sealed(output: &Output, key: &str, password: &str) {
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "");
+    let value = stdout.strip_suffix('\n').expect("one line");
+    assert!(
+        value.starts_with(PREFIX) && !value.contains('\n'),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(password), "{stdout}");
+    let opened = SealKey::from_base64(key).unwrap().open(value).unwrap();
+    assert_eq!(opened.expose(), password);
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn new_key_prints_32_random_bytes_in_base64() -> TestResult {
+    let output = run(&["new-key"], None, "");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let key = stdout.strip_suffix('\n').expect("one line");
+    assert_eq!(key.len(), 44, "{stdout}");
+    assert_eq!(STANDARD.decode(key)?.len(), 32);
+    assert_ne!(stdout, text(&run(&["new-key"], None, "").stdout));
+    Ok(())
+}
+
+#[test]
+fn encrypt_password_with_a_key_file() -> TestResult {
+    let dir = TempDir::new("cli-sealed-key-file");
+    let key = SealKey::generate();
+    let path = key_file(&dir, "password.key", &key);
+    let output = run(
+        &["encrypt-password", "--key-file", path_arg(&path)],
+        None,
+        &format!("{PASSWORD}\n"),
+    );
+    assert_sealed(&output, &key, PASSWORD);
+    Ok(())
+}
+
+#[test]
+fn encrypt_password_with_the_key_in_the_environment() -> TestResult {
+    let key = SealKey::generate();
+    let output = run(&["encrypt-password"], Some(&key), &format!("{PASSWORD}\n"));
+    assert_sealed(&output, &key, PASSWORD);
+    Ok(())
+}
+
+#[test]
+fn the_key_file_option_wins_over_the_environment() -> TestResult {
+    let dir = TempDir::new("cli-sealed-precedence");
+    let key = SealKey::generate();
+    let path = key_file(&dir, "password.key", &key);
+    let output = run(
+        &["encrypt-password", "--key-file", path_arg(&path)],
+        Some(&SealKey::generate()),
+        PASSWORD,
+    );
+    assert_sealed(&output, &key, PASSWORD);
+    Ok(())
+}
+
+#[test]
+fn encrypt_password_with_the_config_key_file() -> TestResult {
+    let dir = TempDir::new("cli-sealed-config");
+    let key = SealKey::generate();
+    let path = key_file(&dir, "password.key", &key);
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[spool]\npath = \"{}\"\nmax_bytes = \"64MiB\"\n\
+             [kinesis]\nstream = \"s\"\nregion = \"eu-west-1\"\n\
+             [database]\nurl = \"postgres://u@db/x\"\npassword_key_file = \"{}\"\n",
+            dir.join("spool.db").display(),
+            path.display(),
+        ),
+    )?;
+    let output = run(
+        &["encrypt-password", "--config", path_arg(&config)],
+        None,
+        &format!("{PASSWORD}\n"),
+    );
+    assert_sealed(&output, &key, PASSWORD);
+    Ok(())
+}
+
+#[test]
+fn only_the_first_line_is_the_password_and_crlf_is_stripped() -> TestResult {
+    let key = SealKey::generate();
+    let output = run(
+        &["encrypt-password"],
+        Some(&key),
+        "  spaced pw \r\nsecond line\n",
+    );
+    assert_sealed(&output, &key, "  spaced pw ");
+    Ok(())
+}
+
+#[test]
+fn without_a_key_it_exits_2_and_says_where_keys_come_from() -> TestResult {
+    let output = run(&["encrypt-password"], None, &format!("{PASSWORD}\n"));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: no key: give --key-file FILE, set MKB_PASSWORD_KEY, \
+         or --config FILE whose database.password_key_file is set\n"
+    );
+    assert_eq!(text(&output.stdout), "");
+    Ok(())
+}
+
+#[test]
+fn an_empty_password_exits_2() -> TestResult {
+    let key = SealKey::generate();
+    for stdin in ["", "\n", "\r\n"] {
+        let output = run(&["encrypt-password"], Some(&key), stdin);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stdin:?}: {stderr}");
+        assert!(stderr.contains("no password on stdin"), "{stderr}");
+        assert_eq!(text(&output.stdout), "");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_bad_key_exits_2_without_printing_key_or_password() -> TestResult {
+    let dir = TempDir::new("cli-sealed-bad-key");
+    let short_key = STANDARD.encode([9u8; 31]);
+    let path = key_file(&dir, "short.key", &short_key);
+    let missing = dir.join("missing.key");
+    let cases = [
+        (path_arg(&path), "is 31 bytes, not 32"),
+        (path_arg(&missing), "cannot read key file"),
+    ];
+    for (key_path, expected) in cases {
+        let output = run(
+            &["encrypt-password", "--key-file", key_path],
+            None,
+            &format!("{PASSWORD}\n"),
+        );
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(stderr.contains(key_path), "{stderr}");
+        assert!(
+            !stderr.contains(PASSWORD) && !stderr.contains(&short_key),
+            "{stderr}"
+        );
+        assert_eq!(text(&output.stdout), "");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_key_file_others_can_read_is_warned_about_but_used() -> TestResult {
+    let dir = TempDir::new("cli-sealed-open-key");
+    let key = SealKey::generate();
+    let path = key_file(&dir, "password.key", &key);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let output = run(
+        &["encrypt-password", "--key-file", path_arg(&path)],
+        None,
+        PASSWORD,
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "key file {} is open to group or others",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(PASSWORD) && !stderr.contains(&key),
+        "{stderr}"
+    );
+    let value = text(&output.stdout);
+    let opened = SealKey::from_base64(&key)?.open(value.trim_end())?;
+    assert_eq!(opened.expose(), PASSWORD);
+    Ok(())
+}
+
+#[test]
+fn key_options_go_with_encrypt_password_only() -> TestResult {
+    let output = run(&["run", "--config", "x.toml", "--key-file", "k"], None, "");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("--key-file goes with encrypt-password"));
+    Ok(())
+}
