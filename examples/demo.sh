@@ -61,6 +61,9 @@ endpoint = "http://127.0.0.1:$kinesis_port"
 url = "postgres://postgres@127.0.0.1:5432/mkb_demo"
 TOML
 
+echo "== check: everything the config points at"
+AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo-secret "$bin" check --config "$work/gateway.toml"
+
 echo "== running the gateway (log: $work/gateway.log)"
 AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo-secret \
     "$bin" run --config "$work/gateway.toml" 2>"$work/gateway.log" &
@@ -81,6 +84,19 @@ done | mosquitto_pub -h 127.0.0.1 -p "$broker2_port" -t demo/broker2 -q 1 -l
 
 echo "== reading the stream back from the emulator"
 python3 examples/read_stream.py "http://127.0.0.1:$kinesis_port" telemetry $((2 * N))
+
+echo "== status, from the gateway and from the catalog database"
+for _ in $(seq 1 50); do
+    "$bin" status --config "$work/gateway.toml" | grep -q ' connected ' && break
+    sleep 0.2
+done
+"$bin" status --config "$work/gateway.toml"
+for _ in $(seq 1 50); do
+    rows=$(psql_ -d mkb_demo -tA -c "SELECT count(*) FROM iot_data.mqtt_connection_status WHERE connected")
+    [ "$rows" -ge 2 ] && break
+    sleep 0.2
+done
+psql_ -d mkb_demo -c "SELECT gateway_id, mqtt_id, connected, endpoint, messages_received, subscribed_topics FROM iot_data.mqtt_connection_status ORDER BY mqtt_id"
 
 echo "== stopping the gateway (SIGTERM)"
 kill -TERM "$gateway"

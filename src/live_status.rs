@@ -20,7 +20,7 @@ use crate::shutdown::Shutdown;
 use crate::spool::SpoolReader;
 
 /// How often the board is looked at.
-const TICK: Duration = Duration::from_secs(2);
+const TICK: Duration = Duration::from_secs(1);
 /// The file is rewritten at least this often, changed or not.
 pub const REWRITE_EVERY: Duration = Duration::from_secs(10);
 /// The window the drain rate is averaged over.

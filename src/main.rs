@@ -17,13 +17,17 @@ use mqtt_kinesis_bridge::shutdown::Shutdown;
 const USAGE: &str = "\
 usage: mqtt-kinesis-bridge run --config FILE
        mqtt-kinesis-bridge status --config FILE [--json]
+       mqtt-kinesis-bridge check --config FILE [--json]
        mqtt-kinesis-bridge new-key
        mqtt-kinesis-bridge encrypt-password [--key-file FILE | --config FILE] < password
        mqtt-kinesis-bridge --version | --help
 
 commands:
   run               run the gateway: brokers from the catalog -> spool -> Kinesis
-  status            print the spool's depth and per-broker counters (works while the gateway runs)
+  status            print each broker's connection state and counters, the spool's depth
+                    and the drain rate (works while the gateway runs)
+  check             try everything the config points at (database, every broker endpoint,
+                    Kinesis, spool) without running the gateway; exit 1 if anything fails
   new-key           print a new key for broker passwords (base64 of 32 random bytes)
   encrypt-password  read a broker password from stdin's first line and print it sealed,
                     as `enc:v1:...` for the catalog; the key is, first found:
@@ -31,7 +35,7 @@ commands:
 
 options:
   -c, --config FILE   the TOML config file (see README.md, examples/gateway.toml)
-      --json          status as one JSON object
+      --json          status or check as one JSON object
       --key-file FILE the key for encrypt-password, as new-key prints it
   -V, --version       print the version
   -h, --help          print this help";
@@ -41,6 +45,10 @@ enum Command {
         config: PathBuf,
     },
     Status {
+        config: PathBuf,
+        json: bool,
+    },
+    Check {
         config: PathBuf,
         json: bool,
     },
@@ -70,7 +78,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
                 key_file = Some(args.next().ok_or("--key-file needs a file path")?.into());
             }
             "--json" => json = true,
-            "run" | "status" | "new-key" | "encrypt-password" if command.is_none() => {
+            "run" | "status" | "check" | "new-key" | "encrypt-password" if command.is_none() => {
                 command = Some(arg)
             }
             other => return Err(format!("unexpected argument {other:?}")),
@@ -83,15 +91,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         return Err("--key-file goes with encrypt-password".into());
     }
     match command.as_str() {
-        "run" | "status" => {
+        "run" | "status" | "check" => {
             let config = config.ok_or_else(|| format!("{command} needs --config FILE"))?;
             match command.as_str() {
                 "status" => Ok(Command::Status { config, json }),
-                _ if json => Err("--json goes with status".into()),
+                "check" => Ok(Command::Check { config, json }),
+                _ if json => Err("--json goes with status or check".into()),
                 _ => Ok(Command::Run { config }),
             }
         }
-        _ if json => Err("--json goes with status".into()),
+        _ if json => Err("--json goes with status or check".into()),
         "new-key" if config.is_some() => Err("new-key takes no --config".into()),
         "new-key" => Ok(Command::NewKey),
         _ => Ok(Command::EncryptPassword { key_file, config }),
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
         }
         Ok(Command::Run { config }) => config,
         Ok(Command::Status { config, json }) => return status(&config, json),
+        Ok(Command::Check { config, json }) => return check(&config, json),
         Ok(Command::NewKey) => {
             println!("{}", SealKey::generate());
             return ExitCode::SUCCESS;
@@ -168,6 +178,30 @@ fn status(config_path: &Path, json: bool) -> ExitCode {
             eprintln!("error: {error}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Exit 0 when every check passed, 1 when any failed, 2 for a bad config.
+fn check(config_path: &Path, json: bool) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // The report says what failed; the library's own info lines would only repeat it.
+    mqtt_kinesis_bridge::logger::init(log::LevelFilter::Error);
+    let checks = mqtt_kinesis_bridge::check::run(&config);
+    if json {
+        println!("{}", mqtt_kinesis_bridge::check::as_json(&checks));
+    } else {
+        print!("{}", mqtt_kinesis_bridge::check::as_text(&checks));
+    }
+    if mqtt_kinesis_bridge::check::all_ok(&checks) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

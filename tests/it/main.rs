@@ -6,6 +6,7 @@ mod support;
 mod spool;
 
 // Catalog: PostgreSQL reads, NOTIFY and polling, bad rows, the offline snapshot.
+mod broker_options;
 mod catalog;
 
 // Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.

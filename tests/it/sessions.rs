@@ -18,10 +18,10 @@ use mqtt_kinesis_bridge::spool::{Record, Settlement, Spool, SpoolReader};
 use crate::support::mosquitto::{publish, Mosquitto};
 use crate::support::*;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// `sessions::run_with_status` on its own executor thread, with a real spool.
-struct Gateway {
+pub(crate) struct Gateway {
     /// Holds the spool file; removed on drop.
     _dir: TempDir,
     catalogs: async_channel::Sender<Catalog>,
@@ -33,11 +33,26 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(name: &str) -> Gateway {
-        Gateway::with_spool(name, OverflowPolicy::DropOldest, 64 * 1024 * 1024)
+    pub(crate) fn start(name: &str) -> Gateway {
+        Gateway::start_as(name, "it-gw")
     }
 
-    fn with_spool(name: &str, overflow: OverflowPolicy, max_bytes: u64) -> Gateway {
+    /// A gateway whose client ids start with `gateway_id` (two gateways on one broker need two).
+    pub(crate) fn start_as(name: &str, gateway_id: &str) -> Gateway {
+        Gateway::with_spool(
+            name,
+            gateway_id,
+            OverflowPolicy::DropOldest,
+            64 * 1024 * 1024,
+        )
+    }
+
+    fn with_spool(
+        name: &str,
+        gateway_id: &str,
+        overflow: OverflowPolicy,
+        max_bytes: u64,
+    ) -> Gateway {
         // Silent unless RUST_LOG names a level.
         mqtt_kinesis_bridge::logger::init(log::LevelFilter::Off);
         let dir = TempDir::new(name);
@@ -54,7 +69,8 @@ impl Gateway {
             max_backoff: Duration::from_millis(300),
             keep_alive: Duration::from_secs(5),
             channel_capacity: 16,
-            primary_recheck: Duration::from_secs(60),
+            // Short, so the return to a primary endpoint is seen quickly.
+            primary_recheck: Duration::from_millis(500),
         };
         let (catalogs, catalog_rx) = async_channel::bounded(4);
         let shutdown = Shutdown::new();
@@ -65,7 +81,7 @@ impl Gateway {
             catalog_rx,
             spool.appender(),
             config,
-            "it-gw".into(),
+            gateway_id.into(),
             shutdown.clone(),
             status.clone(),
         );
@@ -84,18 +100,18 @@ impl Gateway {
         }
     }
 
-    fn send(&self, brokers: Vec<Broker>) {
+    pub(crate) fn send(&self, brokers: Vec<Broker>) {
         self.catalogs
             .send_blocking(Catalog { brokers })
             .expect("send catalog");
     }
 
-    fn status(&self, id: i64) -> Option<SessionStatus> {
+    pub(crate) fn status(&self, id: i64) -> Option<SessionStatus> {
         self.status.get(id)
     }
 
     /// Waits until broker `id` is connected with at least `n_subacks` SUBACKs in total.
-    fn wait_subscribed(&self, id: i64, n_subacks: u64) {
+    pub(crate) fn wait_subscribed(&self, id: i64, n_subacks: u64) {
         wait_until(
             &format!("broker {id} subscribed ({n_subacks} subacks)"),
             WAIT,
@@ -106,7 +122,7 @@ impl Gateway {
         );
     }
 
-    fn records(&self) -> Vec<Record> {
+    pub(crate) fn records(&self) -> Vec<Record> {
         let spool = self.spool.as_ref().expect("spool open");
         spool
             .reader()
@@ -115,7 +131,7 @@ impl Gateway {
     }
 
     /// Waits until the spool holds `n` records from `broker_id` whose payload starts with `tag`.
-    fn wait_records(&self, broker_id: i64, tag: &str, n: usize) {
+    pub(crate) fn wait_records(&self, broker_id: i64, tag: &str, n: usize) {
         wait_until(
             &format!("{n} records {tag:?} from broker {broker_id}"),
             WAIT,
@@ -124,7 +140,7 @@ impl Gateway {
     }
 
     /// Requests shutdown, joins the sessions and returns every record in the spool.
-    fn stop(mut self) -> Vec<Record> {
+    pub(crate) fn stop(mut self) -> Vec<Record> {
         self.shutdown.request();
         if let Some(thread) = self.sessions.take() {
             thread.join().expect("sessions thread");
@@ -159,7 +175,7 @@ impl Drop for Gateway {
     }
 }
 
-fn broker(id: i64, port: u16, filters: &[&str]) -> Broker {
+pub(crate) fn broker(id: i64, port: u16, filters: &[&str]) -> Broker {
     Broker::plain(
         id,
         "127.0.0.1",
@@ -174,7 +190,7 @@ fn broker(id: i64, port: u16, filters: &[&str]) -> Broker {
     )
 }
 
-fn count(records: &[Record], broker_id: i64, tag: &str) -> usize {
+pub(crate) fn count(records: &[Record], broker_id: i64, tag: &str) -> usize {
     records
         .iter()
         .filter(|r| r.broker_id == broker_id && r.payload.starts_with(tag.as_bytes()))
@@ -427,7 +443,12 @@ fn backpressure_waits_instead_of_buffering() -> TestResult {
     // Room for about 50 records: the spool stops taking appends almost at once,
     // its queue (4096) fills, and the session must wait in `append`.
     let a = Mosquitto::start();
-    let gateway = Gateway::with_spool("backpressure", OverflowPolicy::Backpressure, 50 * 100);
+    let gateway = Gateway::with_spool(
+        "backpressure",
+        "it-gw",
+        OverflowPolicy::Backpressure,
+        50 * 100,
+    );
     gateway.send(vec![broker(1, a.port(), &["t/#"])]);
     gateway.wait_subscribed(1, 1);
     let publisher = std::thread::spawn({

@@ -13,8 +13,21 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// Creates `mkb_test_<pid>_<n>` and applies `buffer-schema/catalog/*.sql`.
+    /// Creates `mkb_test_<pid>_<n>` and applies every `buffer-schema/catalog/*.sql`.
     pub fn new() -> TestDb {
+        let db = TestDb::seed_only();
+        let mut client = db.client();
+        for sql in [
+            include_str!("../../../buffer-schema/catalog/0003_broker_options.sql"),
+            include_str!("../../../buffer-schema/catalog/0004_connection_status.sql"),
+        ] {
+            client.batch_execute(sql).expect("apply catalog schema");
+        }
+        db
+    }
+
+    /// Only the seed tables and triggers (0001, 0002): no option columns, no status table.
+    pub fn seed_only() -> TestDb {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("mkb_test_{}_{n}", std::process::id());
