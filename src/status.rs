@@ -186,7 +186,7 @@ impl Report<'_> {
                     .and_then(|d| d["drain_records_per_s"].as_f64())
                     .map_or("-".to_owned(), |rate| format!("{rate}"));
                 let pid = document.map_or(json!(null), |d| d["pid"].clone());
-                format!("running (pid {pid}); drain {rate} records/s over the last minute")
+                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute)")
             }
             (false, Some(written_at)) => format!(
                 "not running (status last written {} ago)",

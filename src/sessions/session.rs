@@ -667,17 +667,23 @@ impl Link {
         };
         let logged = format!("{failed_idx} {description}");
         let repeated = self.last_logged_error.as_deref() == Some(logged.as_str());
+        // `broker 7: endpoint 1/2 10.0.0.5:1883 failed: …` / `broker 7 (10.0.0.5:1883): cannot connect: …`
+        let cannot = if n_endpoints > 1 {
+            " failed"
+        } else {
+            ": cannot connect"
+        };
         if up_for.is_some() {
             log::warn!("{failed}: disconnected: {description}; {next}");
         } else if repeated {
-            log::debug!("{failed}: cannot connect: {description}; {next}");
+            log::debug!("{failed}{cannot}: {description}; {next}");
         } else if auth_refused {
             let user = session.broker.username.as_deref().unwrap_or("(none)");
             log::error!(
                 "{failed}: {description} (user {user:?}): fix the credentials in the catalog; {next}"
             );
         } else {
-            log::warn!("{failed}: cannot connect: {description}; {next}");
+            log::warn!("{failed}{cannot}: {description}; {next}");
         }
         self.last_logged_error = Some(logged);
         delay

@@ -258,3 +258,60 @@ fn shared_subscriptions_split_one_topic_between_two_gateways() {
         south_payloads.len()
     );
 }
+
+/// The real binary, a catalog row with `mqtt_failover`: the log tells each step
+/// in the words the README shows, and messages flow from the primary after the move back.
+#[test]
+fn failover_steps_are_logged_and_the_gateway_moves_back() {
+    use crate::gateway::Gateway as Binary;
+    use crate::support::postgres::TestDb;
+
+    let db = TestDb::new();
+    let dir = TempDir::new("failover-binary");
+    let primary_port = free_port();
+    let secondary = Mosquitto::start();
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, mqtt_failover, status) \
+         VALUES (1, '127.0.0.1', {primary_port}, '127.0.0.1:{}', TRUE)",
+        secondary.port()
+    ));
+    db.add_topic(Some(1), "t/#", 1);
+    // No Kinesis: the records stay in the spool, which is what is counted.
+    let gateway = Binary::start_with(&dir, &db, "http://127.0.0.1:1", "max_bytes = \"64MiB\"");
+    let primary = format!("127.0.0.1:{primary_port}");
+    let second = format!("127.0.0.1:{}", secondary.port());
+    gateway.wait_log("connected to the secondary", |log| {
+        log.contains(&format!("broker 1: connected to endpoint 2/2 {second}"))
+    });
+    let log = gateway.log();
+    for line in [
+        format!("broker 1: trying endpoint 1/2 {primary}"),
+        format!("broker 1: endpoint 1/2 {primary} failed: connection refused"),
+        format!("broker 1: trying endpoint 2/2 {second}"),
+    ] {
+        assert!(log.contains(&line), "log lacks {line:?}:\n{log}");
+    }
+
+    let primary_broker = Mosquitto::start_on_port(primary_port);
+    gateway.wait_log("moved back to the primary", |log| {
+        log.contains(&format!(
+            "broker 1: primary endpoint {primary} answers again; moving back from endpoint 2/2 {second}"
+        )) && log.contains(&format!("broker 1: connected to endpoint 1/2 {primary}"))
+            && log.matches("connected, subscribed").count() >= 2
+    });
+    publish(primary_broker.port(), "t/p", "via-primary", 3);
+    // The status file is refreshed every second.
+    wait_until("3 records from the primary, in the status", WAIT, || {
+        let status = gateway.status();
+        status["brokers"][0]["spooled"] == 3 && status["brokers"][0]["received"] == 3
+    });
+    let status = gateway.status();
+    assert_eq!(
+        status["brokers"][0]["endpoint"],
+        primary.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["brokers"][0]["endpoint_index"], 1);
+    assert_eq!(status["brokers"][0]["endpoint_count"], 2);
+    assert_eq!(status["brokers"][0]["state"], "connected");
+}

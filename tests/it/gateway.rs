@@ -49,7 +49,7 @@ impl Gateway {
                  [spool]\npath = \"{}\"\n{spool_keys}\n\
                  [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nmax_backoff = \"1s\"\n\
                  [database]\nurl = \"{}\"\n\
-                 [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\n",
+                 [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nprimary_recheck = \"1s\"\n",
                 spool.display(),
                 endpoint,
                 db.url()
@@ -120,7 +120,7 @@ fn gateway_command() -> Command {
     }
 }
 
-fn status_json(config: &Path) -> Value {
+pub(crate) fn status_json(config: &Path) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
         .args(["status", "--json", "--config"])
         .arg(config)

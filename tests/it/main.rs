@@ -24,6 +24,9 @@ mod sessions;
 // The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
 mod gateway;
 
+// The operator's options as the real binary: check, the status table and command, sealed passwords.
+mod gateway_options;
+
 // The password-key commands as the real binary: new-key, encrypt-password.
 mod cli_sealed;
 

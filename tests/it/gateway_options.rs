@@ -1,0 +1,545 @@
+//! The real binary's operator-facing options end to end: `check` (every failure
+//! kind a config can meet), the session status in PostgreSQL and `status`, and
+//! sealed broker passwords with the right and the wrong key.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::gateway::{status_json, Gateway};
+use crate::support::kinesis::KinesisLocal;
+use crate::support::mosquitto::{publish, BrokerSetup, Mosquitto};
+use crate::support::postgres::TestDb;
+use crate::support::tls::TestPki;
+use crate::support::*;
+
+/// The stream the harness's config names.
+const STREAM: &str = "e2e";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn bin() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"));
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("MKB_PASSWORD_KEY")
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "options-secret-key");
+    command
+}
+
+/// A config for `check`, in `dir/name`.
+fn check_config(dir: &TempDir, name: &str, db_url: &str, endpoint: &str, stream: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "gateway_id = \"it-gw\"\n\
+             [spool]\npath = \"{}\"\nmax_bytes = \"64MiB\"\n\
+             [kinesis]\nstream = \"{stream}\"\nregion = \"us-east-1\"\nendpoint = \"{endpoint}\"\nrequest_timeout = \"5s\"\n\
+             [database]\nurl = \"{db_url}\"\n",
+            dir.join("spool.db").display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+/// `check --config FILE [--json]`: exit code, stdout, stderr.
+fn run_check(config: &Path, json: bool) -> (Option<i32>, String, String) {
+    let mut command = bin();
+    command.arg("check").arg("--config").arg(config);
+    if json {
+        command.arg("--json");
+    }
+    let output = command.output().expect("run check");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `check --json`, parsed, with its exit code.
+fn check_json(config: &Path) -> (Option<i32>, Value) {
+    let (code, stdout, stderr) = run_check(config, true);
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|error| {
+        panic!("check --json printed no JSON ({error}):\n{stdout}\nstderr:\n{stderr}")
+    });
+    (code, report)
+}
+
+/// The report's checks of `area`: target → kind (`None` when it passed).
+fn kinds(report: &Value, area: &str) -> BTreeMap<String, Option<String>> {
+    report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|check| check["area"] == area)
+        .map(|check| {
+            let target = check["target"].as_str().expect("target").to_owned();
+            let kind = check["kind"].as_str().map(str::to_owned);
+            assert_eq!(
+                check["ok"].as_bool(),
+                Some(kind.is_none()),
+                "ok and kind disagree: {check}"
+            );
+            (target, kind)
+        })
+        .collect()
+}
+
+/// Issue: `check` names each failure kind per endpoint, exits 1 on any failure and 0 on none.
+#[test]
+fn check_reports_each_failure_kind() {
+    let dir = TempDir::new("options-check");
+    let pki_dir = TempDir::new("options-check-pki");
+    let pki = TestPki::new(pki_dir.path());
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let good = Mosquitto::start();
+    let tls = Mosquitto::start_with(BrokerSetup {
+        tls: Some(pki.tls_listener(false)),
+        ..BrokerSetup::default()
+    });
+    let locked = Mosquitto::start_with_password("gw", "right-password");
+    let dead = free_port();
+    let dead_primary = free_port();
+
+    db.add_broker(1, good.port());
+    db.add_broker(2, dead);
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, status) \
+         VALUES (3, 'no-such-host.invalid', 1883, TRUE);\
+         INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, use_tls, ca_cert, status) \
+         VALUES (4, '127.0.0.1', {}, TRUE, '{}', TRUE);\
+         INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, mqtt_username, mqtt_password, status) \
+         VALUES (5, '127.0.0.1', {}, 'gw', 'wrong-password', TRUE);\
+         INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, mqtt_failover, status) \
+         VALUES (6, '127.0.0.1', {dead_primary}, '127.0.0.1:{}', TRUE);",
+        tls.tls_port(),
+        pki.other_ca_pem().display(),
+        locked.port(),
+        good.port(),
+    ));
+    db.add_topic(None, "chk/#", 1);
+
+    let config = check_config(&dir, "check.toml", &db.url(), &kinesis.endpoint(), STREAM);
+    let (code, report) = check_json(&config);
+    let expected: BTreeMap<String, Option<String>> = [
+        (
+            format!("broker 1 endpoint 1/1 127.0.0.1:{}", good.port()),
+            None,
+        ),
+        (
+            format!("broker 2 endpoint 1/1 127.0.0.1:{dead}"),
+            Some("refused"),
+        ),
+        (
+            "broker 3 endpoint 1/1 no-such-host.invalid:1883".to_owned(),
+            Some("dns"),
+        ),
+        (
+            format!("broker 4 endpoint 1/1 127.0.0.1:{}", tls.tls_port()),
+            Some("tls"),
+        ),
+        (
+            format!("broker 5 endpoint 1/1 127.0.0.1:{}", locked.port()),
+            Some("auth"),
+        ),
+        (
+            format!("broker 6 endpoint 1/2 127.0.0.1:{dead_primary}"),
+            Some("refused"),
+        ),
+        (
+            format!("broker 6 endpoint 2/2 127.0.0.1:{}", good.port()),
+            None,
+        ),
+    ]
+    .into_iter()
+    .map(|(target, kind)| (target, kind.map(str::to_owned)))
+    .collect();
+    assert_eq!(kinds(&report, "broker"), expected, "{report:#}");
+    assert!(
+        kinds(&report, "database").values().all(Option::is_none),
+        "{report:#}"
+    );
+    assert!(
+        kinds(&report, "catalog row").is_empty(),
+        "no bad rows: {report:#}"
+    );
+    assert_eq!(
+        kinds(&report, "kinesis").into_values().collect::<Vec<_>>(),
+        vec![None],
+        "{report:#}"
+    );
+    assert_eq!(
+        kinds(&report, "spool").into_values().collect::<Vec<_>>(),
+        vec![None],
+        "{report:#}"
+    );
+    assert_eq!(report["ok"], false, "{report:#}");
+    assert_eq!(code, Some(1), "{report:#}");
+    // The probe used its own client id, not the running session's.
+    assert!(good.log().contains("as it-gw-1-check"), "{}", good.log());
+
+    // The same as text.
+    let checks = report["checks"].as_array().unwrap();
+    let n_failed = checks.iter().filter(|check| check["ok"] == false).count();
+    assert_eq!(n_failed, 5, "{report:#}");
+    let (code, text, stderr) = run_check(&config, false);
+    assert_eq!(code, Some(1), "{text}{stderr}");
+    for (target, kind) in &expected {
+        let line = text
+            .lines()
+            .find(|line| line.contains(target.as_str()))
+            .unwrap_or_else(|| panic!("no line for {target}:\n{text}"));
+        match kind {
+            Some(kind) => assert!(line.contains(&format!("FAIL {kind}")), "{line}"),
+            None => assert!(line.contains(" ok ") && !line.contains("FAIL"), "{line}"),
+        }
+    }
+    for kind in ["FAIL refused", "FAIL dns", "FAIL tls", "FAIL auth"] {
+        assert!(text.contains(kind), "{kind} missing:\n{text}");
+    }
+    assert!(
+        text.contains(&format!("{n_failed} of {} checks failed", checks.len())),
+        "{text}"
+    );
+
+    // Only the good broker active: everything passes.
+    db.execute("UPDATE iot_data.mqtt_broker SET status = FALSE WHERE mqtt_id <> 1");
+    let (code, report) = check_json(&config);
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        kinds(&report, "broker").into_keys().collect::<Vec<_>>(),
+        vec![format!("broker 1 endpoint 1/1 127.0.0.1:{}", good.port())],
+    );
+    let (code, text, _) = run_check(&config, false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("checks passed") && !text.contains("FAIL"),
+        "{text}"
+    );
+
+    // A stream that does not exist.
+    let config = check_config(
+        &dir,
+        "no-stream.toml",
+        &db.url(),
+        &kinesis.endpoint(),
+        "no-such-stream",
+    );
+    let (code, report) = check_json(&config);
+    assert_eq!(
+        kinds(&report, "kinesis").into_values().collect::<Vec<_>>(),
+        vec![Some("not_found".to_owned())],
+        "{report:#}"
+    );
+    assert_eq!(report["ok"], false);
+    assert_eq!(code, Some(1), "{report:#}");
+
+    // A database nobody listens for.
+    let closed = format!("postgres://postgres@127.0.0.1:{}/x", free_port());
+    let config = check_config(&dir, "no-db.toml", &closed, &kinesis.endpoint(), STREAM);
+    let (code, report) = check_json(&config);
+    let database = kinds(&report, "database");
+    assert!(
+        database
+            .values()
+            .any(|kind| kind.as_deref() == Some("unreachable")),
+        "{report:#}"
+    );
+    assert_eq!(
+        kinds(&report, "kinesis").into_values().collect::<Vec<_>>(),
+        vec![None],
+        "{report:#}"
+    );
+    assert_eq!(code, Some(1), "{report:#}");
+}
+
+/// One gateway's rows in `iot_data.mqtt_connection_status`:
+/// `(mqtt_id, connected, endpoint, subscribed_topics, messages_received)`.
+type StatusRow = (i32, bool, Option<String>, i32, i64);
+
+fn status_rows(db: &TestDb) -> Vec<StatusRow> {
+    db.client()
+        .query(
+            "SELECT mqtt_id, connected, endpoint, subscribed_topics, messages_received \
+             FROM iot_data.mqtt_connection_status WHERE gateway_id = 'it-gw' ORDER BY mqtt_id",
+            &[],
+        )
+        .expect("read the status table")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect()
+}
+
+fn row_connected(row: &StatusRow, port: u16) -> bool {
+    row.1 && row.2.as_deref() == Some(format!("127.0.0.1:{port}").as_str()) && row.3 >= 1
+}
+
+/// The `brokers[]` entry of `broker_id` in `status --json`.
+fn status_broker(status: &Value, broker_id: i64) -> Option<Value> {
+    status["brokers"]
+        .as_array()?
+        .iter()
+        .find(|broker| broker["broker_id"] == broker_id)
+        .cloned()
+}
+
+/// How often the broker logged client `id` going away.
+fn n_disconnects(broker: &Mosquitto, id: &str) -> usize {
+    let log = broker.log();
+    log.matches(&format!("Client {id} disconnected")).count()
+        + log
+            .matches(&format!("Client {id} closed its connection"))
+            .count()
+}
+
+/// Issue: the session status reaches PostgreSQL and `status`; `status = FALSE` disconnects.
+#[test]
+fn status_rows_reach_postgres_and_status_false_disconnects() {
+    let dir = TempDir::new("options-status");
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let brokers = [Mosquitto::start(), Mosquitto::start()];
+    let ports = [brokers[0].port(), brokers[1].port()];
+    db.add_broker(1, ports[0]);
+    db.add_broker(2, ports[1]);
+    db.add_topic(None, "st/#", 1);
+    let gateway = Gateway::start_with_env(
+        &dir,
+        &db,
+        &kinesis.endpoint(),
+        "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"",
+        &[],
+    );
+    let log = || gateway.log();
+
+    wait_until("both status rows connected", WAIT, || {
+        let rows = status_rows(&db);
+        rows.len() == 2
+            && rows[0].0 == 1
+            && row_connected(&rows[0], ports[0])
+            && rows[1].0 == 2
+            && row_connected(&rows[1], ports[1])
+    });
+
+    publish(ports[0], "st/a", "one", 5);
+    publish(ports[1], "st/b", "two", 3);
+    wait_until(
+        "messages_received 5 and 3 in the status table",
+        WAIT,
+        || {
+            let rows = status_rows(&db);
+            rows.len() == 2 && rows[0].4 == 5 && rows[1].4 == 3
+        },
+    );
+
+    // `status --json` while it runs.
+    wait_until("status --json: both brokers connected", WAIT, || {
+        let status = gateway.status();
+        status["gateway"]["running"] == true
+            && (1..=2).all(|id| {
+                status_broker(&status, id).is_some_and(|broker| {
+                    broker["state"] == "connected"
+                        && broker["endpoint"]
+                            == format!("127.0.0.1:{}", ports[id as usize - 1]).as_str()
+                })
+            })
+    });
+    let status = gateway.status();
+    assert_eq!(
+        status_broker(&status, 1).unwrap()["received"],
+        5,
+        "{status:#}"
+    );
+    assert_eq!(
+        status_broker(&status, 2).unwrap()["received"],
+        3,
+        "{status:#}"
+    );
+
+    // Broker 2 deactivated: the session ends and its row goes.
+    let disconnects_before = n_disconnects(&brokers[1], "it-gw-2");
+    db.execute("UPDATE iot_data.mqtt_broker SET status = FALSE WHERE mqtt_id = 2");
+    wait_until("the log says broker 2 removed", WAIT, || {
+        log().contains("broker 2 removed")
+    });
+    wait_until("Mosquitto 2 saw it-gw-2 disconnect", WAIT, || {
+        n_disconnects(&brokers[1], "it-gw-2") > disconnects_before
+    });
+    wait_until("broker 2's status row deleted", WAIT, || {
+        let rows = status_rows(&db);
+        rows.len() == 1 && rows[0].0 == 1 && row_connected(&rows[0], ports[0])
+    });
+    wait_until("status --json: broker 2 gone", WAIT, || {
+        let status = gateway.status();
+        status_broker(&status, 2).is_none_or(|broker| broker["state"] == "inactive")
+            && status_broker(&status, 1).is_some_and(|broker| broker["state"] == "connected")
+    });
+    let connects_before = brokers[1].log().matches("as it-gw-2").count();
+
+    // Back on: the session reconnects and the row returns.
+    db.execute("UPDATE iot_data.mqtt_broker SET status = TRUE WHERE mqtt_id = 2");
+    wait_until("broker 2 connected again in the status table", WAIT, || {
+        let rows = status_rows(&db);
+        rows.len() == 2 && row_connected(&rows[1], ports[1])
+    });
+    assert!(
+        brokers[1].log().matches("as it-gw-2").count() > connects_before,
+        "Mosquitto 2 saw no new connection from it-gw-2"
+    );
+
+    let log_before = log();
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log_before}");
+    let status = status_json(&dir.join("gateway.toml"));
+    assert_eq!(status["gateway"]["running"], false, "{status:#}");
+    assert!(
+        status["brokers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|broker| broker["state"] == "not running"),
+        "{status:#}"
+    );
+}
+
+/// Runs the binary with `args`, `stdin` fed in and `MKB_PASSWORD_KEY` = `key` if given; its stdout line.
+fn run_line(args: &[&str], key: Option<&str>, stdin: &str) -> String {
+    let mut command = bin();
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(key) = key {
+        command.env("MKB_PASSWORD_KEY", key);
+    }
+    let mut child = command.spawn().expect("start the binary");
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let output = child.wait_with_output().expect("wait for the binary");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// Publishes `n` QoS 1 messages `{tag}-{i}` as `user` with `mosquitto_pub -l`.
+fn publish_as(port: u16, user: &str, password: &str, topic: &str, tag: &str, n: usize) {
+    let mut publisher = Command::new("mosquitto_pub")
+        .args(["-p", &port.to_string(), "-u", user, "-P", password])
+        .args(["-t", topic, "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start mosquitto_pub");
+    let mut lines = publisher.stdin.take().expect("mosquitto_pub stdin");
+    for i in 0..n {
+        writeln!(lines, "{tag}-{i}").expect("write to mosquitto_pub");
+    }
+    drop(lines);
+    let status = publisher.wait().expect("wait for mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub on port {port}: {status}");
+}
+
+/// Issue: `enc:v1:` passwords open with the gateway's key; one sealed with
+/// another key skips only its broker, and no plaintext is logged or stored.
+#[test]
+fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
+    const PASSWORD_1: &str = "plain-Broker1-pw-7f3a";
+    const PASSWORD_2: &str = "plain-Broker2-pw-9c1e";
+    let dir = TempDir::new("options-sealed");
+    let db = TestDb::new();
+    let kinesis = KinesisLocal::start(STREAM);
+    let broker = Mosquitto::start_with_password("gw", PASSWORD_1);
+
+    let key = run_line(&["new-key"], None, "");
+    let other_key = run_line(&["new-key"], None, "");
+    assert_ne!(key, other_key);
+    let sealed_1 = run_line(
+        &["encrypt-password"],
+        Some(&key),
+        &format!("{PASSWORD_1}\n"),
+    );
+    let sealed_2 = run_line(
+        &["encrypt-password"],
+        Some(&other_key),
+        &format!("{PASSWORD_2}\n"),
+    );
+    for sealed in [&sealed_1, &sealed_2] {
+        assert!(sealed.starts_with("enc:v1:"), "{sealed}");
+    }
+    assert!(!sealed_1.contains(PASSWORD_1));
+    for (mqtt_id, sealed) in [(1, &sealed_1), (2, &sealed_2)] {
+        db.execute(&format!(
+            "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, mqtt_username, mqtt_password, status) \
+             VALUES ({mqtt_id}, '127.0.0.1', {}, 'gw', '{sealed}', TRUE)",
+            broker.port()
+        ));
+    }
+    db.add_topic(None, "sealed/#", 1);
+
+    let gateway = Gateway::start_with_env(
+        &dir,
+        &db,
+        &kinesis.endpoint(),
+        "max_bytes = \"64MiB\"",
+        &[("MKB_PASSWORD_KEY", key.clone())],
+    );
+    wait_until("status --json: broker 1 connected", WAIT, || {
+        status_broker(&gateway.status(), 1).is_some_and(|broker| broker["state"] == "connected")
+    });
+    let n = 10;
+    publish_as(broker.port(), "gw", PASSWORD_1, "sealed/a", "s", n);
+    wait_until("broker 1's messages spooled and delivered", WAIT, || {
+        let status = gateway.status();
+        status_broker(&status, 1).is_some_and(|broker| {
+            broker["received"] == n && broker["spooled"] == n && broker["delivered"] == n
+        })
+    });
+    wait_until("the log names mqtt_id=2 with the wrong key", WAIT, || {
+        gateway
+            .log()
+            .lines()
+            .any(|line| line.contains("mqtt_id=2") && line.contains("wrong key"))
+    });
+    let status = gateway.status();
+    assert!(status_broker(&status, 2).is_none(), "{status:#}");
+    assert!(
+        !broker.log().contains("as it-gw-2"),
+        "broker 2 connected:\n{}",
+        broker.log()
+    );
+
+    let snapshot = dir.join("catalog-snapshot.db");
+    wait_until("the catalog snapshot written", WAIT, || snapshot.exists());
+    let mode = std::fs::metadata(&snapshot).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "snapshot mode {mode:o}");
+    let bytes = std::fs::read(&snapshot).unwrap();
+    for secret in [PASSWORD_1, PASSWORD_2, key.as_str()] {
+        assert!(
+            !bytes
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes()),
+            "the snapshot holds {secret:?} in clear"
+        );
+    }
+
+    let log = gateway.log();
+    for secret in [PASSWORD_1, PASSWORD_2, key.as_str(), other_key.as_str()] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
