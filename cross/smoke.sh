@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of one built binary, natively or under qemu-user:
 #   bash cross/smoke.sh dist/mqtt-kinesis-bridge-aarch64-unknown-linux-gnu qemu-aarch64 -L /usr/aarch64-linux-gnu
-# Checks --version and --help, that a bad config exits 2, and that `run` opens
-# and migrates a new spool, stops cleanly on SIGTERM, and `status` reads it.
+# Checks --version, --help and `check --help`, sealing a password (ring's
+# ChaCha20-Poly1305 on this CPU), that a bad config exits 2, that `check` reports
+# the closed database and Kinesis ports and exits 1, and that `run` opens and
+# migrates a new spool, stops cleanly on SIGTERM, and `status` reads it.
 # Needs no services: the database and Kinesis addresses point at closed ports.
 set -euo pipefail
 binary=${1:?usage: cross/smoke.sh BINARY [RUNNER ARGS...]}
@@ -29,6 +31,12 @@ version=$("${run[@]}" --version) || fail "--version exited $?"
 [[ $version == "mqtt-kinesis-bridge "* ]] || fail "--version printed: $version"
 help=$("${run[@]}" --help) || fail "--help exited $?"
 [[ $help == "usage: mqtt-kinesis-bridge run"* ]] || fail "--help printed: $help"
+check_help=$("${run[@]}" check --help) || fail "check --help exited $?"
+[[ $check_help == *"mqtt-kinesis-bridge check --config FILE"* ]] || fail "check --help printed: $check_help"
+key=$("${run[@]}" new-key) || fail "new-key exited $?"
+sealed=$(echo "smoke-password" | MKB_PASSWORD_KEY=$key "${run[@]}" encrypt-password) ||
+    fail "encrypt-password exited $?"
+[[ $sealed == enc:v1:* && $sealed != *smoke-password* ]] || fail "encrypt-password printed: $sealed"
 
 cat > "$work/gateway.toml" <<TOML
 gateway_id = "smoke"
@@ -66,6 +74,14 @@ gateway_pid=""
 [ $code -eq 0 ] || fail "SIGTERM: exit code $code, not 0"
 grep -q "stopped" "$work/gateway.log" || fail "no clean stop in the log"
 if grep -q "smoke-secret" "$work/gateway.log"; then fail "the secret key is in the log"; fi
+
+set +e
+check=$(AWS_ACCESS_KEY_ID=AKIDSMOKE AWS_SECRET_ACCESS_KEY=smoke-secret "${run[@]}" check --config "$work/gateway.toml" --json)
+code=$?
+set -e
+[ $code -eq 1 ] || fail "check with nothing reachable exited $code, not 1: $check"
+[[ $check == *'"kind":"unreachable"'* && $check == *'"area":"spool","detail":"writable'* ]] ||
+    fail "check --json: $check"
 
 status=$("${run[@]}" status --config "$work/gateway.toml" --json) || fail "status exited $?"
 [[ $status == *'"records_waiting":0'* ]] || fail "status --json: $status"

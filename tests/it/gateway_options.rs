@@ -284,6 +284,19 @@ fn row_connected(row: &StatusRow, port: u16) -> bool {
     row.1 && row.2.as_deref() == Some(format!("127.0.0.1:{port}").as_str()) && row.3 >= 1
 }
 
+/// `status --json` on the gateway in `dir`; `None` while it cannot answer yet (no spool file).
+fn status_now(dir: &TempDir) -> Option<Value> {
+    let output = bin()
+        .args(["status", "--json", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("run status");
+    if !output.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&output.stdout).expect("status --json prints JSON"))
+}
+
 /// The `brokers[]` entry of `broker_id` in `status --json`.
 fn status_broker(status: &Value, broker_id: i64) -> Option<Value> {
     status["brokers"]
@@ -344,7 +357,9 @@ fn status_rows_reach_postgres_and_status_false_disconnects() {
 
     // `status --json` while it runs.
     wait_until("status --json: both brokers connected", WAIT, || {
-        let status = gateway.status();
+        let Some(status) = status_now(&dir) else {
+            return false;
+        };
         status["gateway"]["running"] == true
             && (1..=2).all(|id| {
                 status_broker(&status, id).is_some_and(|broker| {
@@ -499,7 +514,9 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
         &[("MKB_PASSWORD_KEY", key.clone())],
     );
     wait_until("status --json: broker 1 connected", WAIT, || {
-        status_broker(&gateway.status(), 1).is_some_and(|broker| broker["state"] == "connected")
+        status_now(&dir)
+            .and_then(|status| status_broker(&status, 1))
+            .is_some_and(|broker| broker["state"] == "connected")
     });
     let n = 10;
     publish_as(broker.port(), "gw", PASSWORD_1, "sealed/a", "s", n);
