@@ -40,6 +40,17 @@ impl Gateway {
         spool_keys: &str,
         env: &[(&str, String)],
     ) -> Gateway {
+        Gateway::start_with_database(dir, &db.url(), endpoint, spool_keys, env)
+    }
+
+    /// [`Gateway::start_with_env`] with the database at `database_url` (a proxy, say).
+    pub fn start_with_database(
+        dir: &TempDir,
+        database_url: &str,
+        endpoint: &str,
+        spool_keys: &str,
+        env: &[(&str, String)],
+    ) -> Gateway {
         let spool = dir.join("spool.db");
         let config = dir.join("gateway.toml");
         std::fs::write(
@@ -52,7 +63,7 @@ impl Gateway {
                  [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nprimary_recheck = \"1s\"\n",
                 spool.display(),
                 endpoint,
-                db.url()
+                database_url
             ),
         )
         .expect("write config");

@@ -560,3 +560,53 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
     }
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
 }
+
+/// The database goes away while the gateway runs: the status file keeps counting,
+/// and the first write after the database is back brings the row up to date.
+#[test]
+fn status_rows_catch_up_after_a_database_outage() {
+    use crate::support::proxy::Proxy;
+
+    let db = TestDb::new();
+    let mosquitto = Mosquitto::start();
+    db.add_broker(1, mosquitto.port());
+    db.add_topic(Some(1), "t/#", 1);
+    let proxy = Proxy::start("127.0.0.1:5432");
+    let url = db.url().replace(":5432/", &format!(":{}/", proxy.port()));
+    let dir = TempDir::new("status-outage");
+    let gateway = Gateway::start_with_database(
+        &dir,
+        &url,
+        "http://127.0.0.1:1",
+        "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"",
+        &[],
+    );
+    wait_until("the status row, connected", WAIT, || {
+        status_rows(&db)
+            .first()
+            .is_some_and(|row| row_connected(row, mosquitto.port()))
+    });
+
+    proxy.cut();
+    gateway.wait_log("the database lost", |log| {
+        log.contains("catalog: database connection lost")
+            || log.contains("catalog: database unreachable")
+    });
+    publish(mosquitto.port(), "t/x", "offline", 4);
+    wait_until("4 received, in the status file", WAIT, || {
+        status_now(&dir).is_some_and(|status| status["brokers"][0]["received"] == 4)
+    });
+    assert_eq!(
+        status_rows(&db)[0].4,
+        0,
+        "nothing can reach the table while the database is cut off"
+    );
+
+    proxy.restore();
+    wait_until("the row caught up", WAIT, || {
+        status_rows(&db)
+            .first()
+            .is_some_and(|row| row.4 == 4 && row_connected(row, mosquitto.port()))
+    });
+    assert!(gateway.log().contains("catalog: database reachable again"));
+}
