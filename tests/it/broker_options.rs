@@ -9,7 +9,7 @@ use mqtt_kinesis_bridge::catalog::{Broker, Endpoint, TlsSettings};
 use mqtt_kinesis_bridge::secret::Secret;
 
 use crate::sessions::{broker, count, Gateway, WAIT};
-use crate::support::mosquitto::{publish, BrokerSetup, Mosquitto};
+use crate::support::mosquitto::{publish, publish_lines, BrokerSetup, Mosquitto};
 use crate::support::tls::TestPki;
 use crate::support::*;
 
@@ -126,40 +126,20 @@ fn mutual_tls_with_a_password_needs_the_client_certificate() {
             gateway.status(id).is_some_and(|s| s.last_error.is_some())
         });
     }
-    publish_with_login(mosquitto.port(), ("gateway", "s3cret"), "t/m", "mtls", 4);
+    publish_lines(
+        mosquitto.port(),
+        1,
+        Some(("gateway", "s3cret")),
+        "t/m",
+        "mtls",
+        4,
+    );
     gateway.wait_records(1, "mtls", 4);
     for id in [2, 3] {
         let status = gateway.status(id).expect("status");
         assert_eq!(status.n_connects, 0, "broker {id} must never be admitted");
     }
     gateway.stop();
-}
-
-/// `n` QoS 1 messages `{tag}-{i}` through `mosquitto_pub`, logged in as `login`.
-fn publish_with_login(port: u16, login: (&str, &str), topic: &str, tag: &str, n: usize) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("timeout")
-        .args(["20", "mosquitto_pub", "-h", "127.0.0.1", "-q", "1", "-l"])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-            "-u",
-            login.0,
-            "-P",
-            login.1,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("start mosquitto_pub");
-    let mut stdin = child.stdin.take().expect("stdin");
-    for i in 0..n {
-        writeln!(stdin, "{tag}-{i}").expect("write a message");
-    }
-    drop(stdin);
-    let status = child.wait().expect("wait for mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub with a login: {status}");
 }
 
 #[test]

@@ -655,19 +655,7 @@ fn full_spool_with_backpressure_loses_nothing() {
 /// Debian 12's broker: queued QoS 2 messages past its 20 in flight are never sent
 /// to any subscriber, mosquitto_sub included; fixed upstream in 2.0.13.)
 fn publish_qos2(port: u16, topic: &str, tag: &str, n: usize) {
-    use std::io::Write;
-    let mut publisher = std::process::Command::new("mosquitto_pub")
-        .args(["-p", &port.to_string(), "-t", topic, "-q", "2", "-l"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("start mosquitto_pub");
-    let mut lines = publisher.stdin.take().expect("mosquitto_pub stdin");
-    for i in 0..n {
-        writeln!(lines, "{tag}-{i}").expect("write to mosquitto_pub");
-    }
-    drop(lines);
-    let status = publisher.wait().expect("wait for mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub on port {port}: {status}");
+    crate::support::mosquitto::publish_lines(port, 2, None, topic, tag, n);
 }
 
 /// Issue 4: QoS 2 subscriptions: PUBREC goes out after the commit, the broker's

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::gateway::{status_json, Gateway};
 use crate::support::kinesis::KinesisLocal;
-use crate::support::mosquitto::{publish, BrokerSetup, Mosquitto};
+use crate::support::mosquitto::{publish, publish_lines, BrokerSetup, Mosquitto};
 use crate::support::postgres::TestDb;
 use crate::support::tls::TestPki;
 use crate::support::*;
@@ -452,23 +452,6 @@ fn run_line(args: &[&str], key: Option<&str>, stdin: &str) -> String {
         .to_owned()
 }
 
-/// Publishes `n` QoS 1 messages `{tag}-{i}` as `user` with `mosquitto_pub -l`.
-fn publish_as(port: u16, user: &str, password: &str, topic: &str, tag: &str, n: usize) {
-    let mut publisher = Command::new("mosquitto_pub")
-        .args(["-p", &port.to_string(), "-u", user, "-P", password])
-        .args(["-t", topic, "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("start mosquitto_pub");
-    let mut lines = publisher.stdin.take().expect("mosquitto_pub stdin");
-    for i in 0..n {
-        writeln!(lines, "{tag}-{i}").expect("write to mosquitto_pub");
-    }
-    drop(lines);
-    let status = publisher.wait().expect("wait for mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub on port {port}: {status}");
-}
-
 /// Issue: `enc:v1:` passwords open with the gateway's key; one sealed with
 /// another key skips only its broker, and no plaintext is logged or stored.
 #[test]
@@ -519,7 +502,14 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
             .is_some_and(|broker| broker["state"] == "connected")
     });
     let n = 10;
-    publish_as(broker.port(), "gw", PASSWORD_1, "sealed/a", "s", n);
+    publish_lines(
+        broker.port(),
+        1,
+        Some(("gw", PASSWORD_1)),
+        "sealed/a",
+        "s",
+        n,
+    );
     wait_until("broker 1's messages spooled and delivered", WAIT, || {
         let status = gateway.status();
         status_broker(&status, 1).is_some_and(|broker| {

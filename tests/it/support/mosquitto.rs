@@ -278,3 +278,35 @@ pub fn publish(port: u16, topic: &str, tag: &str, n: usize) {
         }
     }
 }
+
+/// Publishes `n` messages `{tag}-{i}` at `qos` with `mosquitto_pub -l` (one
+/// connection, one message a line), logged in as `login` if given; returns once
+/// the broker has taken them all. For QoS 2 and logins, which [`publish`] does not do.
+pub fn publish_lines(
+    port: u16,
+    qos: u8,
+    login: Option<(&str, &str)>,
+    topic: &str,
+    tag: &str,
+    n: usize,
+) {
+    use std::io::Write;
+    let mut command = Command::new("timeout");
+    command
+        .args(["30", "mosquitto_pub", "-h", "127.0.0.1", "-l"])
+        .args(["-p", &port.to_string(), "-t", topic, "-q", &qos.to_string()]);
+    if let Some((user, password)) = login {
+        command.args(["-u", user, "-P", password]);
+    }
+    let mut publisher = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start mosquitto_pub");
+    let mut lines = publisher.stdin.take().expect("mosquitto_pub stdin");
+    for i in 0..n {
+        writeln!(lines, "{tag}-{i}").expect("write to mosquitto_pub");
+    }
+    drop(lines);
+    let status = publisher.wait().expect("wait for mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub on port {port}: {status}");
+}
