@@ -134,7 +134,19 @@ pub async fn run(session: &mut Session) {
     let settings = match session.connect_settings() {
         Ok(settings) => settings,
         Err(message) => {
-            log::error!(
+            // Logged once; the retries (after each pause) only at debug.
+            let repeated = session
+                .status
+                .get(session.broker.id)
+                .and_then(|status| status.last_error)
+                .is_some_and(|last| last == message);
+            let level = if repeated {
+                log::Level::Debug
+            } else {
+                log::Level::Error
+            };
+            log::log!(
+                level,
                 "broker {}: {message}; fix the broker row; retrying in {:?}",
                 session.broker.id,
                 session.config.max_backoff
@@ -167,7 +179,7 @@ pub async fn run(session: &mut Session) {
                     break;
                 }
                 let delay = link.on_error(&error, session);
-                if !wait_backoff(delay, &mut link, session).await {
+                if !pause(session, delay).await {
                     break;
                 }
                 // rumqttc reconnects with these options at the next poll.
@@ -331,30 +343,8 @@ fn primary_probe(session: &Session, settings: &ConnectSettings) -> PrimaryProbe 
     })
 }
 
-/// Waits `delay` before the next connection attempt, handling commands. False: stop.
-async fn wait_backoff(delay: Duration, link: &mut Link, session: &mut Session) -> bool {
-    let deadline = Instant::now() + delay;
-    loop {
-        if !session.running {
-            return false;
-        }
-        let command = async { Some(session.commands.recv().await.ok()) };
-        let timer = async {
-            async_io::Timer::at(deadline).await;
-            None
-        };
-        match command.or(timer).await {
-            None => return true,
-            Some(command) => {
-                if link.on_command(command, session) == Flow::Done {
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-/// Waits `delay` with no connection (after a crash), still taking commands.
+/// Waits `delay` with no connection (before the next attempt, or after a
+/// crash), still taking commands: topic updates apply to the next CONNACK.
 /// False: told to stop.
 pub async fn pause(session: &mut Session, delay: Duration) -> bool {
     let deadline = Instant::now() + delay;

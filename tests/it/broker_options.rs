@@ -56,6 +56,13 @@ fn tls_brokers_deliver_and_a_wrong_ca_fails_only_its_broker() {
         ),
         // No verification at all (test benches).
         tls_broker(4, &mosquitto, "127.0.0.1", insecure),
+        // A CA file that is not there: that broker's row is wrong, nobody else's.
+        tls_broker(
+            5,
+            &mosquitto,
+            "127.0.0.1",
+            tls(Some("/nonexistent/ca.pem".into())),
+        ),
     ]);
     for id in [1, 2, 4] {
         gateway.wait_subscribed(id, 1);
@@ -65,6 +72,12 @@ fn tls_brokers_deliver_and_a_wrong_ca_fails_only_its_broker() {
             .status(3)
             .and_then(|s| s.last_error)
             .is_some_and(|e| e.starts_with("tls:"))
+    });
+    wait_until("broker 5 naming its unreadable ca_cert", WAIT, || {
+        gateway
+            .status(5)
+            .and_then(|s| s.last_error)
+            .is_some_and(|e| e.starts_with("ca_cert: cannot read /nonexistent/ca.pem"))
     });
     let failing = gateway.status(3).expect("status of broker 3");
     assert!(!failing.connected && failing.n_connects == 0);
