@@ -308,3 +308,24 @@ fn failover_steps_are_logged_and_the_gateway_moves_back() {
     assert_eq!(status["brokers"][0]["endpoint_count"], 2);
     assert_eq!(status["brokers"][0]["state"], "connected");
 }
+
+/// The row's client id (with `{gateway_id}` filled in), keep-alive and clean
+/// session reach the broker's CONNECT, as Mosquitto logs it: `as ID (p2, cN, kN)`.
+#[test]
+fn client_id_keep_alive_and_clean_session_reach_the_broker() {
+    let mosquitto = Mosquitto::start();
+    let mut custom = broker(1, mosquitto.port(), &["t/#"]);
+    custom.client_id = Some("{gateway_id}-line-4".into());
+    custom.keep_alive = Some(std::time::Duration::from_secs(17));
+    custom.clean_session = true;
+    let defaults = broker(2, mosquitto.port(), &["t/#"]);
+    let gateway = Gateway::start_as("client-options", "gw-7");
+    gateway.send(vec![custom, defaults]);
+    gateway.wait_subscribed(1, 1);
+    gateway.wait_subscribed(2, 1);
+    let log = mosquitto.log();
+    assert!(log.contains("as gw-7-line-4 (p2, c1, k17)"), "{log}");
+    // The defaults: `{gateway_id}-{mqtt_id}`, a persistent session, mqtt.keep_alive (5s here).
+    assert!(log.contains("as gw-7-2 (p2, c0, k5)"), "{log}");
+    gateway.stop();
+}
