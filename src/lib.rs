@@ -118,13 +118,14 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
                 .detach();
         }
     }
-    let status_file = executor.spawn(live_status::keep_file(
+    let status_file = live_status::start(
         config.status.file.clone(),
         config.gateway_id.clone(),
         board.clone(),
         config.spool.path.clone(),
         shutdown.clone(),
-    ));
+    )
+    .map_err(RunError::Thread)?;
     let sessions = sessions::run_with_status(
         Arc::clone(&executor),
         catalogs,
@@ -139,7 +140,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     // Sessions end on shutdown (or if the catalog thread died): either way, stop.
     shutdown.request();
     // Its last write says the gateway stopped.
-    smol::block_on(executor.run(status_file));
+    join("status file", status_file);
     if let Some(notifier) = &notifier {
         notifier.notify("STOPPING=1");
     }

@@ -6,7 +6,8 @@
 //! The file is rewritten when something changes and at least every
 //! [`REWRITE_EVERY`], so `status` can tell a live gateway from a dead one by
 //! its `written_at_ms`. It is replaced by rename and never fsynced: it
-//! describes the moment, and a power cut loses nothing worth keeping.
+//! describes the moment, and a power cut loses nothing worth keeping. Its own
+//! thread does the file and spool IO, so the executor never blocks on it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -50,8 +51,21 @@ pub fn broker_json(id: BrokerId, status: &SessionStatus) -> Value {
     })
 }
 
-/// Keeps the status file current until shutdown; then marks it stopped.
-pub async fn keep_file(
+/// Starts the thread that keeps the status file current until shutdown; its
+/// last write marks the gateway stopped.
+pub fn start(
+    path: PathBuf,
+    gateway_id: String,
+    board: StatusBoard,
+    spool_path: PathBuf,
+    shutdown: Shutdown,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("status-file".into())
+        .spawn(move || keep_file(path, gateway_id, board, spool_path, shutdown))
+}
+
+fn keep_file(
     path: PathBuf,
     gateway_id: String,
     board: StatusBoard,
@@ -104,10 +118,7 @@ pub async fn keep_file(
         if stopping {
             return;
         }
-        let tick = async {
-            async_io::Timer::after(TICK).await;
-        };
-        futures_lite::FutureExt::or(tick, shutdown.wait()).await;
+        shutdown.wait_timeout(TICK);
     }
 }
 
