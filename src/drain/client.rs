@@ -50,28 +50,47 @@ impl Client {
         credentials: &Credentials,
     ) -> Result<Outcome, RequestFailure> {
         let body = put_records::request_body(&self.stream, entries);
-        let headers = sign::put_records_headers(
+        let (status, response_body) =
+            self.call(put_records::TARGET, body, credentials)
+                .map_err(|error| match error {
+                    CallError::Unexpected(detail) => RequestFailure {
+                        kind: FailureKind::Unexpected,
+                        detail,
+                    },
+                    CallError::Unavailable(detail) => RequestFailure {
+                        kind: FailureKind::Unavailable,
+                        detail,
+                    },
+                })?;
+        let sent: Vec<i64> = entries.iter().map(|entry| entry.id).collect();
+        put_records::parse_response(status, &response_body, &sent)
+    }
+
+    /// POSTs `body` as the Kinesis action `target`, signed now: the answer's status and body.
+    fn call(
+        &self,
+        target: &str,
+        body: Vec<u8>,
+        credentials: &Credentials,
+    ) -> Result<(u16, Vec<u8>), CallError> {
+        let headers = sign::action_headers(
+            target,
             &self.url,
             &body,
             credentials,
             &self.region,
             SystemTime::now(),
         )
-        .map_err(|error| RequestFailure {
-            kind: FailureKind::Unexpected,
-            detail: error.to_string(),
-        })?;
+        .map_err(|error| CallError::Unexpected(error.to_string()))?;
         let mut request = http::Request::post(&self.url);
         for (name, value) in &headers {
             request = request.header(name, value);
         }
-        let request = request.body(body).map_err(|error| RequestFailure {
-            kind: FailureKind::Unexpected,
-            detail: format!("cannot build request: {error}"),
-        })?;
-        let unavailable = |error: ureq::Error| RequestFailure {
-            kind: FailureKind::Unavailable,
-            detail: format!("no response from {}: {error}", self.url),
+        let request = request
+            .body(body)
+            .map_err(|error| CallError::Unexpected(format!("cannot build request: {error}")))?;
+        let unavailable = |error: ureq::Error| {
+            CallError::Unavailable(format!("no response from {}: {error}", self.url))
         };
         let mut response = self.agent.run(request).map_err(unavailable)?;
         let status = response.status().as_u16();
@@ -81,9 +100,16 @@ impl Client {
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
             .map_err(unavailable)?;
-        let sent: Vec<i64> = entries.iter().map(|entry| entry.id).collect();
-        put_records::parse_response(status, &response_body, &sent)
+        Ok((status, response_body))
     }
+}
+
+/// Why [`Client::call`] got no answer to parse.
+enum CallError {
+    /// The request could not be signed or built (a bug or a bad endpoint URL).
+    Unexpected(String),
+    /// No (complete) response: network, TLS, timeout.
+    Unavailable(String),
 }
 
 /// `X-Amz-Target` of DescribeStreamSummary.
@@ -116,85 +142,105 @@ impl Client {
         let body = serde_json::json!({ "StreamName": self.stream })
             .to_string()
             .into_bytes();
-        let headers = [
-            ("content-type", put_records::CONTENT_TYPE),
-            ("x-amz-target", DESCRIBE_STREAM_SUMMARY),
-        ];
-        let mut signed: Vec<(String, String)> = headers
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        signed.extend(
-            sign::sign(
-                "POST",
-                &self.url,
-                &headers,
-                &body,
-                credentials,
-                &self.region,
-                sign::SERVICE,
-                SystemTime::now(),
-            )
-            .map_err(|error| failure("error", error.to_string()))?,
+        let (status, response_body) = self
+            .call(DESCRIBE_STREAM_SUMMARY, body, credentials)
+            .map_err(|error| match error {
+                CallError::Unexpected(detail) => failure("error", detail),
+                CallError::Unavailable(detail) => failure("unreachable", detail),
+            })?;
+        describe_answer(status, &response_body)
+    }
+}
+
+/// Pure: DescribeStreamSummary's answer → the summary, or what kind of failure it says.
+fn describe_answer(status: u16, body: &[u8]) -> Result<StreamSummary, DescribeFailure> {
+    let failure = |kind, detail: String| DescribeFailure { kind, detail };
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if status == 200 {
+        let summary = &json["StreamDescriptionSummary"];
+        return Ok(StreamSummary {
+            status: summary["StreamStatus"].as_str().unwrap_or("?").to_owned(),
+            open_shards: summary["OpenShardCount"].as_u64().unwrap_or(0),
+        });
+    }
+    // `__type` is `com.amazonaws...#Name` or `Name`.
+    let error_type = json["__type"]
+        .as_str()
+        .unwrap_or_default()
+        .rsplit('#')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let message = json["message"]
+        .as_str()
+        .or_else(|| json["Message"].as_str())
+        .unwrap_or_default();
+    let kind = match error_type.as_str() {
+        "ResourceNotFoundException" => "not_found",
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "AccessDeniedException"
+        | "ExpiredTokenException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken" => "auth",
+        "LimitExceededException" | "ThrottlingException" => "throttled",
+        _ if status == 403 => "auth",
+        _ => "error",
+    };
+    Err(failure(
+        kind,
+        format!("HTTP {status} {error_type}: {message}")
+            .trim_end_matches(": ")
+            .to_owned(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_answer;
+
+    #[test]
+    fn describe_answers_map_to_check_kinds() {
+        let summary = describe_answer(
+            200,
+            br#"{"StreamDescriptionSummary":{"StreamName":"s","StreamStatus":"ACTIVE","OpenShardCount":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (summary.status.as_str(), summary.open_shards),
+            ("ACTIVE", 2)
         );
-        let mut request = http::Request::post(&self.url);
-        for (name, value) in &signed {
-            request = request.header(name, value);
+        for (status, body, kind) in [
+            (
+                400,
+                r#"{"__type":"com.amazonaws.kinesis.v20131202#ResourceNotFoundException","message":"Stream s under account 1 not found."}"#,
+                "not_found",
+            ),
+            (
+                400,
+                r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
+                "auth",
+            ),
+            (
+                400,
+                r#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match"}"#,
+                "auth",
+            ),
+            (403, r#"{"Message":"User is not authorized"}"#, "auth"),
+            (
+                400,
+                r#"{"__type":"LimitExceededException","message":"Rate exceeded"}"#,
+                "throttled",
+            ),
+            (500, "not json", "error"),
+        ] {
+            let failure = describe_answer(status, body.as_bytes()).unwrap_err();
+            assert_eq!(failure.kind, kind, "{body}");
+            assert!(
+                failure.detail.starts_with(&format!("HTTP {status}")),
+                "{}",
+                failure.detail
+            );
         }
-        let request = request
-            .body(body)
-            .map_err(|error| failure("error", format!("cannot build request: {error}")))?;
-        let unreachable = |error: ureq::Error| {
-            failure(
-                "unreachable",
-                format!("no response from {}: {error}", self.url),
-            )
-        };
-        let mut response = self.agent.run(request).map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .map_err(unreachable)?;
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        if status == 200 {
-            let summary = &json["StreamDescriptionSummary"];
-            return Ok(StreamSummary {
-                status: summary["StreamStatus"].as_str().unwrap_or("?").to_owned(),
-                open_shards: summary["OpenShardCount"].as_u64().unwrap_or(0),
-            });
-        }
-        // `__type` is `com.amazonaws...#Name` or `Name`.
-        let error_type = json["__type"]
-            .as_str()
-            .unwrap_or_default()
-            .rsplit('#')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        let message = json["message"]
-            .as_str()
-            .or_else(|| json["Message"].as_str())
-            .unwrap_or_default();
-        let kind = match error_type.as_str() {
-            "ResourceNotFoundException" => "not_found",
-            "UnrecognizedClientException"
-            | "InvalidSignatureException"
-            | "AccessDeniedException"
-            | "ExpiredTokenException"
-            | "IncompleteSignature"
-            | "MissingAuthenticationToken" => "auth",
-            "LimitExceededException" | "ThrottlingException" => "throttled",
-            _ if status == 403 => "auth",
-            _ => "error",
-        };
-        Err(failure(
-            kind,
-            format!("HTTP {status} {error_type}: {message}")
-                .trim_end_matches(": ")
-                .to_owned(),
-        ))
     }
 }

@@ -37,9 +37,21 @@ pub fn put_records_headers(
     region: &str,
     time: SystemTime,
 ) -> Result<Vec<(String, String)>, SignError> {
+    action_headers(put_records::TARGET, url, body, credentials, region, time)
+}
+
+/// Every header of a POST of the Kinesis action `target` (`Kinesis_20131202.…`).
+pub fn action_headers(
+    target: &str,
+    url: &str,
+    body: &[u8],
+    credentials: &Credentials,
+    region: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, SignError> {
     let headers = [
         ("content-type", put_records::CONTENT_TYPE),
-        ("x-amz-target", put_records::TARGET),
+        ("x-amz-target", target),
     ];
     let mut all: Vec<(String, String)> = headers
         .iter()
