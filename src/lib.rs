@@ -126,7 +126,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;
-    let sessions = sessions::run_with_status(
+    let sessions = sessions::run(
         Arc::clone(&executor),
         catalogs,
         spool.appender(),

@@ -40,25 +40,9 @@ use session::{Command, Session};
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps one session per broker in the latest catalog until shutdown, then
-/// disconnects every session and returns once none is left.
+/// disconnects every session and returns once none is left. Every session
+/// reports its state into `status` (the status file, the status table, tests).
 pub async fn run(
-    executor: Arc<smol::Executor<'static>>,
-    catalogs: async_channel::Receiver<Catalog>,
-    appender: Appender,
-    config: MqttConfig,
-    gateway_id: String,
-    shutdown: Shutdown,
-) {
-    let status = StatusBoard::new();
-    run_with_status(
-        executor, catalogs, appender, config, gateway_id, shutdown, status,
-    )
-    .await
-}
-
-/// [`run`], reporting every session's state into `status` (for the status
-/// command and tests).
-pub async fn run_with_status(
     executor: Arc<smol::Executor<'static>>,
     catalogs: async_channel::Receiver<Catalog>,
     appender: Appender,

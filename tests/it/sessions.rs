@@ -20,7 +20,7 @@ use crate::support::*;
 
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// `sessions::run_with_status` on its own executor thread, with a real spool.
+/// `sessions::run` on its own executor thread, with a real spool.
 pub(crate) struct Gateway {
     /// Holds the spool file; removed on drop.
     _dir: TempDir,
@@ -76,7 +76,7 @@ impl Gateway {
         let shutdown = Shutdown::new();
         let status = StatusBoard::new();
         let executor = Arc::new(smol::Executor::new());
-        let run = sessions::run_with_status(
+        let run = sessions::run(
             Arc::clone(&executor),
             catalog_rx,
             spool.appender(),
