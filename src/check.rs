@@ -193,20 +193,11 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
 }
 
 fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, String> {
-    let client_id = match &broker.client_id {
-        Some(template) => template.replace("{gateway_id}", &config.gateway_id),
-        None => format!("{}-{}", config.gateway_id, broker.id),
-    };
-    let tls = match &broker.tls {
-        Some(tls) => Some(crate::sessions::tls::client_config(tls)?),
-        None => None,
-    };
-    Ok(ConnectSettings {
-        client_id: format!("{client_id}-check"),
-        keep_alive: broker.keep_alive.unwrap_or(config.mqtt.keep_alive),
-        clean_session: true,
-        tls,
-    })
+    let mut settings =
+        ConnectSettings::for_broker(broker, &config.gateway_id, config.mqtt.keep_alive)?;
+    // Not the running session's id, or the broker would drop that session.
+    settings.client_id = format!("{}-check", settings.client_id);
+    Ok(settings)
 }
 
 fn check_kinesis(config: &Config) -> Check {

@@ -132,12 +132,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = match Config::load(&config_path) {
+    let config = match load_config(&config_path) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     mqtt_kinesis_bridge::logger::init(config.log.level);
     let shutdown = Shutdown::new();
@@ -154,13 +151,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config at `path`, or exit code 2 after saying what is wrong with it.
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("error: {error}");
+        ExitCode::from(2)
+    })
+}
+
 fn status(config_path: &Path, json: bool) -> ExitCode {
-    let config = match Config::load(config_path) {
+    let config = match load_config(config_path) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -183,12 +185,9 @@ fn status(config_path: &Path, json: bool) -> ExitCode {
 
 /// Exit 0 when every check passed, 1 when any failed, 2 for a bad config.
 fn check(config_path: &Path, json: bool) -> ExitCode {
-    let config = match Config::load(config_path) {
+    let config = match load_config(config_path) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(2);
-        }
+        Err(exit) => return exit,
     };
     // The report says what failed; the library's own info lines would only repeat it.
     mqtt_kinesis_bridge::logger::init(log::LevelFilter::Error);

@@ -98,6 +98,11 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// True when a certificate or key value is PEM text rather than a file path.
+pub fn is_pem(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN")
+}
+
 /// How to speak TLS to a broker. Certificates and keys are each a file path
 /// or PEM text (told apart by `-----BEGIN`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -329,8 +329,12 @@ fn validate_tls(row: &BrokerRow, key: Option<&SealKey>) -> Result<TlsSettings, S
     })
 }
 
-/// The plain value of a column that may be `enc:v1:` sealed.
-fn unseal(column: &str, value: &Secret, key: Option<&SealKey>) -> Result<Secret, String> {
+/// The plain value of a column that may be `enc:v1:` sealed; errors start with `column`.
+pub(super) fn unseal(
+    column: &str,
+    value: &Secret,
+    key: Option<&SealKey>,
+) -> Result<Secret, String> {
     if !sealed::is_sealed(value.expose()) {
         return Ok(value.clone());
     }

@@ -14,8 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{Broker, Catalog, Endpoint, TlsSettings, Topic};
-use crate::sealed::{self, SealKey};
+use super::{is_pem, Broker, Catalog, Endpoint, TlsSettings, Topic};
+use crate::sealed::SealKey;
 use crate::secret::Secret;
 
 /// Bumped when the layout changes; an older file is not read (the next good
@@ -187,10 +187,6 @@ fn store(broker: &Broker, key: Option<&SealKey>) -> (StoredBroker, bool) {
     (stored, complete)
 }
 
-fn is_pem(text: &str) -> bool {
-    text.trim_start().starts_with("-----BEGIN")
-}
-
 fn write_file(path: &Path, brokers: &[StoredBroker]) -> rusqlite::Result<()> {
     let mut connection = Connection::open(path)?;
     // DELETE journal + FULL sync: the file is complete on disk when commit returns.
@@ -257,15 +253,8 @@ fn read_file(path: &Path) -> Result<(i64, Vec<StoredBroker>), String> {
 
 fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String> {
     let id = stored.id;
-    let open = |what: &str, value: String| -> Result<Secret, String> {
-        if !sealed::is_sealed(&value) {
-            return Ok(Secret::new(value));
-        }
-        let key = key.ok_or_else(|| {
-            format!("broker {id}: its {what} is sealed but the gateway has no key (database.password_key_file or {})", sealed::KEY_ENV)
-        })?;
-        key.open(&value)
-            .map_err(|e| format!("broker {id}: {what}: {e}"))
+    let open = |what: &str, value: String| {
+        super::rows::unseal(&format!("broker {id}: {what}"), &Secret::new(value), key)
     };
     let password = stored
         .password

@@ -35,6 +35,36 @@ pub struct ConnectSettings {
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+impl ConnectSettings {
+    /// How gateway `gateway_id` connects to `broker`: the row's values, or the
+    /// defaults (`default_keep_alive` is `mqtt.keep_alive`). Reads the TLS files.
+    pub fn for_broker(
+        broker: &Broker,
+        gateway_id: &str,
+        default_keep_alive: Duration,
+    ) -> Result<ConnectSettings, String> {
+        let tls = match &broker.tls {
+            Some(tls) => Some(super::tls::client_config(tls)?),
+            None => None,
+        };
+        Ok(ConnectSettings {
+            client_id: client_id(broker, gateway_id),
+            keep_alive: broker.keep_alive.unwrap_or(default_keep_alive),
+            clean_session: broker.clean_session,
+            tls,
+        })
+    }
+}
+
+/// The row's `client_id` with `{gateway_id}` filled in (one catalog row serves
+/// many gateways), else `{gateway_id}-{mqtt_id}`.
+pub fn client_id(broker: &Broker, gateway_id: &str) -> String {
+    match &broker.client_id {
+        Some(template) => template.replace("{gateway_id}", gateway_id),
+        None => format!("{gateway_id}-{}", broker.id),
+    }
+}
+
 /// rumqttc options for `endpoint` of `broker`.
 pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings) -> MqttOptions {
     let host = if endpoint.host.contains(':') {

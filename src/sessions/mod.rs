@@ -177,13 +177,8 @@ impl Supervisor {
 
     fn start(&mut self, broker: Broker) {
         let (commands, command_rx) = async_channel::unbounded();
-        let client_id = match &broker.client_id {
-            // `{gateway_id}` keeps one catalog row usable by many gateways.
-            Some(template) => template.replace("{gateway_id}", &self.gateway_id),
-            None => format!("{}-{}", self.gateway_id, broker.id),
-        };
         let mut session = Session {
-            client_id,
+            gateway_id: self.gateway_id.clone(),
             endpoint_idx: 0,
             broker: broker.clone(),
             config: self.config.clone(),

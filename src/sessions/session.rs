@@ -64,9 +64,9 @@ pub enum Command {
 pub struct Session {
     /// Connection settings and the *desired* topics, kept current by [`Command::UpdateTopics`].
     pub broker: Broker,
-    /// `{gateway_id}-{broker_id}` unless the catalog names one: stable across
+    /// Makes the client id (see [`connect::client_id`]): stable across
     /// restarts, unique per gateway and broker.
-    pub client_id: String,
+    pub gateway_id: String,
     /// Index into `broker.endpoints` of the endpoint connected to or being tried.
     pub endpoint_idx: usize,
     pub config: MqttConfig,
@@ -101,24 +101,13 @@ impl Session {
     }
 
     fn connect_settings(&self) -> Result<ConnectSettings, String> {
-        let tls = match &self.broker.tls {
-            None => None,
-            Some(tls) => {
-                if !tls.verify_cert {
-                    log::warn!(
-                        "broker {}: verify_cert is false: any server certificate is accepted",
-                        self.broker.id
-                    );
-                }
-                Some(super::tls::client_config(tls)?)
-            }
-        };
-        Ok(ConnectSettings {
-            client_id: self.client_id.clone(),
-            keep_alive: self.broker.keep_alive.unwrap_or(self.config.keep_alive),
-            clean_session: self.broker.clean_session,
-            tls,
-        })
+        if self.broker.tls.as_ref().is_some_and(|tls| !tls.verify_cert) {
+            log::warn!(
+                "broker {}: verify_cert is false: any server certificate is accepted",
+                self.broker.id
+            );
+        }
+        ConnectSettings::for_broker(&self.broker, &self.gateway_id, self.config.keep_alive)
     }
 }
 

@@ -67,7 +67,7 @@ fn roots(ca: Option<&str>) -> Result<RootCertStore, String> {
 
 /// PEM text, or the contents of the file it names.
 fn pem_text(column: &str, value: &str) -> Result<Vec<u8>, String> {
-    if value.trim_start().starts_with("-----BEGIN") {
+    if crate::catalog::is_pem(value) {
         return Ok(value.as_bytes().to_vec());
     }
     std::fs::read(value.trim()).map_err(|e| format!("{column}: cannot read {}: {e}", value.trim()))
