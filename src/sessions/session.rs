@@ -189,6 +189,7 @@ pub async fn run(session: &mut Session) {
     }
     session.status.update(session.ticket, |status| {
         status.connected = false;
+        status.n_subscribed = 0;
         status.since = SystemTime::now();
     });
 }
@@ -389,8 +390,6 @@ struct Link {
     n_failed_walks: u32,
     /// Runs while connected to a secondary endpoint.
     primary_probe: Option<PrimaryProbe>,
-    /// Filters the broker accepted on this connection.
-    n_subscribed: usize,
 }
 
 impl Link {
@@ -409,7 +408,6 @@ impl Link {
             unacked: VecDeque::new(),
             n_failed_walks: 0,
             primary_probe: None,
-            n_subscribed: 0,
         }
     }
 
@@ -496,14 +494,10 @@ impl Link {
                 }
             }
             Incoming(Packet::SubAck(suback)) => self.on_suback(&suback.return_codes, session),
-            Incoming(Packet::UnsubAck(_)) => {
-                self.n_subscribed = self.n_subscribed.saturating_sub(1);
-                let n_subscribed = self.n_subscribed;
-                session.status.update(session.ticket, |status| {
-                    status.n_unsubacks += 1;
-                    status.n_subscribed = n_subscribed;
-                });
-            }
+            Incoming(Packet::UnsubAck(_)) => session.status.update(session.ticket, |status| {
+                status.n_unsubacks += 1;
+                status.n_subscribed = status.n_subscribed.saturating_sub(1);
+            }),
             Outgoing(rumqttc::Outgoing::Disconnect) if self.stop_deadline.is_some() => {
                 return Flow::Done;
             }
@@ -517,7 +511,6 @@ impl Link {
         self.announced = false;
         self.last_logged_error = None;
         self.n_failed_walks = 0;
-        self.n_subscribed = 0;
         if session.broker.endpoints.len() > 1 {
             log::info!(
                 "broker {}: connected to {}",
@@ -530,6 +523,8 @@ impl Link {
         }
         session.status.update(session.ticket, |status| {
             status.connected = true;
+            // Counted up again by the SUBACKs of this connection.
+            status.n_subscribed = 0;
             status.since = SystemTime::now();
             status.auth_refused = false;
             status.n_connects += 1;
@@ -549,6 +544,7 @@ impl Link {
 
     fn on_suback(&mut self, return_codes: &[SubscribeReasonCode], session: &Session) {
         let filters = self.awaiting_subacks.pop_front().unwrap_or_default();
+        let mut n_accepted = 0;
         for (filter, code) in filters.iter().zip(return_codes) {
             if *code == SubscribeReasonCode::Failure {
                 log::warn!(
@@ -556,13 +552,12 @@ impl Link {
                     session.label()
                 );
             } else {
-                self.n_subscribed += 1;
+                n_accepted += 1;
             }
         }
-        let n_subscribed = self.n_subscribed;
         session.status.update(session.ticket, |status| {
             status.n_subacks += 1;
-            status.n_subscribed = n_subscribed;
+            status.n_subscribed += n_accepted;
         });
         if !self.announced {
             self.announce(session);
@@ -585,7 +580,6 @@ impl Link {
         self.outbox.clear();
         self.awaiting_subacks.clear();
         self.primary_probe = None;
-        self.n_subscribed = 0;
         // Packet ids belong to the lost connection: the broker redelivers what we
         // did not acknowledge, and the spool may then hold it twice (at least once).
         self.unacked.clear();
@@ -620,6 +614,7 @@ impl Link {
                 status.since = SystemTime::now();
             }
             status.connected = false;
+            status.n_subscribed = 0;
             status.last_error = Some(description.clone());
             status.auth_refused = auth_refused;
         });

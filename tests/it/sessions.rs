@@ -329,12 +329,15 @@ fn killed_broker_reconnects_and_others_keep_running() -> TestResult {
             .status(1)
             .is_some_and(|s| !s.connected && s.last_error.is_some())
     });
+    let down = gateway.status(1).expect("status");
+    assert_eq!(down.n_subscribed, 0, "no subscription without a connection");
     publish(b.port(), "t/during", "during", 5);
     gateway.wait_records(2, "during", 5);
 
     a.restart();
     wait_until("broker 1 reconnected", WAIT, || connects(&gateway, 1) >= 2);
     gateway.wait_subscribed(1, 2);
+    assert_eq!(gateway.status(1).expect("status").n_subscribed, 1);
     publish(a.port(), "t/after", "after", 5);
     gateway.wait_records(1, "after", 5);
     assert_eq!(
