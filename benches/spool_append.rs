@@ -23,13 +23,9 @@ fn record(n: u64) -> NewRecord {
 fn main() {
     let dir = std::env::temp_dir().join(format!("mkb-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = SpoolConfig {
-        path: dir.join("spool.db"),
-        max_bytes: 4 << 30,
-        overflow: OverflowPolicy::DropOldest,
-    };
+    let config = SpoolConfig::new(dir.join("spool.db"), 4 << 30, OverflowPolicy::DropOldest);
     let (spool, writer) = Spool::open(&config).unwrap();
-    let appender = spool.appender();
+    let mut appender = spool.appender();
 
     let n_pipelined = 200_000;
     let started = Instant::now();

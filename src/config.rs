@@ -28,6 +28,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub status: StatusConfig,
     pub log: LogConfig,
+    /// Accepted but worth saying once the log is up (deprecated keys).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +40,24 @@ pub struct SpoolConfig {
     pub max_bytes: u64,
     /// What happens when `max_bytes` is reached.
     pub overflow: OverflowPolicy,
+    /// Longest time an accepted message waits for its commit (and so its
+    /// acknowledgement) when nothing asks for an earlier one.
+    pub commit_interval: Duration,
+    /// Records waiting for the writer at most; sessions wait beyond it.
+    pub queue_capacity: usize,
+}
+
+impl SpoolConfig {
+    /// A spool at `path` with the documented defaults for everything else.
+    pub fn new(path: PathBuf, max_bytes: u64, overflow: OverflowPolicy) -> SpoolConfig {
+        SpoolConfig {
+            path,
+            max_bytes,
+            overflow,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +79,8 @@ pub struct KinesisConfig {
     pub request_timeout: Duration,
     /// Longest pause between retries of a failing request.
     pub max_backoff: Duration,
+    /// Longest time the oldest waiting record waits for a fuller request.
+    pub linger: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,10 +115,12 @@ pub struct MqttConfig {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub keep_alive: Duration,
-    /// Messages waiting between the sessions and the spool writer.
-    pub channel_capacity: usize,
     /// How often a session connected to a secondary endpoint probes the primary.
     pub primary_recheck: Duration,
+    /// A session asks for an immediate commit once this many of its QoS 1/2
+    /// messages wait for their acknowledgement: below the broker's in-flight
+    /// window, so a broker never stops sending to wait for a timer.
+    pub commit_at_unacked: usize,
 }
 
 /// Where the live session status goes: a local file and the central database.
@@ -185,6 +209,8 @@ struct RawSpool {
     path: PathBuf,
     max_bytes: String,
     overflow: Option<String>,
+    commit_interval: Option<String>,
+    queue_capacity: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +222,7 @@ struct RawKinesis {
     record_format: Option<String>,
     request_timeout: Option<String>,
     max_backoff: Option<String>,
+    linger: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -215,8 +242,10 @@ struct RawMqtt {
     min_backoff: Option<String>,
     max_backoff: Option<String>,
     keep_alive: Option<String>,
+    /// Deprecated name of `spool.queue_capacity`.
     channel_capacity: Option<usize>,
     primary_recheck: Option<String>,
+    commit_at_unacked: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -276,7 +305,25 @@ impl Config {
             ));
         }
 
-        let spool = validate_spool(raw.spool)?;
+        let mut warnings = Vec::new();
+        let queue_capacity = match (raw.spool.queue_capacity, raw.mqtt.channel_capacity) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "mqtt.channel_capacity",
+                    "is the old name of spool.queue_capacity: set only spool.queue_capacity",
+                ))
+            }
+            (Some(capacity), None) => capacity,
+            (None, Some(capacity)) => {
+                warnings.push(
+                    "config key mqtt.channel_capacity is deprecated: it is spool.queue_capacity now"
+                        .to_owned(),
+                );
+                capacity
+            }
+            (None, None) => DEFAULT_QUEUE_CAPACITY,
+        };
+        let spool = validate_spool(raw.spool, queue_capacity)?;
         let kinesis = validate_kinesis(raw.kinesis, &env)?;
         let catalog = validate_database(raw.database, &spool.path, &env)?;
         let mqtt = validate_mqtt(raw.mqtt)?;
@@ -298,11 +345,22 @@ impl Config {
             mqtt,
             status,
             log: LogConfig { level },
+            warnings,
         })
     }
 }
 
-fn validate_spool(raw: RawSpool) -> Result<SpoolConfig, ConfigError> {
+/// Records waiting for the spool writer at most, by default.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// How long an accepted message waits for its commit at most, by default.
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Upper bound of `spool.queue_capacity`: each queued record may hold a large payload.
+const MAX_QUEUE_CAPACITY: usize = 65_536;
+/// Upper bound of `spool.commit_interval` and `kinesis.linger`: beyond it the
+/// latency buys no more savings.
+const MAX_BATCHING_WAIT: Duration = Duration::from_secs(10);
+
+fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, ConfigError> {
     if raw.path.as_os_str().is_empty() {
         return Err(invalid("spool.path", "must not be empty"));
     }
@@ -323,11 +381,27 @@ fn validate_spool(raw: RawSpool) -> Result<SpoolConfig, ConfigError> {
             ))
         }
     };
+    let commit_interval = optional_duration(
+        "spool.commit_interval",
+        raw.commit_interval,
+        DEFAULT_COMMIT_INTERVAL,
+    )?;
+    if commit_interval > MAX_BATCHING_WAIT {
+        return Err(invalid("spool.commit_interval", "must be at most 10s"));
+    }
+    if !(1..=MAX_QUEUE_CAPACITY).contains(&queue_capacity) {
+        return Err(invalid(
+            "spool.queue_capacity",
+            format!("must be between 1 and {MAX_QUEUE_CAPACITY}"),
+        ));
+    }
     ensure_parent_dir("spool.path", &raw.path)?;
     Ok(SpoolConfig {
         path: raw.path,
         max_bytes,
         overflow,
+        commit_interval,
+        queue_capacity,
     })
 }
 
@@ -406,6 +480,10 @@ fn validate_kinesis(
         raw.max_backoff,
         Duration::from_secs(30),
     )?;
+    let linger = optional_duration("kinesis.linger", raw.linger, Duration::from_millis(200))?;
+    if linger > MAX_BATCHING_WAIT {
+        return Err(invalid("kinesis.linger", "must be at most 10s"));
+    }
     Ok(KinesisConfig {
         stream,
         region,
@@ -413,6 +491,7 @@ fn validate_kinesis(
         record_format,
         request_timeout,
         max_backoff,
+        linger,
     })
 }
 
@@ -505,9 +584,12 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65535) {
         return Err(invalid("mqtt.keep_alive", "must be between 1s and 65535s"));
     }
-    let channel_capacity = raw.channel_capacity.unwrap_or(1024);
-    if channel_capacity == 0 {
-        return Err(invalid("mqtt.channel_capacity", "must be at least 1"));
+    let commit_at_unacked = raw.commit_at_unacked.unwrap_or(16);
+    if !(1..=65_535).contains(&commit_at_unacked) {
+        return Err(invalid(
+            "mqtt.commit_at_unacked",
+            "must be between 1 and 65535",
+        ));
     }
     let primary_recheck = optional_duration(
         "mqtt.primary_recheck",
@@ -522,8 +604,8 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         min_backoff,
         max_backoff,
         keep_alive,
-        channel_capacity,
         primary_recheck,
+        commit_at_unacked,
     })
 }
 

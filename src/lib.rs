@@ -6,7 +6,9 @@
 //! [`run`] is the only place that wires the stages together.
 
 pub mod check;
+pub mod clock;
 pub mod config;
+pub mod ids;
 pub mod live_status;
 pub mod logger;
 pub mod sealed;
@@ -66,8 +68,10 @@ impl From<drain::DrainError> for RunError {
 /// data-flow order so nothing accepted is lost: sessions stop taking messages,
 /// the spool commits what is queued, the drain finishes its request in flight.
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
-    let (spool, spool_writer) =
-        Spool::open_with_queue(&config.spool, config.mqtt.channel_capacity)?;
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
+    let (spool, spool_writer) = Spool::open(&config.spool)?;
     log::info!(
         "mqtt-kinesis-bridge {} starting: gateway {}, spool {} ({} records waiting), stream {} in {} via {}",
         env!("CARGO_PKG_VERSION"),

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
@@ -29,8 +29,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Milliseconds since the Unix epoch, for JSON and comparisons.
 pub fn epoch_ms(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as i64)
+    crate::clock::epoch_ms(time)
 }
 
 /// One broker's line, as the file and the status table hold it.

@@ -164,9 +164,7 @@ fn status(config_path: &Path, json: bool) -> ExitCode {
         Ok(config) => config,
         Err(exit) => return exit,
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = mqtt_kinesis_bridge::clock::unix_ms();
     match mqtt_kinesis_bridge::status::report(&config.spool.path, &config.status.file, now_ms, json)
     {
         Ok(report) => {

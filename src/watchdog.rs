@@ -29,7 +29,7 @@ pub struct Busy(Arc<AtomicU64>);
 impl Heartbeat {
     /// Busy from now until the guard is dropped.
     pub fn busy(&self) -> Busy {
-        self.busy_since.store(now_ms() + 1, Ordering::Relaxed);
+        self.busy_since.store(monotonic_ms() + 1, Ordering::Relaxed);
         Busy(Arc::clone(&self.busy_since))
     }
 
@@ -37,7 +37,9 @@ impl Heartbeat {
     pub fn busy_for(&self) -> Option<Duration> {
         match self.busy_since.load(Ordering::Relaxed) {
             0 => None,
-            since => Some(Duration::from_millis(now_ms().saturating_sub(since - 1))),
+            since => Some(Duration::from_millis(
+                monotonic_ms().saturating_sub(since - 1),
+            )),
         }
     }
 }
@@ -48,7 +50,7 @@ impl Drop for Busy {
     }
 }
 
-fn now_ms() -> u64 {
+fn monotonic_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }

@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 use rows::RowProblem;
 
 /// `iot_data.mqtt_broker.mqtt_id`.
-pub type BrokerId = i64;
+pub use crate::ids::BrokerId;
 
 /// One active broker and everything a session needs to connect to it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -195,7 +195,7 @@ fn write_file(path: &Path, brokers: &[StoredBroker]) -> rusqlite::Result<()> {
     connection.pragma_update(None, "user_version", LAYOUT_VERSION)?;
     let transaction = connection.transaction()?;
     transaction.execute_batch(SCHEMA)?;
-    transaction.execute(INSERT_META, [now_ms()])?;
+    transaction.execute(INSERT_META, [crate::clock::unix_ms()])?;
     {
         let mut insert_broker = transaction.prepare(INSERT_BROKER)?;
         for broker in brokers {
@@ -294,13 +294,6 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
             .map(|(filter, qos)| Topic { filter, qos })
             .collect(),
     })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

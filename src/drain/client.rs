@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::batch::Entry;
 use super::credentials::Credentials;
 use super::put_records::{self, FailureKind, Outcome, RequestFailure};
+use super::resolver::CachingResolver;
 use super::sign;
 use crate::config::KinesisConfig;
 
@@ -26,15 +27,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: &KinesisConfig) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             // The whole exchange, connect to last byte: a stuck request cannot
             // hold the drain (or shutdown) longer than this.
             .timeout_global(Some(config.request_timeout))
             .timeout_connect(Some(config.request_timeout.min(Duration::from_secs(10))))
             .http_status_as_error(false)
             .user_agent(concat!("mqtt-kinesis-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            CachingResolver::default(),
+        );
         Client {
             agent,
             url: format!("{}/", config.endpoint.trim_end_matches('/')),

@@ -3,7 +3,15 @@
 //! Each round reads the oldest spool records, picks a batch within the
 //! Kinesis limits ([`batch`]), encodes it ([`record_format`],
 //! [`put_records`]), signs and sends it ([`sign`], [`client`]) and settles
-//! the outcome in the spool. Records leave the spool only once Kinesis
+//! the outcome in the spool.
+//!
+//! Requests are full or old: a round sends at once when 500 records wait (or
+//! enough bytes for a full request), or when the oldest waiting record has
+//! waited `kinesis.linger`; otherwise it waits for more. So a backlog goes
+//! back to back, and a trickle costs one request per linger, not one per
+//! message. Its settlement rides on the spool's next group commit, unless a
+//! backlog waits; the next round waits for it before reading again, so a
+//! delivered record is never read twice. Records leave the spool only once Kinesis
 //! accepted them, or into dead letters when Kinesis can never take them.
 //! Per-record failures stay in the spool and lead the next batch, alone:
 //! delivered records are never sent again. With nothing to send, the loop
@@ -20,15 +28,17 @@ pub mod client;
 pub mod credentials;
 pub mod put_records;
 pub mod record_format;
+mod resolver;
 pub mod sign;
 
 use std::fmt;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::config::KinesisConfig;
 use crate::shutdown::Shutdown;
-use crate::spool::{Settlement, Spool, SpoolError, SpoolReader};
+use crate::spool::{PendingSettlement, Record, Settlement, Spool, SpoolError, SpoolReader};
 use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
@@ -105,6 +115,8 @@ pub fn start_watched(
         refused_in_a_row: 0,
         uplink: Uplink::Up,
         heartbeat,
+        pending_settlement: None,
+        oldest_seen: None,
     };
     std::thread::Builder::new()
         .name("drain".into())
@@ -130,6 +142,12 @@ struct Drain {
     refused_in_a_row: u32,
     uplink: Uplink,
     heartbeat: Heartbeat,
+    /// Handed to the spool writer, maybe not committed yet.
+    pending_settlement: Option<PendingSettlement>,
+    /// The oldest waiting record and when this drain first saw it: the linger
+    /// runs on the monotonic clock too, so a wall clock set back cannot hold
+    /// records forever.
+    oldest_seen: Option<(i64, Instant)>,
 }
 
 /// What the loop does after a round.
@@ -165,11 +183,74 @@ impl Drain {
                 Step::Stop => break,
             }
         }
+        if let Err(error) = self.settled() {
+            log::error!("drain: cannot settle with the spool: {error}");
+        }
         log::info!("drain: stopped");
+    }
+
+    /// Waits until the last settlement is committed.
+    fn settled(&mut self) -> Result<(), SpoolError> {
+        match self.pending_settlement.take() {
+            Some(pending) => pending.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// How much longer the records read should wait for company: `None`
+    /// when a request should go now.
+    fn linger_left(&mut self, records: &[Record]) -> Option<Duration> {
+        let oldest = records.first()?;
+        let seen_at = match self.oldest_seen {
+            Some((id, at)) if id == oldest.id => at,
+            _ => {
+                let now = Instant::now();
+                self.oldest_seen = Some((oldest.id, now));
+                now
+            }
+        };
+        // Full, failing or isolating a refused record: no waiting.
+        let data_bytes: usize = records.iter().map(Record::data_bytes).sum();
+        if self.config.linger.is_zero()
+            || records.len() >= batch::MAX_RECORDS
+            || data_bytes >= batch::MAX_REQUEST_BYTES / 2
+            || self.n_failures > 0
+            || self.max_records < batch::MAX_RECORDS
+        {
+            return None;
+        }
+        let wall_age = clock::unix_ms().saturating_sub(oldest.received_at_ms);
+        let wall_age = Duration::from_millis(wall_age.max(0) as u64);
+        let waited = wall_age.max(seen_at.elapsed());
+        self.config
+            .linger
+            .checked_sub(waited)
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Waits up to `left` for enough records for a full request.
+    fn linger(&self, mut generation: u64, left: Duration) {
+        let deadline = Instant::now() + left;
+        let depth = self.spool.depth();
+        while depth.n_records() < batch::MAX_RECORDS as u64
+            && depth.bytes() < (batch::MAX_REQUEST_BYTES / 2) as u64
+            && !self.shutdown.is_requested()
+        {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return;
+            };
+            generation = self.spool.wait_for_commit(generation, left.min(IDLE_WAIT));
+        }
     }
 
     /// One batch: read, send, settle.
     fn round(&mut self) -> Step {
+        // What the last round delivered must be gone before reading again.
+        if let Err(error) = self.settled() {
+            // Unsettled records stay in the spool and go again next start.
+            log::error!("drain: cannot settle with the spool, stopping: {error}");
+            return Step::Stop;
+        }
         // Read the generation first, so a commit after the read is not missed.
         let generation = self.spool.commit_generation();
         let records = match self.reader.oldest(0, batch::MAX_RECORDS) {
@@ -183,6 +264,12 @@ impl Drain {
             self.spool.wait_for_commit(generation, IDLE_WAIT);
             return Step::Next;
         }
+        if let Some(left) = self.linger_left(&records) {
+            self.linger(generation, left);
+            return Step::Next;
+        }
+        // More than one request's worth waits: settle at once, not with the next group.
+        let backlog = records.len() >= batch::MAX_RECORDS;
         let (format, uid) = (self.config.record_format, self.spool.uid());
         let batch = batch::pick(&records, self.max_records, |record| {
             record_format::encode(format, uid, record)
@@ -201,10 +288,16 @@ impl Drain {
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
             self.react(result, ids, &mut settlement)
         };
-        if let Err(error) = self.spool.settle(settlement) {
-            // Unsettled records stay in the spool and go again next start.
-            log::error!("drain: cannot settle with the spool, stopping: {error}");
-            return Step::Stop;
+        match self
+            .spool
+            .submit_settlement(settlement, backlog && pause.is_none())
+        {
+            Ok(pending) => self.pending_settlement = Some(pending),
+            Err(error) => {
+                // Unsettled records stay in the spool and go again next start.
+                log::error!("drain: cannot settle with the spool, stopping: {error}");
+                return Step::Stop;
+            }
         }
         pause.map_or(Step::Next, Step::Pause)
     }

@@ -182,7 +182,7 @@ impl Supervisor {
             endpoint_idx: 0,
             broker: broker.clone(),
             config: self.config.clone(),
-            appender: self.appender.clone(),
+            appender: self.appender.fork(),
             status: self.status.clone(),
             ticket: self.status.issue_ticket(broker.id),
             commands: command_rx,

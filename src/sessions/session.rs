@@ -37,7 +37,7 @@ use super::partition_key::partition_key;
 use super::status::{SessionTicket, StatusBoard};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
-use crate::spool::{Appender, CommitReceipt, NewRecord};
+use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
 
 /// How long a stopping session waits for its DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -201,8 +201,9 @@ enum Event {
     Command(Option<Command>),
     /// The DISCONNECT did not get out in time.
     StopDeadline,
-    /// The oldest record waiting for its ack is committed (or the spool closed).
-    Committed,
+    /// The oldest record waiting for its ack is committed, or can never be
+    /// (the spool writer stopped).
+    Committed(Result<(), SpoolError>),
     /// A probe of the primary endpoint finished: true when it answered.
     PrimaryProbed(bool),
 }
@@ -236,7 +237,8 @@ async fn poll_once(
         .await
         {
             Event::Polled(result) => return Some(result),
-            Event::Committed => link.ack_committed(),
+            Event::Committed(Ok(())) => link.ack_committed(),
+            Event::Committed(Err(error)) => link.spool_lost(&error, session),
             Event::PrimaryProbed(answered) => link.on_primary_probed(answered, session),
             Event::StopDeadline => {
                 log::warn!(
@@ -289,11 +291,7 @@ where
     };
     let committed = async {
         match oldest_unacked {
-            Some(receipt) => {
-                // Ok or a closed spool: either way the front entry is settled.
-                let _ = receipt.wait_committed().await;
-                Event::Committed
-            }
+            Some(receipt) => Event::Committed(receipt.committed().await),
             None => std::future::pending().await,
         }
     };
@@ -461,6 +459,21 @@ impl Link {
         self.flush_outbox();
     }
 
+    /// The spool stopped before committing what waits here: acknowledging it
+    /// could lose it, so none of it is; the broker sends it again next time.
+    fn spool_lost(&mut self, error: &SpoolError, session: &Session) {
+        log::error!(
+            "{}: {error}: {} messages stay unacknowledged",
+            session.label(),
+            self.unacked.len()
+        );
+        self.unacked.clear();
+        if self.stop_deadline.is_some() {
+            self.outbox.push_back(Outbound::Disconnect);
+            self.flush_outbox();
+        }
+    }
+
     /// Acknowledges, in order, every message whose record is committed.
     fn ack_committed(&mut self) {
         // The front resolved (that is why we are here); the rest are checked without waiting.
@@ -488,7 +501,10 @@ impl Link {
                 // Only the packet id and QoS are needed to acknowledge it later.
                 let mut ack = Publish::new("", publish.qos, Vec::new());
                 ack.pkid = publish.pkid;
-                let receipt = deliver(publish, session).await;
+                // Holding the broker's window open: ask for a commit now, not at the interval.
+                let urgent = ack.qos != QoS::AtMostOnce
+                    && self.unacked.len() + 1 >= session.config.commit_at_unacked;
+                let receipt = deliver(publish, urgent, session).await;
                 if let (true, Some(receipt)) = (ack.qos != QoS::AtMostOnce, receipt) {
                     self.unacked.push_back((ack, receipt));
                 }
@@ -723,7 +739,7 @@ impl Link {
 
 /// Turns a PUBLISH into a spool record and waits until the spool queue takes it.
 /// `None` when the spool is closed: the message is counted as lost and logged.
-async fn deliver(publish: Publish, session: &Session) -> Option<CommitReceipt> {
+async fn deliver(publish: Publish, urgent: bool, session: &mut Session) -> Option<CommitReceipt> {
     let broker_id = session.broker.id;
     let record = NewRecord {
         broker_id,
@@ -731,9 +747,9 @@ async fn deliver(publish: Publish, session: &Session) -> Option<CommitReceipt> {
         topic: publish.topic,
         payload: publish.payload.to_vec(),
         qos: publish.qos as u8,
-        received_at_ms: now_ms(),
+        received_at_ms: crate::clock::unix_ms(),
     };
-    match session.appender.append(record).await {
+    match session.appender.append(record, urgent).await {
         Ok(receipt) => {
             session.status.update(session.ticket, |status| {
                 status.n_received += 1;
@@ -800,11 +816,4 @@ fn subscribe_filters(topics: &[Topic]) -> Vec<SubscribeFilter> {
 fn qos(level: u8) -> QoS {
     // The catalog only admits 0..=2; anything else is treated as at-least-once.
     rumqttc::qos(level).unwrap_or(QoS::AtLeastOnce)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|since| since.as_millis() as i64)
-        .unwrap_or(0)
 }

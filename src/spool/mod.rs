@@ -11,6 +11,7 @@
 //! `drop_oldest` policy drops it (counted in `broker_counters.dropped`).
 
 pub mod migrate;
+mod receipt;
 mod writer;
 
 use std::fmt;
@@ -21,9 +22,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::catalog::BrokerId;
 use crate::config::SpoolConfig;
+use crate::ids::BrokerId;
 use crate::watchdog::Heartbeat;
+
+pub use receipt::CommitReceipt;
 
 /// Kinesis allows partition keys of 1 to 256 Unicode characters; we keep 256 bytes of ASCII-safe text.
 pub type PartitionKey = heapless::String<256>;
@@ -62,6 +65,13 @@ pub struct Record {
     pub received_at_ms: i64,
     /// PutRecords attempts so far.
     pub attempts: u32,
+}
+
+impl Record {
+    /// Payload, topic and partition key: what the record's request entry is made of.
+    pub fn data_bytes(&self) -> usize {
+        self.payload.len() + self.topic.len() + self.partition_key.len()
+    }
 }
 
 /// What the drain learned about records it sent; applied in one transaction.
@@ -133,65 +143,70 @@ impl Depth {
     }
 }
 
-/// Records queued for the writer at most, unless the caller chooses.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
-
-/// Handed to the sessions: puts records into the spool.
-#[derive(Clone)]
+/// Handed to each session: puts records into the spool, in order.
+///
+/// Each appender is its own stream: its receipts resolve in the order of its
+/// appends. [`Appender::fork`] makes another one for another sender.
 pub struct Appender {
     appends: async_channel::Sender<writer::Append>,
-}
-
-/// Resolves when the record it was made for is committed to disk.
-pub struct CommitReceipt {
-    committed: async_channel::Receiver<()>,
-}
-
-impl CommitReceipt {
-    /// Ok once the transaction holding the record has committed.
-    pub async fn committed(self) -> Result<(), SpoolError> {
-        self.committed.recv().await.map_err(|_| SpoolError::Closed)
-    }
-
-    /// [`CommitReceipt::committed`] by reference, for a receipt kept in a queue.
-    /// It resolves once: drop the receipt after it did.
-    pub async fn wait_committed(&self) -> Result<(), SpoolError> {
-        self.committed.recv().await.map_err(|_| SpoolError::Closed)
-    }
-
-    /// True (once) when the record has been committed; never blocks.
-    pub fn try_committed(&self) -> bool {
-        self.committed.try_recv().is_ok()
-    }
-
-    /// Blocking form of [`CommitReceipt::committed`], for threads and tests.
-    pub fn wait(self) -> Result<(), SpoolError> {
-        self.committed
-            .recv_blocking()
-            .map_err(|_| SpoolError::Closed)
-    }
+    tracker: Arc<receipt::Tracker>,
+    /// Appends handed to the writer so far; the next one's sequence number is one more.
+    n_sent: u64,
 }
 
 // The error is the record itself, handed back on the rare closed-spool path;
 // boxing it would cost an allocation on every append.
 #[allow(clippy::result_large_err)]
 impl Appender {
+    fn new(appends: async_channel::Sender<writer::Append>) -> Appender {
+        Appender {
+            appends,
+            tracker: receipt::Tracker::new(),
+            n_sent: 0,
+        }
+    }
+
+    /// A new appender into the same spool, with its own receipts.
+    pub fn fork(&self) -> Appender {
+        Appender::new(self.appends.clone())
+    }
+
     /// Queues `record` for the writer; waits while the queue is full (backpressure).
+    /// `urgent`: commit without waiting for `spool.commit_interval`, because
+    /// the sender cannot go on until it is committed.
     /// On a closed spool the record comes back, so nothing is dropped silently.
-    pub async fn append(&self, record: NewRecord) -> Result<CommitReceipt, NewRecord> {
-        let (append, receipt) = writer::Append::new(record);
+    pub async fn append(
+        &mut self,
+        record: NewRecord,
+        urgent: bool,
+    ) -> Result<CommitReceipt, NewRecord> {
+        let (append, receipt) = writer::Append::new(record, urgent, &self.tracker, self.n_sent + 1);
         match self.appends.send(append).await {
-            Ok(()) => Ok(receipt),
+            Ok(()) => {
+                self.n_sent += 1;
+                Ok(receipt)
+            }
             Err(async_channel::SendError(append)) => Err(append.into_record()),
         }
     }
 
-    /// Blocking form of [`Appender::append`].
-    pub fn append_blocking(&self, record: NewRecord) -> Result<CommitReceipt, NewRecord> {
-        let (append, receipt) = writer::Append::new(record);
-        match self.appends.send_blocking(append) {
-            Ok(()) => Ok(receipt),
-            Err(async_channel::SendError(append)) => Err(append.into_record()),
+    /// Blocking form of [`Appender::append`], committed at once.
+    pub fn append_blocking(&mut self, record: NewRecord) -> Result<CommitReceipt, NewRecord> {
+        futures_lite::future::block_on(self.append(record, true))
+    }
+}
+
+/// A settlement handed to the writer; [`PendingSettlement::wait`] until it is committed.
+pub struct PendingSettlement {
+    done: Option<async_channel::Receiver<Result<(), SpoolError>>>,
+}
+
+impl PendingSettlement {
+    /// Blocks until the settlement is committed (or the writer stopped).
+    pub fn wait(self) -> Result<(), SpoolError> {
+        match self.done {
+            None => Ok(()),
+            Some(done) => done.recv_blocking().map_err(|_| SpoolError::Closed)?,
         }
     }
 }
@@ -217,17 +232,10 @@ struct CommitSignal {
 
 impl Spool {
     /// Opens (creating and migrating as needed) the spool and starts its writer
-    /// thread, with a queue of [`DEFAULT_QUEUE_CAPACITY`] records.
+    /// thread, with a queue of `spool.queue_capacity` records: the bound that
+    /// makes sessions wait when the disk is slow.
     pub fn open(config: &SpoolConfig) -> Result<(Spool, std::thread::JoinHandle<()>), SpoolError> {
-        Spool::open_with_queue(config, DEFAULT_QUEUE_CAPACITY)
-    }
-
-    /// [`Spool::open`] with `queue_capacity` records waiting for the writer at most:
-    /// the bound that makes sessions wait when the disk is slow.
-    pub fn open_with_queue(
-        config: &SpoolConfig,
-        queue_capacity: usize,
-    ) -> Result<(Spool, std::thread::JoinHandle<()>), SpoolError> {
+        let queue_capacity = config.queue_capacity;
         let mut connection = open_connection(&config.path)?;
         migrate::apply(&mut connection, &config.path)?;
         let uid = migrate::spool_uid(&connection, &config.path)?;
@@ -264,10 +272,9 @@ impl Spool {
         ))
     }
 
+    /// A new appender, with its own receipts (one per sender).
     pub fn appender(&self) -> Appender {
-        Appender {
-            appends: self.appends.clone(),
-        }
+        Appender::new(self.appends.clone())
     }
 
     /// A new read-only view, for one thread.
@@ -295,14 +302,25 @@ impl Spool {
 
     /// Applies `settlement` in one transaction; returns once it is committed.
     pub fn settle(&self, settlement: Settlement) -> Result<(), SpoolError> {
+        self.submit_settlement(settlement, true)?.wait()
+    }
+
+    /// Hands `settlement` to the writer without waiting for its commit.
+    /// `urgent`: commit at once (a backlog waits) rather than with the next
+    /// group, within `spool.commit_interval`.
+    pub fn submit_settlement(
+        &self,
+        settlement: Settlement,
+        urgent: bool,
+    ) -> Result<PendingSettlement, SpoolError> {
         if settlement.is_empty() {
-            return Ok(());
+            return Ok(PendingSettlement { done: None });
         }
-        let (settle, done) = writer::Settle::new(settlement);
+        let (settle, done) = writer::Settle::new(settlement, urgent);
         self.settlements
             .send_blocking(settle)
             .map_err(|_| SpoolError::Closed)?;
-        done.recv_blocking().map_err(|_| SpoolError::Closed)?
+        Ok(PendingSettlement { done: Some(done) })
     }
 
     /// Blocks until records have been committed since `seen`, or `timeout` passes.

@@ -14,11 +14,7 @@ fn temp_spool_path(name: &str) -> PathBuf {
 }
 
 fn config(path: PathBuf, max_bytes: u64, overflow: OverflowPolicy) -> SpoolConfig {
-    SpoolConfig {
-        path,
-        max_bytes,
-        overflow,
-    }
+    SpoolConfig::new(path, max_bytes, overflow)
 }
 
 fn record(broker_id: BrokerId, n: usize, payload_len: usize) -> NewRecord {
@@ -35,7 +31,7 @@ fn record(broker_id: BrokerId, n: usize, payload_len: usize) -> NewRecord {
 }
 
 fn append_all(spool: &Spool, records: impl IntoIterator<Item = NewRecord>) {
-    let appender = spool.appender();
+    let mut appender = spool.appender();
     let receipts: Vec<_> = records
         .into_iter()
         .map(|r| appender.append_blocking(r).unwrap())
@@ -140,7 +136,7 @@ fn backpressure_holds_appends_until_the_drain_frees_room() {
         append_all(&spool, [record(1, n, 10_000)]);
         n += 1;
     }
-    let appender = spool.appender();
+    let mut appender = spool.appender();
     let held = appender.append_blocking(record(1, 999, 10)).unwrap();
     // The writer takes no appends while full; settle frees room and the held record commits.
     let n_before = spool.depth().n_records();
@@ -220,7 +216,7 @@ fn refuses_a_spool_from_a_newer_gateway() {
 fn closed_spool_hands_the_record_back() {
     let path = temp_spool_path("closed");
     let (spool, writer) = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest)).unwrap();
-    let appender = spool.appender();
+    let mut appender = spool.appender();
     close(spool, writer);
     let returned = appender.append_blocking(record(1, 1, 10)).err();
     assert_eq!(returned, Some(record(1, 1, 10)));

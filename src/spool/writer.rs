@@ -1,22 +1,32 @@
 //! The single writer thread: group commit of appends and settlements.
 //!
-//! It blocks for the first command, then takes whatever else is already queued
-//! (up to [`MAX_GROUP`] appends) and commits it all in one transaction: one
-//! fsync per group, not per message. Only after the commit does it tell the
-//! senders (their [`CommitReceipt`](super::CommitReceipt)s resolve), so a
-//! caller that waits for its receipt knows the record is on disk.
+//! It blocks for the first command, then keeps collecting until one of:
+//! - the first command has waited `spool.commit_interval`;
+//! - a command is *urgent*: a session whose broker may be about to stop
+//!   sending (its messages awaiting acknowledgement reached
+//!   `mqtt.commit_at_unacked`), or the drain settling while a backlog waits;
+//! - the queue is half full or the group holds [`MAX_GROUP`] appends, so no
+//!   sender has to wait for a timer;
+//! - the spool is closing.
+//!
+//! Then it commits everything in one transaction: one fsync per group, not per
+//! message. Only after the commit does it tell the senders (their
+//! [`CommitReceipt`](super::CommitReceipt)s resolve), so a caller that waits
+//! for its receipt knows the record is on disk.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 use rusqlite::{params, Connection, Transaction};
 
-use super::{sqlite_error, CommitReceipt, CommitSignal, Depth, NewRecord, Settlement, SpoolError};
-use crate::catalog::BrokerId;
+use super::receipt::{CommitReceipt, Pending, Tracker};
+use super::{sqlite_error, CommitSignal, Depth, NewRecord, Settlement, SpoolError};
+use crate::clock;
 use crate::config::{OverflowPolicy, SpoolConfig};
+use crate::ids::BrokerId;
 use crate::watchdog::Heartbeat;
 
 /// Pauses between retries of a failed commit, doubling from the first to the last.
@@ -28,43 +38,62 @@ const MAX_GROUP: usize = 2048;
 
 pub(super) struct Append {
     record: NewRecord,
-    committed: async_channel::Sender<()>,
+    /// Commit without waiting for the interval: the sender may be blocked otherwise.
+    urgent: bool,
+    pending: Pending,
 }
 
 impl Append {
-    pub(super) fn new(record: NewRecord) -> (Append, CommitReceipt) {
-        let (committed, receiver) = async_channel::bounded(1);
-        (
-            Append { record, committed },
-            CommitReceipt {
-                committed: receiver,
-            },
-        )
+    pub(super) fn new(
+        record: NewRecord,
+        urgent: bool,
+        tracker: &Arc<Tracker>,
+        seq: u64,
+    ) -> (Append, CommitReceipt) {
+        let append = Append {
+            record,
+            urgent,
+            pending: Pending::new(Arc::clone(tracker), seq),
+        };
+        (append, CommitReceipt::new(Arc::clone(tracker), seq))
     }
 
+    /// The record back, for a sender whose append never reached the writer.
     pub(super) fn into_record(self) -> NewRecord {
+        self.pending.disarm();
         self.record
     }
 }
 
 pub(super) struct Settle {
     settlement: Settlement,
+    urgent: bool,
     done: async_channel::Sender<Result<(), SpoolError>>,
 }
 
 impl Settle {
     pub(super) fn new(
         settlement: Settlement,
+        urgent: bool,
     ) -> (Settle, async_channel::Receiver<Result<(), SpoolError>>) {
         let (done, receiver) = async_channel::bounded(1);
-        (Settle { settlement, done }, receiver)
+        (
+            Settle {
+                settlement,
+                urgent,
+                done,
+            },
+            receiver,
+        )
     }
 }
 
 const INSERT_RECORD: &str = "INSERT INTO records \
     (broker_id, topic, payload, partition_key, qos, received_at_ms, size) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
-const DELETE_RECORD: &str = "DELETE FROM records WHERE id = ?1 RETURNING broker_id, size";
+/// Deletes a run of consecutive ids; delivered records mostly come in runs.
+const DELETE_RECORDS: &str =
+    "DELETE FROM records WHERE id BETWEEN ?1 AND ?2 RETURNING broker_id, size";
 const COUNT_ATTEMPT: &str =
     "UPDATE records SET attempts = attempts + 1 WHERE id = ?1 RETURNING broker_id";
 const MOVE_TO_DEAD_LETTERS: &str = "INSERT INTO dead_letters \
@@ -79,7 +108,7 @@ const ADD_COUNTERS: &str = "INSERT INTO broker_counters \
     retried = retried + ?4, dropped = dropped + ?5, dead_lettered = dead_lettered + ?6";
 const TOTALS: &str = "SELECT count(*), coalesce(sum(size), 0) FROM records";
 
-/// Counter increments of one transaction, per broker.
+/// Counter increments of one broker in one transaction.
 #[derive(Default, Clone, Copy)]
 struct Increments {
     spooled: i64,
@@ -87,6 +116,68 @@ struct Increments {
     retried: i64,
     dropped: i64,
     dead_lettered: i64,
+}
+
+/// What one transaction changes: the spool's totals and the per-broker counters.
+struct Tally {
+    n_records: i64,
+    bytes: i64,
+    per_broker: HashMap<BrokerId, Increments>,
+}
+
+impl Tally {
+    fn starting_at(n_records: u64, bytes: u64) -> Tally {
+        Tally {
+            n_records: n_records as i64,
+            bytes: bytes as i64,
+            per_broker: HashMap::new(),
+        }
+    }
+
+    fn broker(&mut self, broker_id: BrokerId) -> &mut Increments {
+        self.per_broker.entry(broker_id).or_default()
+    }
+
+    fn added(&mut self, broker_id: BrokerId, size: i64) {
+        self.broker(broker_id).spooled += 1;
+        self.n_records += 1;
+        self.bytes += size;
+    }
+
+    fn removed(&mut self, size: i64) {
+        self.n_records -= 1;
+        self.bytes -= size;
+    }
+
+    fn dropped(&self) -> i64 {
+        self.per_broker.values().map(|i| i.dropped).sum()
+    }
+}
+
+/// The commands of one transaction.
+#[derive(Default)]
+struct Group {
+    appends: Vec<Append>,
+    settles: Vec<Settle>,
+    /// Bytes the appends add to the spool.
+    bytes: u64,
+    urgent: bool,
+}
+
+impl Group {
+    fn add(&mut self, command: Command) {
+        match command {
+            Command::Append(append) => {
+                self.urgent |= append.urgent;
+                self.bytes += append.record.spool_bytes();
+                self.appends.push(append);
+            }
+            Command::Settle(settle) => {
+                self.urgent |= settle.urgent;
+                self.settles.push(settle);
+            }
+        }
+    }
 }
 
 pub(super) struct Writer {
@@ -104,6 +195,17 @@ pub(super) struct Writer {
 enum Command {
     Append(Append),
     Settle(Settle),
+}
+
+/// Drops what is still queued when the writer ends, even by a panic, so every
+/// receipt still waiting resolves as lost instead of waiting forever.
+struct DropQueued<'a>(&'a async_channel::Receiver<Append>);
+
+impl Drop for DropQueued<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+        while self.0.try_recv().is_ok() {}
+    }
 }
 
 impl Writer {
@@ -136,44 +238,69 @@ impl Writer {
         appends: async_channel::Receiver<Append>,
         settlements: async_channel::Receiver<Settle>,
     ) {
-        loop {
-            let Some(first) = smol::block_on(self.next_command(&appends, &settlements)) else {
-                break;
-            };
-            let mut group_appends = Vec::new();
-            let mut group_settles = Vec::new();
-            match first {
-                Command::Append(append) => group_appends.push(append),
-                Command::Settle(settle) => group_settles.push(settle),
+        let _drop_queued = DropQueued(&appends);
+        while let Some(group) = self.collect_group(&appends, &settlements) {
+            self.commit_until_done(&group);
+            for append in &group.appends {
+                append
+                    .pending
+                    .tracker()
+                    .mark_committed(append.pending.seq());
             }
-            while let Ok(settle) = settlements.try_recv() {
-                group_settles.push(settle);
+            for append in &group.appends {
+                append.pending.tracker().ring();
             }
-            // Under backpressure the group stops at the record that reaches the
-            // bound, so the spool overshoots it by one record, not by a group.
-            let mut projected: u64 = self.bytes
-                + group_appends
-                    .iter()
-                    .map(|a| a.record.spool_bytes())
-                    .sum::<u64>();
-            while group_appends.len() < MAX_GROUP && !self.would_be_full(projected) {
-                match appends.try_recv() {
-                    Ok(append) => {
-                        projected += append.record.spool_bytes();
-                        group_appends.push(append);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_until_done(&group_appends, &group_settles);
-            for append in group_appends {
-                let _ = append.committed.try_send(());
-            }
-            for settle in group_settles {
+            for settle in group.settles {
                 let _ = settle.done.try_send(Ok(()));
             }
         }
         log::debug!("spool writer: every sender closed, exiting");
+    }
+
+    /// Waits for the next group to commit (see the module docs for when a
+    /// group is complete); `None` when no more commands can come.
+    fn collect_group(
+        &self,
+        appends: &async_channel::Receiver<Append>,
+        settlements: &async_channel::Receiver<Settle>,
+    ) -> Option<Group> {
+        let first = smol::block_on(self.next_command(appends, settlements, None))?;
+        let deadline = Instant::now() + self.config.commit_interval;
+        let mut group = Group::default();
+        group.add(first);
+        loop {
+            while let Ok(settle) = settlements.try_recv() {
+                group.add(Command::Settle(settle));
+            }
+            // Under backpressure the group stops at the record that reaches the
+            // bound, so the spool overshoots it by one record, not by a group.
+            while group.appends.len() < MAX_GROUP && !self.would_be_full(self.bytes + group.bytes) {
+                match appends.try_recv() {
+                    Ok(append) => group.add(Command::Append(append)),
+                    Err(_) => break,
+                }
+            }
+            if self.complete(&group, appends) {
+                return Some(group);
+            }
+            match smol::block_on(self.next_command(appends, settlements, Some(deadline))) {
+                Some(command) => group.add(command),
+                None => return Some(group),
+            }
+        }
+    }
+
+    /// Whether `group` should be committed now rather than wait for more.
+    fn complete(&self, group: &Group, appends: &async_channel::Receiver<Append>) -> bool {
+        let queue_filling = appends
+            .capacity()
+            .is_some_and(|capacity| appends.len() * 2 >= capacity);
+        group.urgent
+            || group.appends.len() >= MAX_GROUP
+            || queue_filling
+            || appends.is_closed()
+            || self.would_be_full(self.bytes + group.bytes)
+            || self.config.commit_interval.is_zero()
     }
 
     /// Commits the group, retrying a failed commit until it succeeds. A failed
@@ -181,17 +308,17 @@ impl Writer {
     /// loses nothing, and giving up would leave sessions with nowhere to put
     /// messages. A disk that never recovers keeps the writer busy, which the
     /// systemd watchdog sees, and the gateway is restarted.
-    fn commit_until_done(&mut self, appends: &[Append], settles: &[Settle]) {
+    fn commit_until_done(&mut self, group: &Group) {
         let _busy = self.heartbeat.busy();
         let mut n_failures: u32 = 0;
-        while let Err(error) = self.commit_group(appends, settles) {
+        while let Err(error) = self.commit_group(group) {
             n_failures += 1;
             // One line per power of two: a dead disk must not flood the log.
             if n_failures.is_power_of_two() {
                 log::error!(
                     "{error}; {} records wait, unacknowledged, for the commit to succeed \
                      (failure {n_failures}, retrying)",
-                    appends.len()
+                    group.appends.len()
                 );
             }
             let pause = COMMIT_RETRY_MIN * 2u32.saturating_pow(n_failures.min(16));
@@ -211,77 +338,67 @@ impl Writer {
         self.config.overflow == OverflowPolicy::Backpressure && bytes >= self.config.max_bytes
     }
 
-    /// The next command to apply, or `None` when no more can come.
+    /// The next command to apply; `None` when no more can come, or when
+    /// `deadline` passed first.
     async fn next_command(
         &self,
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
+        deadline: Option<Instant>,
     ) -> Option<Command> {
-        loop {
-            let appends_done = appends.is_closed() && appends.is_empty();
-            let take_appends = !self.is_full() && !appends_done;
-            let settlements_open = !(settlements.is_closed() && settlements.is_empty());
-            // Each future yields None when its channel closes; the loop then looks again.
-            let settle = async { settlements.recv().await.ok().map(Command::Settle) };
-            let append = async { appends.recv().await.ok().map(Command::Append) };
-            let command = match (take_appends, settlements_open) {
-                (true, true) => settle.or(append).await,
-                (true, false) => append.await,
-                (false, true) => settle.await,
-                // Full with nobody left to free room: queued appends stay unacknowledged.
-                (false, false) => return None,
+        let timer = async {
+            match deadline {
+                Some(deadline) => async_io::Timer::at(deadline).await,
+                None => std::future::pending().await,
             };
-            if command.is_some() {
-                return command;
+            None
+        };
+        let next = async {
+            loop {
+                let appends_done = appends.is_closed() && appends.is_empty();
+                let take_appends = !self.is_full() && !appends_done;
+                let settlements_open = !(settlements.is_closed() && settlements.is_empty());
+                // Each future yields None when its channel closes; the loop then looks again.
+                let settle = async { settlements.recv().await.ok().map(Command::Settle) };
+                let append = async { appends.recv().await.ok().map(Command::Append) };
+                let command = match (take_appends, settlements_open) {
+                    (true, true) => settle.or(append).await,
+                    (true, false) => append.await,
+                    (false, true) => settle.await,
+                    // Full with nobody left to free room: queued appends stay unacknowledged.
+                    (false, false) => return None,
+                };
+                if command.is_some() {
+                    return command;
+                }
             }
-        }
+        };
+        next.or(timer).await
     }
 
-    fn commit_group(&mut self, appends: &[Append], settles: &[Settle]) -> Result<(), SpoolError> {
+    fn commit_group(&mut self, group: &Group) -> Result<(), SpoolError> {
         let path = self.config.path.clone();
-        let before = (self.n_records, self.bytes);
         let transaction = self
             .connection
             .transaction()
             .map_err(|error| sqlite_error(&path, error))?;
-        let mut increments: HashMap<BrokerId, Increments> = HashMap::new();
-        let mut n_records = before.0 as i64;
-        let mut bytes = before.1 as i64;
+        let mut tally = Tally::starting_at(self.n_records, self.bytes);
         let result = (|| {
-            for settle in settles {
-                apply_settlement(
-                    &transaction,
-                    &settle.settlement,
-                    &mut increments,
-                    &mut n_records,
-                    &mut bytes,
-                )?;
+            for settle in &group.settles {
+                apply_settlement(&transaction, &settle.settlement, &mut tally)?;
             }
-            insert_appends(
-                &transaction,
-                appends,
-                &mut increments,
-                &mut n_records,
-                &mut bytes,
-            )?;
+            insert_appends(&transaction, &group.appends, &mut tally)?;
             if self.config.overflow == OverflowPolicy::DropOldest {
-                let max = self.config.max_bytes as i64;
-                drop_oldest(
-                    &transaction,
-                    max,
-                    &mut increments,
-                    &mut n_records,
-                    &mut bytes,
-                )?;
+                drop_oldest(&transaction, self.config.max_bytes as i64, &mut tally)?;
             }
-            write_counters(&transaction, &increments)?;
+            write_counters(&transaction, &tally)?;
             transaction.commit()
         })();
         result.map_err(|error| sqlite_error(&path, error))?;
-        self.n_records = n_records.max(0) as u64;
-        self.bytes = bytes.max(0) as u64;
+        self.n_records = tally.n_records.max(0) as u64;
+        self.bytes = tally.bytes.max(0) as u64;
         self.publish_depth();
-        let dropped: i64 = increments.values().map(|i| i.dropped).sum();
+        let dropped = tally.dropped();
         if dropped > 0 {
             log::warn!(
                 "spool full ({} bytes, spool.max_bytes = {}): dropped the {dropped} oldest records",
@@ -289,7 +406,7 @@ impl Writer {
                 self.config.max_bytes
             );
         }
-        if !appends.is_empty() {
+        if !group.appends.is_empty() {
             let mut generation = self
                 .commits
                 .generation
@@ -312,9 +429,7 @@ impl Writer {
 fn insert_appends(
     transaction: &Transaction<'_>,
     appends: &[Append],
-    increments: &mut HashMap<BrokerId, Increments>,
-    n_records: &mut i64,
-    bytes: &mut i64,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     let mut insert = transaction.prepare_cached(INSERT_RECORD)?;
     for append in appends {
@@ -323,15 +438,13 @@ fn insert_appends(
         insert.execute(params![
             record.broker_id,
             record.topic,
-            record.payload,
+            &record.payload[..],
             record.partition_key.as_str(),
             record.qos,
             record.received_at_ms,
             size
         ])?;
-        increments.entry(record.broker_id).or_default().spooled += 1;
-        *n_records += 1;
-        *bytes += size;
+        tally.added(record.broker_id, size);
     }
     Ok(())
 }
@@ -339,71 +452,81 @@ fn insert_appends(
 fn apply_settlement(
     transaction: &Transaction<'_>,
     settlement: &Settlement,
-    increments: &mut HashMap<BrokerId, Increments>,
-    n_records: &mut i64,
-    bytes: &mut i64,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
-    let mut delete = transaction.prepare_cached(DELETE_RECORD)?;
+    let mut delete = transaction.prepare_cached(DELETE_RECORDS)?;
     let mut count_attempt = transaction.prepare_cached(COUNT_ATTEMPT)?;
     let mut move_dead = transaction.prepare_cached(MOVE_TO_DEAD_LETTERS)?;
-    let mut delete_one = |id: i64| -> rusqlite::Result<Option<BrokerId>> {
-        let mut rows = delete.query([id])?;
-        match rows.next()? {
-            // Already gone (dropped by policy meanwhile): nothing to count.
-            None => Ok(None),
-            Some(row) => {
-                let broker_id: BrokerId = row.get(0)?;
-                let size: i64 = row.get(1)?;
-                *n_records -= 1;
-                *bytes -= size;
-                Ok(Some(broker_id))
-            }
+    // Ids already gone (dropped by policy meanwhile) return no row: nothing to count.
+    let mut delete_run = |first: i64, last: i64| -> rusqlite::Result<Vec<BrokerId>> {
+        let mut rows = delete.query([first, last])?;
+        let mut brokers = Vec::new();
+        while let Some(row) = rows.next()? {
+            let broker_id: BrokerId = row.get(0)?;
+            tally.removed(row.get(1)?);
+            brokers.push(broker_id);
         }
+        Ok(brokers)
     };
-    for &id in &settlement.delivered {
-        if let Some(broker_id) = delete_one(id)? {
-            increments.entry(broker_id).or_default().delivered += 1;
-        }
+    let mut delivered = Vec::new();
+    for (first, last) in runs(&settlement.delivered) {
+        delivered.extend(delete_run(first, last)?);
     }
-    let now_ms = now_ms();
+    let now_ms = clock::unix_ms();
+    let mut dead = Vec::new();
     for (id, error) in &settlement.dead {
         if move_dead.execute(params![id, error, now_ms])? == 1 {
-            if let Some(broker_id) = delete_one(*id)? {
-                increments.entry(broker_id).or_default().dead_lettered += 1;
-            }
+            dead.extend(delete_run(*id, *id)?);
         }
+    }
+    for broker_id in delivered {
+        tally.broker(broker_id).delivered += 1;
+    }
+    for broker_id in dead {
+        tally.broker(broker_id).dead_lettered += 1;
     }
     for &id in &settlement.retry {
         let mut rows = count_attempt.query([id])?;
         if let Some(row) = rows.next()? {
             let broker_id: BrokerId = row.get(0)?;
-            increments.entry(broker_id).or_default().retried += 1;
+            tally.broker(broker_id).retried += 1;
         }
     }
     Ok(())
+}
+
+/// Runs of consecutive ids, as (first, last), from ids in any order.
+fn runs(ids: &[i64]) -> Vec<(i64, i64)> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for id in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == id => *last = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs
 }
 
 /// Deletes the oldest records until the spool is within `max_bytes`, counting each per broker.
 fn drop_oldest(
     transaction: &Transaction<'_>,
     max_bytes: i64,
-    increments: &mut HashMap<BrokerId, Increments>,
-    n_records: &mut i64,
-    bytes: &mut i64,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
     let mut drop = transaction.prepare_cached(DROP_OLDEST)?;
-    while *bytes > max_bytes && *n_records > 0 {
+    while tally.bytes > max_bytes && tally.n_records > 0 {
         // Estimate how many rows free enough room, then check again.
-        let average = (*bytes / (*n_records).max(1)).max(1);
-        let n_to_drop = ((*bytes - max_bytes) / average + 1).clamp(1, 4096);
+        let average = (tally.bytes / tally.n_records.max(1)).max(1);
+        let n_to_drop = ((tally.bytes - max_bytes) / average + 1).clamp(1, 4096);
         let mut rows = drop.query([n_to_drop])?;
         let mut n_dropped = 0;
         while let Some(row) = rows.next()? {
             let broker_id: BrokerId = row.get(0)?;
-            let size: i64 = row.get(1)?;
-            increments.entry(broker_id).or_default().dropped += 1;
-            *n_records -= 1;
-            *bytes -= size;
+            tally.removed(row.get(1)?);
+            tally.broker(broker_id).dropped += 1;
             n_dropped += 1;
         }
         if n_dropped == 0 {
@@ -413,12 +536,9 @@ fn drop_oldest(
     Ok(())
 }
 
-fn write_counters(
-    transaction: &Transaction<'_>,
-    increments: &HashMap<BrokerId, Increments>,
-) -> rusqlite::Result<()> {
+fn write_counters(transaction: &Transaction<'_>, tally: &Tally) -> rusqlite::Result<()> {
     let mut add = transaction.prepare_cached(ADD_COUNTERS)?;
-    for (broker_id, i) in increments {
+    for (broker_id, i) in &tally.per_broker {
         add.execute(params![
             broker_id,
             i.spooled,
@@ -431,9 +551,15 @@ fn write_counters(
     Ok(())
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+#[cfg(test)]
+mod runs_tests {
+    use super::runs;
+
+    #[test]
+    fn consecutive_ids_make_one_run_and_gaps_split_them() {
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[7]), vec![(7, 7)]);
+        assert_eq!(runs(&[3, 4, 5, 9, 10, 12]), vec![(3, 5), (9, 10), (12, 12)]);
+        assert_eq!(runs(&[5, 3, 4, 4]), vec![(3, 5)]);
+    }
 }

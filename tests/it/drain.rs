@@ -20,11 +20,7 @@ const STREAM: &str = "telemetry";
 const DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn open_spool(dir: &TempDir) -> (Spool, JoinHandle<()>) {
-    let config = SpoolConfig {
-        path: dir.join("spool.db"),
-        max_bytes: 1 << 30,
-        overflow: OverflowPolicy::DropOldest,
-    };
+    let config = SpoolConfig::new(dir.join("spool.db"), 1 << 30, OverflowPolicy::DropOldest);
     Spool::open(&config).expect("open spool")
 }
 
@@ -37,6 +33,8 @@ pub fn kinesis_config(endpoint: String, record_format: RecordFormat) -> KinesisC
         request_timeout: Duration::from_secs(10),
         // Short, so retries in tests take milliseconds, not seconds.
         max_backoff: Duration::from_millis(50),
+        // Each test's records go at once: these tests are about what is sent, not when.
+        linger: Duration::ZERO,
     }
 }
 
@@ -53,7 +51,7 @@ pub fn new_record(broker_id: i64, topic: &str, payload: Vec<u8>) -> NewRecord {
 
 /// Appends every record and waits until the last one is committed (commits are in order).
 pub fn append_all(spool: &Spool, records: Vec<NewRecord>) {
-    let appender = spool.appender();
+    let mut appender = spool.appender();
     let mut last = None;
     for record in records {
         last = Some(appender.append_blocking(record).expect("spool open"));

@@ -57,20 +57,16 @@ impl Gateway {
         mqtt_kinesis_bridge::logger::init(log::LevelFilter::Off);
         let dir = TempDir::new(name);
         let spool_path = dir.join("spool.db");
-        let (spool, spool_writer) = Spool::open(&SpoolConfig {
-            path: spool_path,
-            max_bytes,
-            overflow,
-        })
-        .expect("open spool");
+        let (spool, spool_writer) =
+            Spool::open(&SpoolConfig::new(spool_path, max_bytes, overflow)).expect("open spool");
         let config = MqttConfig {
             partition_key: PartitionKeyScheme::BrokerTopic,
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(300),
             keep_alive: Duration::from_secs(5),
-            channel_capacity: 16,
             // Short, so the return to a primary endpoint is seen quickly.
             primary_recheck: Duration::from_millis(500),
+            commit_at_unacked: 16,
         };
         let (catalogs, catalog_rx) = async_channel::bounded(4);
         let shutdown = Shutdown::new();

@@ -14,11 +14,7 @@ const CHILD_ENV: &str = "MKB_TEST_SPOOL_CHILD";
 const ROUND_ENV: &str = "MKB_TEST_SPOOL_ROUND";
 
 fn spool_config(path: std::path::PathBuf) -> SpoolConfig {
-    SpoolConfig {
-        path,
-        max_bytes: 256 << 20,
-        overflow: OverflowPolicy::DropOldest,
-    }
+    SpoolConfig::new(path, 256 << 20, OverflowPolicy::DropOldest)
 }
 
 /// One QoS 1 record of `broker_id` on `topic`.
@@ -42,7 +38,7 @@ fn spool_child_appender() {
     };
     let round = std::env::var(ROUND_ENV).unwrap_or_default();
     let (spool, _writer) = Spool::open(&spool_config(path.into())).expect("open spool");
-    let appender = spool.appender();
+    let mut appender = spool.appender();
     for batch in 0u64.. {
         let receipts: Vec<_> = (0..50)
             .map(|i| {
@@ -114,7 +110,7 @@ fn reopens_after_kill_and_keeps_appending() -> TestResult {
     let dir = TempDir::new("spool-reopen");
     let path = dir.join("spool.db");
     let (spool, writer) = Spool::open(&spool_config(path.clone()))?;
-    let appender = spool.appender();
+    let mut appender = spool.appender();
     let record = |n: u64| NewRecord {
         broker_id: 2,
         topic: "t".into(),
