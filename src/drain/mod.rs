@@ -26,6 +26,7 @@ pub mod backoff;
 pub mod batch;
 pub mod client;
 pub mod credentials;
+mod linger;
 pub mod put_records;
 pub mod record_format;
 mod resolver;
@@ -209,23 +210,15 @@ impl Drain {
                 now
             }
         };
-        // Full, failing or isolating a refused record: no waiting.
-        let data_bytes: usize = records.iter().map(Record::data_bytes).sum();
-        if self.config.linger.is_zero()
-            || records.len() >= batch::MAX_RECORDS
-            || data_bytes >= batch::MAX_REQUEST_BYTES / 2
-            || self.n_failures > 0
-            || self.max_records < batch::MAX_RECORDS
-        {
-            return None;
-        }
-        let wall_age = clock::unix_ms().saturating_sub(oldest.received_at_ms);
-        let wall_age = Duration::from_millis(wall_age.max(0) as u64);
-        let waited = wall_age.max(seen_at.elapsed());
-        self.config
-            .linger
-            .checked_sub(waited)
-            .filter(|left| !left.is_zero())
+        let waiting = linger::Waiting {
+            n_records: records.len(),
+            data_bytes: records.iter().map(Record::data_bytes).sum(),
+            oldest_wall_age_ms: clock::unix_ms().saturating_sub(oldest.received_at_ms),
+            oldest_seen_for: seen_at.elapsed(),
+        };
+        // Retrying or isolating a refused record: no waiting.
+        let hurry = self.n_failures > 0 || self.max_records < batch::MAX_RECORDS;
+        linger::left(self.config.linger, waiting, hurry)
     }
 
     /// Waits up to `left` for enough records for a full request.

@@ -132,6 +132,7 @@ impl std::error::Error for SpoolError {}
 pub struct Depth {
     n_records: AtomicU64,
     bytes: AtomicU64,
+    n_commits: AtomicU64,
 }
 
 impl Depth {
@@ -140,6 +141,10 @@ impl Depth {
     }
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+    /// Transactions committed since the spool was opened: one fsync each.
+    pub fn n_commits(&self) -> u64 {
+        self.n_commits.load(Ordering::Relaxed)
     }
 }
 

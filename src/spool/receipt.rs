@@ -128,3 +128,41 @@ impl CommitReceipt {
         futures_lite::future::block_on(self.committed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipts_resolve_in_order_of_their_sequence() {
+        let tracker = Tracker::new();
+        let first = CommitReceipt::new(Arc::clone(&tracker), 1);
+        let second = CommitReceipt::new(Arc::clone(&tracker), 2);
+        assert!(!first.try_committed());
+        tracker.mark_committed(1);
+        tracker.ring();
+        assert!(first.try_committed());
+        assert!(!second.try_committed());
+        tracker.mark_committed(2);
+        assert!(second.wait().is_ok());
+    }
+
+    #[test]
+    fn an_append_dropped_uncommitted_is_never_taken_for_committed() {
+        let tracker = Tracker::new();
+        let receipt = CommitReceipt::new(Arc::clone(&tracker), 1);
+        drop(Pending::new(Arc::clone(&tracker), 1));
+        assert!(!receipt.try_committed());
+        assert!(matches!(receipt.wait(), Err(SpoolError::Closed)));
+    }
+
+    #[test]
+    fn a_committed_or_disarmed_append_leaves_the_stream_intact() {
+        let tracker = Tracker::new();
+        Pending::new(Arc::clone(&tracker), 0).disarm();
+        let pending = Pending::new(Arc::clone(&tracker), 1);
+        tracker.mark_committed(1);
+        drop(pending);
+        assert!(CommitReceipt::new(tracker, 1).wait().is_ok());
+    }
+}

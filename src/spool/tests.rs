@@ -221,3 +221,92 @@ fn closed_spool_hands_the_record_back() {
     let returned = appender.append_blocking(record(1, 1, 10)).err();
     assert_eq!(returned, Some(record(1, 1, 10)));
 }
+
+/// A spool whose group commits wait the longest interval allowed, so only
+/// urgency, a filling queue or a settlement's urgency can commit early.
+fn open_patient(name: &str, queue_capacity: usize) -> (Spool, std::thread::JoinHandle<()>) {
+    let mut config = config(temp_spool_path(name), 1 << 20, OverflowPolicy::DropOldest);
+    config.commit_interval = std::time::Duration::from_secs(10);
+    config.queue_capacity = queue_capacity;
+    Spool::open(&config).unwrap()
+}
+
+fn append_quietly(appender: &mut Appender, record: NewRecord) -> CommitReceipt {
+    futures_lite::future::block_on(appender.append(record, false)).unwrap()
+}
+
+/// Polls `condition` until it holds; panics after 5 s, half the patient interval.
+fn within_5s(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn quiet_appends_wait_for_an_urgent_one_and_commit_as_one_group() {
+    let (spool, writer) = open_patient("urgent", 1024);
+    let mut appender = spool.appender();
+    let quiet: Vec<_> = (0..50)
+        .map(|n| append_quietly(&mut appender, record(1, n, 10)))
+        .collect();
+    // Nothing asked for a commit and the interval is 10 s.
+    assert_eq!(spool.depth().n_commits(), 0);
+    assert!(!quiet[0].try_committed());
+    let urgent = futures_lite::future::block_on(appender.append(record(1, 50, 10), true)).unwrap();
+    within_5s("the urgent append committed", || urgent.try_committed());
+    assert!(quiet.iter().all(CommitReceipt::try_committed));
+    assert_eq!(spool.depth().n_commits(), 1, "one transaction for all 51");
+    assert_eq!(spool.depth().n_records(), 51);
+    close(spool, writer);
+}
+
+#[test]
+fn a_full_group_commits_without_waiting_for_the_interval() {
+    let (spool, writer) = open_patient("group", 4096);
+    let mut appender = spool.appender();
+    let receipts: Vec<_> = (0..super::writer::MAX_GROUP)
+        .map(|n| append_quietly(&mut appender, record(1, n, 10)))
+        .collect();
+    within_5s("a full group committed", || {
+        receipts.iter().all(CommitReceipt::try_committed)
+    });
+    close(spool, writer);
+}
+
+#[test]
+fn a_quiet_settlement_rides_on_the_next_commit() {
+    let (spool, writer) = open_patient("settle", 1024);
+    append_all(&spool, (0..3).map(|n| record(1, n, 10)));
+    let commits_before = spool.depth().n_commits();
+    let ids: Vec<i64> = spool
+        .reader()
+        .unwrap()
+        .oldest(0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let settled = spool
+        .submit_settlement(
+            Settlement {
+                delivered: ids,
+                ..Settlement::default()
+            },
+            false,
+        )
+        .unwrap();
+    assert_eq!(spool.depth().n_commits(), commits_before, "not on its own");
+    // An urgent append commits, and the settlement with it.
+    append_all(&spool, [record(1, 3, 10)]);
+    settled.wait().unwrap();
+    assert_eq!(spool.depth().n_commits(), commits_before + 1);
+    assert_eq!(spool.depth().n_records(), 1);
+    let counters = spool.reader().unwrap().counters().unwrap();
+    assert_eq!((counters[0].spooled, counters[0].delivered), (4, 3));
+    close(spool, writer);
+}

@@ -5,8 +5,7 @@
 //! - a command is *urgent*: a session whose broker may be about to stop
 //!   sending (its messages awaiting acknowledgement reached
 //!   `mqtt.commit_at_unacked`), or the drain settling while a backlog waits;
-//! - the queue is half full or the group holds [`MAX_GROUP`] appends, so no
-//!   sender has to wait for a timer;
+//! - the group holds [`MAX_GROUP`] appends, or the backpressure bound is reached;
 //! - the spool is closing.
 //!
 //! Then it commits everything in one transaction: one fsync per group, not per
@@ -34,7 +33,7 @@ const COMMIT_RETRY_MIN: Duration = Duration::from_millis(50);
 const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Appends committed together at most; bounds the time a commit holds the lock.
-const MAX_GROUP: usize = 2048;
+pub(super) const MAX_GROUP: usize = 2048;
 
 pub(super) struct Append {
     record: NewRecord,
@@ -290,14 +289,12 @@ impl Writer {
         }
     }
 
-    /// Whether `group` should be committed now rather than wait for more.
+    /// Whether `group` should be committed now rather than wait for more. The
+    /// queue itself never fills while the writer waits: it takes every append
+    /// into the group, up to [`MAX_GROUP`].
     fn complete(&self, group: &Group, appends: &async_channel::Receiver<Append>) -> bool {
-        let queue_filling = appends
-            .capacity()
-            .is_some_and(|capacity| appends.len() * 2 >= capacity);
         group.urgent
             || group.appends.len() >= MAX_GROUP
-            || queue_filling
             || appends.is_closed()
             || self.would_be_full(self.bytes + group.bytes)
             || self.config.commit_interval.is_zero()
@@ -397,6 +394,7 @@ impl Writer {
         result.map_err(|error| sqlite_error(&path, error))?;
         self.n_records = tally.n_records.max(0) as u64;
         self.bytes = tally.bytes.max(0) as u64;
+        self.depth.n_commits.fetch_add(1, Ordering::Relaxed);
         self.publish_depth();
         let dropped = tally.dropped();
         if dropped > 0 {

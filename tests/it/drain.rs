@@ -266,3 +266,42 @@ fn shutdown_during_backoff_keeps_records() -> TestResult {
     assert!(fake.accepted().is_empty());
     Ok(())
 }
+
+/// `new_record`, received now (the linger counts from then).
+fn fresh_record(n: usize) -> NewRecord {
+    NewRecord {
+        received_at_ms: mqtt_kinesis_bridge::clock::unix_ms(),
+        ..new_record(1, "plant/line", mixed_payload(n))
+    }
+}
+
+#[test]
+fn a_trickle_shares_one_request_and_a_full_batch_goes_at_once() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![]);
+    let dir = TempDir::new("drain-linger");
+    let (spool, _writer) = open_spool(&dir);
+    let shutdown = Shutdown::new();
+    let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    config.linger = Duration::from_secs(10);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+
+    // 1,000 records: two full requests, which do not wait for the linger.
+    append_all(&spool, (0..1000).map(fresh_record).collect());
+    wait_until(
+        "two full requests, well within the 10 s linger",
+        Duration::from_secs(5),
+        || counts(&spool) == (0, 0),
+    );
+    assert_eq!(fake.n_requests(), 2);
+
+    // Three records committed one by one: one request carries them, after the linger.
+    for n in 0..3 {
+        append_all(&spool, vec![fresh_record(n)]);
+    }
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    assert_eq!(fake.n_requests(), 3, "one more request for the three");
+    assert_eq!(fake.accepted().len(), 1003);
+    Ok(())
+}
