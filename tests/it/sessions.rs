@@ -53,13 +53,24 @@ impl Gateway {
         overflow: OverflowPolicy,
         max_bytes: u64,
     ) -> Gateway {
+        Gateway::tuned(name, gateway_id, |spool, _| {
+            spool.overflow = overflow;
+            spool.max_bytes = max_bytes;
+        })
+    }
+
+    /// A gateway whose spool and session settings `tune` adjusts.
+    fn tuned(
+        name: &str,
+        gateway_id: &str,
+        tune: impl FnOnce(&mut SpoolConfig, &mut MqttConfig),
+    ) -> Gateway {
         // Silent unless RUST_LOG names a level.
         mqtt_kinesis_bridge::logger::init(log::LevelFilter::Off);
         let dir = TempDir::new(name);
-        let spool_path = dir.join("spool.db");
-        let (spool, spool_writer) =
-            Spool::open(&SpoolConfig::new(spool_path, max_bytes, overflow)).expect("open spool");
-        let config = MqttConfig {
+        let mut spool_config =
+            SpoolConfig::new(dir.join("spool.db"), 64 << 20, OverflowPolicy::DropOldest);
+        let mut config = MqttConfig {
             partition_key: PartitionKeyScheme::BrokerTopic,
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(300),
@@ -68,6 +79,8 @@ impl Gateway {
             primary_recheck: Duration::from_millis(500),
             commit_at_unacked: 16,
         };
+        tune(&mut spool_config, &mut config);
+        let (spool, spool_writer) = Spool::open(&spool_config).expect("open spool");
         let (catalogs, catalog_rx) = async_channel::bounded(4);
         let shutdown = Shutdown::new();
         let status = StatusBoard::new();
@@ -549,4 +562,23 @@ fn proc_status() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("Threads:"))
+}
+
+#[test]
+fn a_session_nearing_its_window_asks_for_the_commit_at_once() {
+    let mosquitto = Mosquitto::start();
+    // Commits wait 10 s unless a session asks; it asks at 5 messages awaiting their ack.
+    let gateway = Gateway::tuned("sessions-urgent", "it-gw", |spool, mqtt| {
+        spool.commit_interval = Duration::from_secs(10);
+        mqtt.commit_at_unacked = 5;
+    });
+    gateway.send(vec![broker(1, mosquitto.port(), &["urgent/#"])]);
+    gateway.wait_subscribed(1, 1);
+    publish(mosquitto.port(), "urgent/a", "u", 5);
+    wait_until(
+        "5 records committed, well within the 10 s interval",
+        Duration::from_secs(5),
+        || count(&gateway.records(), 1, "u") == 5,
+    );
+    gateway.stop();
 }
