@@ -159,3 +159,56 @@ fn units() {
     assert!(parse_duration("1.5s").is_err());
     assert!(parse_duration("s").is_err());
 }
+
+#[test]
+fn batching_keys_have_defaults_and_bounds() {
+    let config = parse(&minimal()).unwrap();
+    assert_eq!(config.spool.commit_interval, Duration::from_millis(100));
+    assert_eq!(config.spool.queue_capacity, 1024);
+    assert_eq!(config.kinesis.linger, Duration::from_millis(200));
+    assert_eq!(config.mqtt.commit_at_unacked, 16);
+    assert!(config.warnings.is_empty());
+
+    let tuned = minimal()
+        .replace(
+            "[spool]",
+            "[spool]\ncommit_interval = \"0ms\"\nqueue_capacity = 64",
+        )
+        .replace("[kinesis]", "[kinesis]\nlinger = \"1s\"")
+        + "[mqtt]\ncommit_at_unacked = 8\n";
+    let config = parse(&tuned).unwrap();
+    assert_eq!(config.spool.commit_interval, Duration::ZERO);
+    assert_eq!(config.spool.queue_capacity, 64);
+    assert_eq!(config.kinesis.linger, Duration::from_secs(1));
+    assert_eq!(config.mqtt.commit_at_unacked, 8);
+
+    check_error(
+        &minimal().replace("[spool]", "[spool]\ncommit_interval = \"11s\""),
+        "spool.commit_interval",
+    );
+    check_error(
+        &minimal().replace("[kinesis]", "[kinesis]\nlinger = \"1h\""),
+        "kinesis.linger",
+    );
+    check_error(
+        &minimal().replace("[spool]", "[spool]\nqueue_capacity = 0"),
+        "spool.queue_capacity",
+    );
+    check_error(
+        &(minimal() + "[mqtt]\ncommit_at_unacked = 0\n"),
+        "mqtt.commit_at_unacked",
+    );
+}
+
+#[test]
+fn the_old_queue_key_still_works_with_a_warning() {
+    let config = parse(&(minimal() + "[mqtt]\nchannel_capacity = 32\n")).unwrap();
+    assert_eq!(config.spool.queue_capacity, 32);
+    assert_eq!(config.warnings.len(), 1);
+    assert!(config.warnings[0].contains("spool.queue_capacity"));
+    check_error(
+        &(minimal().replace("[spool]", "[spool]\nqueue_capacity = 64")
+            + "[mqtt]\nchannel_capacity = 32\n"),
+        "set only spool.queue_capacity",
+    );
+}

@@ -368,6 +368,13 @@ pub struct SpoolReader {
 const SELECT_OLDEST: &str =
     "SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts \
      FROM records WHERE id > ?1 ORDER BY id LIMIT ?2";
+const COUNT_RECORDS_AND_DEAD_LETTERS: &str =
+    "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)";
+const SUMMARY: &str = "SELECT count(*), coalesce(sum(size), 0), min(received_at_ms), \
+     (SELECT count(*) FROM dead_letters) FROM records";
+const DEAD_LETTERS: &str = "SELECT id, error FROM dead_letters ORDER BY id";
+const COUNTERS: &str = "SELECT broker_id, spooled, delivered, retried, dropped, dead_lettered \
+     FROM broker_counters ORDER BY broker_id";
 
 impl SpoolReader {
     pub fn open(path: &Path) -> Result<SpoolReader, SpoolError> {
@@ -413,30 +420,23 @@ impl SpoolReader {
     /// The number of records and dead letters, straight from the file.
     pub fn counts(&self) -> Result<(u64, u64), SpoolError> {
         self.connection
-            .query_row(
-                "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)",
-                [],
-                |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)),
-            )
+            .query_row(COUNT_RECORDS_AND_DEAD_LETTERS, [], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64))
+            })
             .map_err(|error| sqlite_error(&self.path, error))
     }
 
     /// Depth, bytes and the oldest record's time, straight from the file.
     pub fn summary(&self) -> Result<SpoolSummary, SpoolError> {
         self.connection
-            .query_row(
-                "SELECT count(*), coalesce(sum(size), 0), min(received_at_ms), \
-                 (SELECT count(*) FROM dead_letters) FROM records",
-                [],
-                |row| {
-                    Ok(SpoolSummary {
-                        n_records: row.get::<_, i64>(0)? as u64,
-                        bytes: row.get::<_, i64>(1)? as u64,
-                        oldest_received_at_ms: row.get(2)?,
-                        n_dead_letters: row.get::<_, i64>(3)? as u64,
-                    })
-                },
-            )
+            .query_row(SUMMARY, [], |row| {
+                Ok(SpoolSummary {
+                    n_records: row.get::<_, i64>(0)? as u64,
+                    bytes: row.get::<_, i64>(1)? as u64,
+                    oldest_received_at_ms: row.get(2)?,
+                    n_dead_letters: row.get::<_, i64>(3)? as u64,
+                })
+            })
             .map_err(|error| sqlite_error(&self.path, error))
     }
 
@@ -444,7 +444,7 @@ impl SpoolReader {
     pub fn dead_letters(&self) -> Result<Vec<(i64, String)>, SpoolError> {
         let mut statement = self
             .connection
-            .prepare("SELECT id, error FROM dead_letters ORDER BY id")
+            .prepare(DEAD_LETTERS)
             .map_err(|error| sqlite_error(&self.path, error))?;
         let rows = statement
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -457,10 +457,7 @@ impl SpoolReader {
     pub fn counters(&self) -> Result<Vec<BrokerCounters>, SpoolError> {
         let mut statement = self
             .connection
-            .prepare(
-                "SELECT broker_id, spooled, delivered, retried, dropped, dead_lettered \
-                 FROM broker_counters ORDER BY broker_id",
-            )
+            .prepare(COUNTERS)
             .map_err(|error| sqlite_error(&self.path, error))?;
         let rows = statement
             .query_map([], |row| {
