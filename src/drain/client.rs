@@ -5,12 +5,14 @@
 //! a network error or timeout is [`FailureKind::Unavailable`]. It does not
 //! retry, wait or touch the spool; the drain loop decides what happens next.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::batch::Entry;
 use super::credentials::Credentials;
 use super::put_records::{self, FailureKind, Outcome, RequestFailure};
 use super::resolver::CachingResolver;
+use super::roots;
 use super::sign;
 use crate::config::KinesisConfig;
 
@@ -27,7 +29,16 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: &KinesisConfig) -> Client {
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()));
+        if config.endpoint.starts_with("https://") {
+            let (roots, source) = roots::kinesis_roots();
+            log::debug!("drain: trusting {source} for {}", config.endpoint);
+            tls = tls.root_certs(roots);
+        }
         let agent_config = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             // The whole exchange, connect to last byte: a stuck request cannot
             // hold the drain (or shutdown) longer than this.
             .timeout_global(Some(config.request_timeout))

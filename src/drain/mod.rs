@@ -30,6 +30,7 @@ mod linger;
 pub mod put_records;
 pub mod record_format;
 mod resolver;
+mod roots;
 pub mod sign;
 
 use std::fmt;

@@ -600,3 +600,56 @@ fn status_rows_catch_up_after_a_database_outage() {
     });
     assert!(gateway.log().contains("catalog: database reachable again"));
 }
+
+/// The drain's `https://` endpoint is verified against the system's roots
+/// (`SSL_CERT_FILE` stands in for the system store here): a server whose CA
+/// is there gets past the TLS handshake, one whose CA is not is refused.
+/// The server is a Mosquitto TLS listener, so past the handshake the HTTP
+/// exchange itself fails, which is all this test needs.
+#[test]
+fn kinesis_over_tls_trusts_the_system_roots() {
+    let dir = TempDir::new("check-kinesis-tls");
+    let pki = TestPki::new(dir.path());
+    let broker = Mosquitto::start_with(BrokerSetup {
+        tls: Some(pki.tls_listener(false)),
+        ..BrokerSetup::default()
+    });
+    let endpoint = format!("https://localhost:{}", broker.tls_port());
+    let config = check_config(
+        &dir,
+        "tls.toml",
+        "postgres://postgres@127.0.0.1:1/x",
+        &endpoint,
+        STREAM,
+    );
+    let kinesis_detail = |trust_test_ca: bool| {
+        let mut command = bin();
+        command
+            .arg("check")
+            .arg("--json")
+            .arg("--config")
+            .arg(&config);
+        if trust_test_ca {
+            command.env("SSL_CERT_FILE", pki.ca_pem());
+        } else {
+            command.env_remove("SSL_CERT_FILE");
+        }
+        let output = command.output().expect("run check");
+        let report: Value = serde_json::from_slice(&output.stdout).expect("check --json");
+        let check = report["checks"]
+            .as_array()
+            .expect("checks[]")
+            .iter()
+            .find(|check| check["area"] == "kinesis")
+            .expect("a kinesis check")
+            .clone();
+        check["detail"].as_str().unwrap_or_default().to_owned()
+    };
+    let untrusted = kinesis_detail(false);
+    assert!(untrusted.contains("UnknownIssuer"), "{untrusted}");
+    let trusted = kinesis_detail(true);
+    assert!(
+        !trusted.contains("certificate") && !trusted.contains("UnknownIssuer"),
+        "the handshake should pass: {trusted}"
+    );
+}
