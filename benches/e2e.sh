@@ -153,6 +153,22 @@ cpu_ticks() {
     set -- $stat
     echo $((${12} + ${13}))
 }
+# helpers_cpu_ticks: CPU ticks of the brokers and the stand-in together ("brokers sink").
+helpers_cpu_ticks() {
+    local pid broker_ticks=0
+    for pid in "${broker_pids[@]}"; do broker_ticks=$((broker_ticks + $(cpu_ticks "$pid"))); done
+    echo "$broker_ticks $(cpu_ticks "$sink_pid")"
+}
+# report_helpers_cpu BEFORE AFTER N_RECORDS: on stderr, what the bench's own
+# processes spent per record in the window, since they share the cores.
+report_helpers_cpu() {
+    local brokers_before sink_before brokers_after sink_after
+    read -r brokers_before sink_before <<<"$1"
+    read -r brokers_after sink_after <<<"$2"
+    progress "$(awk -v b="$((brokers_after - brokers_before))" -v s="$((sink_after - sink_before))" \
+        -v hz="$clock_ticks" -v n="$3" 'BEGIN {
+        printf "meanwhile: mosquitto %.1f us/msg, the Kinesis stand-in %.1f us/msg", b * 1e6 / hz / n, s * 1e6 / hz / n }')"
+}
 # status_kib PID FIELD: a kB field of /proc/PID/status (VmHWM, VmRSS).
 status_kib() {
     local name value _
@@ -317,8 +333,8 @@ start_sink() {
 }
 
 # The stand-in's figures, as its stats file names them (read_sink sets them).
-sink_port="" sink_requests=0 sink_records=0 sink_bad_requests=0 sink_stamped=0
-sink_p50_us=0 sink_p99_us=0 sink_last_record_us=0
+sink_port="" sink_requests=0 sink_records=0 sink_bad_requests=0
+sink_p50_us=0 sink_p99_us=0 sink_max_us=0 sink_slowest_at_us=0 sink_last_record_us=0
 # shellcheck disable=SC1090  # the stand-in's own shell assignments
 read_sink() { . "$sink_stats"; }
 
@@ -438,12 +454,14 @@ point_backlog() {
     progress "backlog: publishing $brokers x $backlog messages while the gateway is away"
     publish_all "$backlog"
     progress "backlog: the gateway drains $n_records queued messages"
-    local started_us cpu hwm_kib n_fsyncs n_clones
+    local started_us cpu hwm_kib n_fsyncs n_clones helpers_before
+    helpers_before=$(helpers_cpu_ticks)
     started_us=$(now_us)
     start_gateway backlog
     wait_until $((60 + n_records / 2000)) "the stand-in received $n_records records" sink_has "$n_records"
     cpu=$(cpu_ticks "$gw_pid")
     hwm_kib=$(status_kib "$gw_pid" VmHWM)
+    report_helpers_cpu "$helpers_before" "$(helpers_cpu_ticks)" "$n_records"
     stop_gateway
     read -r n_fsyncs n_clones <<<"$(count_calls "$gw_trace" "$started_us" "$sink_last_record_us")"
 
@@ -490,13 +508,15 @@ point_live() {
     gateway_config "live-$rate" "bench-live-$rate"
     start_gateway "live-$rate"
     wait_until 60 "the gateway subscribed on $brokers brokers" gateway_subscribed "$brokers"
-    local started_us cpu_before cpu_after hwm_kib n_fsyncs n_clones
+    local started_us cpu_before cpu_after hwm_kib n_fsyncs n_clones helpers_before
+    helpers_before=$(helpers_cpu_ticks)
     started_us=$(now_us)
     cpu_before=$(cpu_ticks "$gw_pid")
     publish_all "$count" "$rate"
     wait_until 30 "the stand-in received $n_records records" sink_has "$n_records"
     cpu_after=$(cpu_ticks "$gw_pid")
     hwm_kib=$(status_kib "$gw_pid" VmHWM)
+    report_helpers_cpu "$helpers_before" "$(helpers_cpu_ticks)" "$n_records"
     stop_gateway
     stop "$sink_pid" 10 "the stand-in" || true
     read -r n_fsyncs n_clones <<<"$(count_calls "$gw_trace" "$started_us" "$sink_last_record_us")"
@@ -505,11 +525,13 @@ point_live() {
         -v records="$n_records" -v us="$((sink_last_record_us - started_us))" \
         -v ticks="$((cpu_after - cpu_before))" -v hz="$clock_ticks" -v hwm="$hwm_kib" \
         -v fsyncs="$n_fsyncs" -v clones="$n_clones" -v requests="$sink_requests" \
-        -v p50="$sink_p50_us" -v p99="$sink_p99_us" -v stamped="$sink_stamped" "$awk_helpers"' BEGIN {
+        -v p50="$sink_p50_us" -v p99="$sink_p99_us" -v max="$sink_max_us" \
+        -v slowest_at="$((sink_slowest_at_us - started_us))" "$awk_helpers"' BEGIN {
         s = us / 1e6
-        printf "live     brokers=%d rate=%d/s/broker secs=%d size=%d | %.0f msg/s  cpu=%.1f us/msg  peak_rss=%.1f MiB  fsync=%s  put_records=%.1f/s  threads=%s | latency p50=%.1f ms  p99=%.1f ms (%d records)\n",
+        printf "live     brokers=%d rate=%d/s/broker secs=%d size=%d | %.0f msg/s  cpu=%.1f us/msg  peak_rss=%.1f MiB  fsync=%s  put_records=%.1f/s  threads=%s | latency p50=%.1f ms  p99=%.1f ms  max=%.1f ms (at %.0fs)\n",
             brokers, rate, secs, size, records / s, ticks * 1e6 / hz / records, hwm / 1024,
-            per_s(fsyncs, s, "%.1f"), requests / s, per_s(clones, s, "%.2f"), p50 / 1000, p99 / 1000, stamped }'
+            per_s(fsyncs, s, "%.1f"), requests / s, per_s(clones, s, "%.2f"), p50 / 1000, p99 / 1000, max / 1000,
+            slowest_at / 1e6 }'
 }
 
 point_idle() {
@@ -562,6 +584,7 @@ header() {
     echo "# mqtt-kinesis-bridge e2e bench, $(date -u '+%Y-%m-%d %H:%M') UTC"
     echo "# machine: $(nproc) cores, $cpu_model, Linux $(uname -r), $(mosquitto -h 2>&1 | head -n 1)"
     echo "# gateway: $gw_bin ($((binary_size / 1024)) KiB)${MKB_BIN:+ (MKB_BIN)}, tree at commit $commit"
+    echo "# spools in $work: $(findmnt -n -o FSTYPE,SOURCE --target "$work" | tr -s ' ')"
     case $counter in
         strace) echo "# fsync and threads counted by strace: each counted call stops the gateway, so cpu and wakeups read high" ;;
         perf) echo "# fsync and threads counted by perf stat on syscall tracepoints" ;;
@@ -582,7 +605,8 @@ for point in $points; do
 done
 need_tools
 build
-work=$(mktemp -d /tmp/mkb-e2e.XXXXXX)
+# TMPDIR picks the disk the spools live on: fsync latency bounds the backlog rate.
+work=$(mktemp -d "${TMPDIR:-/tmp}/mkb-e2e.XXXXXX")
 progress "work directory: $work"
 header
 create_catalog

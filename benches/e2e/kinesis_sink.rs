@@ -67,6 +67,8 @@ struct Tally {
     n_bad_requests: u64,
     /// Publish → Kinesis, µs, for records that carry a send time.
     latency: Histogram,
+    /// When the slowest record arrived: tells a stall at start-up from one mid-run.
+    slowest_at_us: u64,
     first_record_us: u64,
     last_record_us: u64,
     /// Bumped on every change, so an idle sink does not rewrite its file.
@@ -82,6 +84,7 @@ impl Tally {
             n_body_bytes: 0,
             n_bad_requests: 0,
             latency: Histogram::new(),
+            slowest_at_us: 0,
             first_record_us: 0,
             last_record_us: 0,
             version: 0,
@@ -92,7 +95,7 @@ impl Tally {
         format!(
             "sink_port={port}\nsink_connections={}\nsink_requests={}\nsink_records={}\nsink_body_bytes={}\n\
              sink_bad_requests={}\nsink_stamped={}\nsink_p50_us={}\nsink_p99_us={}\n\
-             sink_max_us={}\nsink_first_record_us={}\nsink_last_record_us={}\n",
+             sink_max_us={}\nsink_slowest_at_us={}\nsink_first_record_us={}\nsink_last_record_us={}\n",
             self.n_connections,
             self.n_requests,
             self.n_records,
@@ -102,6 +105,7 @@ impl Tally {
             self.latency.percentile(0.50),
             self.latency.percentile(0.99),
             self.latency.max(),
+            self.slowest_at_us,
             self.first_record_us,
             self.last_record_us,
         )
@@ -289,6 +293,9 @@ fn put_records(body: &[u8], received_us: u64, tally: &Mutex<Tally>) -> Result<us
     tally.n_records += n_records as u64;
     tally.n_body_bytes += body.len() as u64;
     for latency_us in latencies_us {
+        if latency_us > tally.latency.max() {
+            tally.slowest_at_us = received_us;
+        }
         tally.latency.record(latency_us);
     }
     if n_records > 0 {
