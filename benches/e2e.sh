@@ -583,6 +583,8 @@ header() {
     binary_size=$(stat -c %s "$gw_bin")
     echo "# mqtt-kinesis-bridge e2e bench, $(date -u '+%Y-%m-%d %H:%M') UTC"
     echo "# machine: $(nproc) cores, $cpu_model, Linux $(uname -r), $(mosquitto -h 2>&1 | head -n 1)"
+    # Anything else busy on the cores moves every figure; say so up front.
+    echo "# load average at start: $(cut -d ' ' -f 1-3 /proc/loadavg)"
     echo "# gateway: $gw_bin ($((binary_size / 1024)) KiB)${MKB_BIN:+ (MKB_BIN)}, tree at commit $commit"
     echo "# spools in $work: $(findmnt -n -o FSTYPE,SOURCE --target "$work" | tr -s ' ')"
     case $counter in
