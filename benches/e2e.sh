@@ -153,6 +153,29 @@ cpu_ticks() {
     set -- $stat
     echo $((${12} + ${13}))
 }
+# thread_ticks PID: "name ticks" per live thread of PID (utime + stime).
+thread_ticks() {
+    local file stat name
+    for file in /proc/"$1"/task/*/stat; do
+        read -r stat <"$file" 2>/dev/null || continue
+        name=${stat#*(}; name=${name%%)*}
+        stat=${stat##*) }
+        # shellcheck disable=SC2086  # splitting into fields is the point
+        set -- $stat
+        echo "${name// /_} $((${12} + ${13}))"
+    done
+}
+# report_thread_cpu BEFORE AFTER N_RECORDS: on stderr, CPU per message by thread name.
+report_thread_cpu() {
+    progress "$(awk -v hz="$clock_ticks" -v n="$3" '
+        FNR == NR { before[$1] += $2; next }
+        { after[$1] += $2 }
+        END {
+            line = "by thread (us/msg):"
+            for (name in after) line = line sprintf(" %s=%.1f", name, (after[name] - before[name]) * 1e6 / hz / n)
+            print line
+        }' <(echo "$1") <(echo "$2"))"
+}
 # helpers_cpu_ticks: CPU ticks of the brokers and the stand-in together ("brokers sink").
 helpers_cpu_ticks() {
     local pid broker_ticks=0
@@ -385,7 +408,7 @@ url = "postgres://postgres@127.0.0.1:5432/$database"
 [mqtt]
 ${MKB_EXTRA_MQTT:-}
 [log]
-level = "info"
+level = "${E2E_LOG_LEVEL:-info}"
 TOML
 }
 
@@ -508,13 +531,15 @@ point_live() {
     gateway_config "live-$rate" "bench-live-$rate"
     start_gateway "live-$rate"
     wait_until 60 "the gateway subscribed on $brokers brokers" gateway_subscribed "$brokers"
-    local started_us cpu_before cpu_after hwm_kib n_fsyncs n_clones helpers_before
+    local started_us cpu_before cpu_after hwm_kib n_fsyncs n_clones helpers_before threads_before
     helpers_before=$(helpers_cpu_ticks)
     started_us=$(now_us)
     cpu_before=$(cpu_ticks "$gw_pid")
+    threads_before=$(thread_ticks "$gw_pid")
     publish_all "$count" "$rate"
     wait_until 30 "the stand-in received $n_records records" sink_has "$n_records"
     cpu_after=$(cpu_ticks "$gw_pid")
+    report_thread_cpu "$threads_before" "$(thread_ticks "$gw_pid")" "$n_records"
     hwm_kib=$(status_kib "$gw_pid" VmHWM)
     report_helpers_cpu "$helpers_before" "$(helpers_cpu_ticks)" "$n_records"
     stop_gateway

@@ -480,7 +480,7 @@ fn validate_kinesis(
         raw.max_backoff,
         Duration::from_secs(30),
     )?;
-    let linger = optional_duration("kinesis.linger", raw.linger, Duration::from_millis(200))?;
+    let linger = optional_duration("kinesis.linger", raw.linger, Duration::from_millis(250))?;
     if linger > MAX_BATCHING_WAIT {
         return Err(invalid("kinesis.linger", "must be at most 10s"));
     }

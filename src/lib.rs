@@ -140,7 +140,16 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         board,
     );
     // Sessions are IO-bound and light: one executor thread runs them all.
-    smol::block_on(executor.run(sessions));
+    // rumqttc's sockets and timers are tokio's; inside this current-thread
+    // runtime async-compat serves them on this same thread, so a message
+    // wakes one thread, not two (async-compat's own tokio thread, then this).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(RunError::Thread)?;
+    runtime.block_on(executor.run(sessions));
+    drop(runtime);
     // Sessions end on shutdown (or if the catalog thread died): either way, stop.
     shutdown.request();
     // Its last write says the gateway stopped.

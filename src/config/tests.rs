@@ -165,7 +165,7 @@ fn batching_keys_have_defaults_and_bounds() {
     let config = parse(&minimal()).unwrap();
     assert_eq!(config.spool.commit_interval, Duration::from_millis(100));
     assert_eq!(config.spool.queue_capacity, 1024);
-    assert_eq!(config.kinesis.linger, Duration::from_millis(200));
+    assert_eq!(config.kinesis.linger, Duration::from_millis(250));
     assert_eq!(config.mqtt.commit_at_unacked, 16);
     assert!(config.warnings.is_empty());
 

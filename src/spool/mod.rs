@@ -154,6 +154,7 @@ impl Depth {
 /// appends. [`Appender::fork`] makes another one for another sender.
 pub struct Appender {
     appends: async_channel::Sender<writer::Append>,
+    bell: Arc<writer::Bell>,
     tracker: Arc<receipt::Tracker>,
     /// Appends handed to the writer so far; the next one's sequence number is one more.
     n_sent: u64,
@@ -163,9 +164,10 @@ pub struct Appender {
 // boxing it would cost an allocation on every append.
 #[allow(clippy::result_large_err)]
 impl Appender {
-    fn new(appends: async_channel::Sender<writer::Append>) -> Appender {
+    fn new(appends: async_channel::Sender<writer::Append>, bell: Arc<writer::Bell>) -> Appender {
         Appender {
             appends,
+            bell,
             tracker: receipt::Tracker::new(),
             n_sent: 0,
         }
@@ -173,7 +175,7 @@ impl Appender {
 
     /// A new appender into the same spool, with its own receipts.
     pub fn fork(&self) -> Appender {
-        Appender::new(self.appends.clone())
+        Appender::new(self.appends.clone(), Arc::clone(&self.bell))
     }
 
     /// Queues `record` for the writer; waits while the queue is full (backpressure).
@@ -189,6 +191,15 @@ impl Appender {
         match self.appends.send(append).await {
             Ok(()) => {
                 self.n_sent += 1;
+                // A filling queue wakes the writer too (QoS 0 floods are
+                // never urgent, and no sender may wait for the interval): at
+                // half its capacity, or every 256 records, so the group
+                // reaches its size while the queue holds only part of it.
+                let capacity = self.appends.capacity().unwrap_or(usize::MAX);
+                let filling = self.appends.len() >= (capacity / 2).clamp(1, 256);
+                if urgent || filling {
+                    self.bell.ring();
+                }
                 Ok(receipt)
             }
             Err(async_channel::SendError(append)) => Err(append.into_record()),
@@ -223,6 +234,7 @@ pub struct Spool {
     uid: String,
     appends: async_channel::Sender<writer::Append>,
     settlements: async_channel::Sender<writer::Settle>,
+    bell: Arc<writer::Bell>,
     depth: Arc<Depth>,
     commits: Arc<CommitSignal>,
     writer_heartbeat: Heartbeat,
@@ -249,12 +261,14 @@ impl Spool {
         let writer_heartbeat = Heartbeat::default();
         let (appends, append_rx) = async_channel::bounded(queue_capacity.max(1));
         let (settlements, settle_rx) = async_channel::bounded(16);
+        let bell = Arc::new(writer::Bell::default());
         let context = writer::Writer::new(
             connection,
             config.clone(),
             Arc::clone(&depth),
             Arc::clone(&commits),
             writer_heartbeat.clone(),
+            Arc::clone(&bell),
         )?;
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -269,6 +283,7 @@ impl Spool {
                 uid,
                 appends,
                 settlements,
+                bell,
                 depth,
                 commits,
                 writer_heartbeat,
@@ -279,7 +294,7 @@ impl Spool {
 
     /// A new appender, with its own receipts (one per sender).
     pub fn appender(&self) -> Appender {
-        Appender::new(self.appends.clone())
+        Appender::new(self.appends.clone(), Arc::clone(&self.bell))
     }
 
     /// A new read-only view, for one thread.
@@ -325,6 +340,9 @@ impl Spool {
         self.settlements
             .send_blocking(settle)
             .map_err(|_| SpoolError::Closed)?;
+        if urgent {
+            self.bell.ring();
+        }
         Ok(PendingSettlement { done: Some(done) })
     }
 
@@ -356,6 +374,7 @@ impl Spool {
     /// writer exits once every [`Spool`] clone is dropped.
     pub fn close(&self) {
         self.appends.close();
+        self.bell.ring();
     }
 }
 

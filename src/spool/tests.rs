@@ -269,11 +269,14 @@ fn quiet_appends_wait_for_an_urgent_one_and_commit_as_one_group() {
 fn a_full_group_commits_without_waiting_for_the_interval() {
     let (spool, writer) = open_patient("group", 4096);
     let mut appender = spool.appender();
-    let receipts: Vec<_> = (0..super::writer::MAX_GROUP)
+    // A full group and then some: the rest waits for the interval (or an urgent append).
+    let receipts: Vec<_> = (0..super::writer::MAX_GROUP + 300)
         .map(|n| append_quietly(&mut appender, record(1, n, 10)))
         .collect();
     within_5s("a full group committed", || {
-        receipts.iter().all(CommitReceipt::try_committed)
+        receipts[..super::writer::MAX_GROUP]
+            .iter()
+            .all(CommitReceipt::try_committed)
     });
     close(spool, writer);
 }
@@ -308,5 +311,27 @@ fn a_quiet_settlement_rides_on_the_next_commit() {
     assert_eq!(spool.depth().n_records(), 1);
     let counters = spool.reader().unwrap().counters().unwrap();
     assert_eq!((counters[0].spooled, counters[0].delivered), (4, 3));
+    close(spool, writer);
+}
+
+#[test]
+fn a_filling_queue_wakes_the_writer_so_quiet_floods_keep_flowing() {
+    // Eight records of queue, 10 s interval, nothing urgent (a QoS 0 flood):
+    // without a wake-up the sender would wait out the interval every 8 records.
+    let (spool, writer) = open_patient("flood", 8);
+    let mut appender = spool.appender();
+    let sender = std::thread::spawn(move || {
+        for n in 0..5000 {
+            append_quietly(&mut appender, record(1, n, 10));
+        }
+    });
+    within_5s(
+        "5,000 quiet records taken through an 8-record queue",
+        || sender.is_finished(),
+    );
+    sender.join().unwrap();
+    within_5s("at least two full groups committed", || {
+        spool.depth().n_commits() >= 2
+    });
     close(spool, writer);
 }

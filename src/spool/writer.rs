@@ -15,7 +15,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -179,7 +180,23 @@ impl Group {
     }
 }
 
+/// Wakes the writer while it collects a group: rung for an urgent command
+/// only, so quiet appends cost the writer no wake-up each.
+#[derive(Default)]
+pub(super) struct Bell {
+    writer: OnceLock<Thread>,
+}
+
+impl Bell {
+    pub(super) fn ring(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+}
+
 pub(super) struct Writer {
+    bell: Arc<Bell>,
     connection: Connection,
     config: SpoolConfig,
     depth: Arc<Depth>,
@@ -214,11 +231,13 @@ impl Writer {
         depth: Arc<Depth>,
         commits: Arc<CommitSignal>,
         heartbeat: Heartbeat,
+        bell: Arc<Bell>,
     ) -> Result<Writer, SpoolError> {
         let (n_records, bytes): (i64, i64) = connection
             .query_row(TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(|error| sqlite_error(&config.path, error))?;
         let writer = Writer {
+            bell,
             connection,
             config,
             depth,
@@ -238,6 +257,9 @@ impl Writer {
         settlements: async_channel::Receiver<Settle>,
     ) {
         let _drop_queued = DropQueued(&appends);
+        // Set before the first park: an urgent append queued earlier is found by
+        // the look at the queue that precedes every park.
+        let _ = self.bell.writer.set(std::thread::current());
         while let Some(group) = self.collect_group(&appends, &settlements) {
             self.commit_until_done(&group);
             for append in &group.appends {
@@ -263,7 +285,7 @@ impl Writer {
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
     ) -> Option<Group> {
-        let first = smol::block_on(self.next_command(appends, settlements, None))?;
+        let first = smol::block_on(self.next_command(appends, settlements))?;
         let deadline = Instant::now() + self.config.commit_interval;
         let mut group = Group::default();
         group.add(first);
@@ -282,9 +304,11 @@ impl Writer {
             if self.complete(&group, appends) {
                 return Some(group);
             }
-            match smol::block_on(self.next_command(appends, settlements, Some(deadline))) {
-                Some(command) => group.add(command),
-                None => return Some(group),
+            // Sleep through quiet appends: only an urgent one (or the
+            // spool closing) rings the bell before the interval is up.
+            match deadline.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+                _ => return Some(group),
             }
         }
     }
@@ -335,22 +359,13 @@ impl Writer {
         self.config.overflow == OverflowPolicy::Backpressure && bytes >= self.config.max_bytes
     }
 
-    /// The next command to apply; `None` when no more can come, or when
-    /// `deadline` passed first.
+    /// The next command to apply; `None` when no more can come.
     async fn next_command(
         &self,
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
-        deadline: Option<Instant>,
     ) -> Option<Command> {
-        let timer = async {
-            match deadline {
-                Some(deadline) => async_io::Timer::at(deadline).await,
-                None => std::future::pending().await,
-            };
-            None
-        };
-        let next = async {
+        {
             loop {
                 let appends_done = appends.is_closed() && appends.is_empty();
                 let take_appends = !self.is_full() && !appends_done;
@@ -369,8 +384,7 @@ impl Writer {
                     return command;
                 }
             }
-        };
-        next.or(timer).await
+        }
     }
 
     fn commit_group(&mut self, group: &Group) -> Result<(), SpoolError> {
