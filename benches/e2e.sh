@@ -484,6 +484,7 @@ point_backlog() {
     wait_until $((60 + n_records / 2000)) "the stand-in received $n_records records" sink_has "$n_records"
     cpu=$(cpu_ticks "$gw_pid")
     hwm_kib=$(status_kib "$gw_pid" VmHWM)
+    [ -n "${E2E_SMAPS:-}" ] && { cp "/proc/$gw_pid/smaps" "$E2E_SMAPS"; for t in /proc/"$gw_pid"/task/*; do echo "$(cat "$t/comm") $(cat "$t/syscall")"; done >"$E2E_SMAPS.tasks"; } || true
     report_helpers_cpu "$helpers_before" "$(helpers_cpu_ticks)" "$n_records"
     stop_gateway
     read -r n_fsyncs n_clones <<<"$(count_calls "$gw_trace" "$started_us" "$sink_last_record_us")"

@@ -354,10 +354,27 @@ pub async fn pause(session: &mut Session, delay: Duration) -> bool {
     false
 }
 
+/// What acknowledging one message takes: 4 bytes, not a whole `Publish`.
+/// Brokers do not always hold back at their in-flight window (Mosquitto
+/// sends a queued backlog faster than rumqttc writes our acks, one per poll),
+/// so thousands can wait here; their number is bounded by the 65,535 packet ids.
+#[derive(Clone, Copy, Debug)]
+struct Ack {
+    pkid: u16,
+    qos: QoS,
+}
+
+impl Ack {
+    /// The form rumqttc's `ack` takes; an empty topic and payload allocate nothing.
+    fn to_publish(self) -> Publish {
+        let mut publish = Publish::new("", self.qos, Vec::new());
+        publish.pkid = self.pkid;
+        publish
+    }
+}
+
 /// A request for rumqttc that waits in our outbox until its channel has room.
 enum Outbound {
-    /// PUBACK/PUBREC for a committed record (a Publish with no payload).
-    Ack(Publish),
     Subscribe(Vec<SubscribeFilter>),
     Unsubscribe(String),
     Disconnect,
@@ -373,6 +390,8 @@ struct Link {
     connected_at: Option<Instant>,
     /// Requests not yet accepted by rumqttc's channel, oldest first.
     outbox: VecDeque<Outbound>,
+    /// PUBACK/PUBREC of committed records not yet accepted by rumqttc's channel, oldest first.
+    acks: VecDeque<Ack>,
     /// Filters of each SUBSCRIBE sent and not yet acknowledged, in order (brokers ack in order).
     awaiting_subacks: VecDeque<Vec<String>>,
     /// Logged "connected, subscribed" for the current connection.
@@ -383,7 +402,7 @@ struct Link {
     stop_deadline: Option<Instant>,
     /// QoS 1/2 messages of this connection handed to the spool and not yet
     /// acknowledged, oldest first; the writer commits in order, so they resolve in order.
-    unacked: VecDeque<(Publish, CommitReceipt)>,
+    unacked: VecDeque<(Ack, CommitReceipt)>,
     /// Endpoint walks that failed in a row; the first walk's attempts are logged at info.
     n_failed_walks: u32,
     /// Runs while connected to a secondary endpoint.
@@ -399,6 +418,7 @@ impl Link {
             rng: fastrand::Rng::new(),
             connected_at: None,
             outbox: VecDeque::new(),
+            acks: VecDeque::new(),
             awaiting_subacks: VecDeque::new(),
             announced: false,
             last_logged_error: None,
@@ -484,7 +504,7 @@ impl Link {
             }
             first = false;
             if let Some((ack, _)) = self.unacked.pop_front() {
-                self.outbox.push_back(Outbound::Ack(ack));
+                self.acks.push_back(ack);
             }
         }
         if self.unacked.is_empty() && self.stop_deadline.is_some() {
@@ -499,8 +519,10 @@ impl Link {
             Incoming(Packet::ConnAck(_)) => self.on_connack(session),
             Incoming(Packet::Publish(publish)) => {
                 // Only the packet id and QoS are needed to acknowledge it later.
-                let mut ack = Publish::new("", publish.qos, Vec::new());
-                ack.pkid = publish.pkid;
+                let ack = Ack {
+                    pkid: publish.pkid,
+                    qos: publish.qos,
+                };
                 // Holding the broker's window open: ask for a commit now, not at the interval.
                 let urgent = ack.qos != QoS::AtMostOnce
                     && self.unacked.len() + 1 >= session.config.commit_at_unacked;
@@ -594,6 +616,7 @@ impl Link {
     fn on_error(&mut self, error: &ConnectionError, session: &mut Session) -> Duration {
         let up_for = self.connected_at.take().map(|since| since.elapsed());
         self.outbox.clear();
+        self.acks.clear();
         self.awaiting_subacks.clear();
         self.primary_probe = None;
         // Packet ids belong to the lost connection: the broker redelivers what we
@@ -718,9 +741,15 @@ impl Link {
         if self.connected_at.is_none() {
             return;
         }
+        // Acknowledgements first: a DISCONNECT queued meanwhile goes after them.
+        while let Some(ack) = self.acks.front() {
+            if self.client.try_ack(&ack.to_publish()).is_err() {
+                return;
+            }
+            self.acks.pop_front();
+        }
         while let Some(outbound) = self.outbox.front() {
             let sent = match outbound {
-                Outbound::Ack(publish) => self.client.try_ack(publish),
                 Outbound::Subscribe(filters) => self.client.try_subscribe_many(filters.clone()),
                 Outbound::Unsubscribe(filter) => self.client.try_unsubscribe(filter.clone()),
                 Outbound::Disconnect => self.client.try_disconnect(),
