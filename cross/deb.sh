@@ -42,11 +42,16 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 fi
 export SOURCE_DATE_EPOCH
 
-# Depends: the newest glibc symbol version the binary links against (2.31 for the
-# ARM builds, pinned by cross/build.sh; the build machine's for amd64). libc6
-# brings libgcc-s1, the one other library the binary loads.
+# Depends: the newest glibc symbol version the binary links against, and for
+# the ARM builds at least the glibc cross/build.sh pins (2.31): that is what they
+# are built and tested against. The amd64 build links against this machine's
+# glibc. libc6 brings libgcc-s1, the one other library the binary loads.
 glibc=$(objdump -T "$binary" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n1)
 [ -n "$glibc" ] || { echo "cross/deb.sh: $binary has no GLIBC_ symbols" >&2; exit 1; }
+glibc=${glibc#GLIBC_}
+if [ "$arch" != amd64 ]; then
+    glibc=$(printf '%s\n%s\n' "$glibc" "${GLIBC:-2.31}" | sort -V | tail -n1)
+fi
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
@@ -91,7 +96,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
-Depends: libc6 (>= ${glibc#GLIBC_})
+Depends: libc6 (>= $glibc)
 Section: net
 Priority: optional
 Description: MQTT to AWS Kinesis Data Streams gateway with a disk spool

@@ -259,14 +259,17 @@ fn the_package_holds_the_binary_unit_sysusers_config_and_docs() -> TestResult {
 fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() -> TestResult {
     let packages = packages();
     let root = ThrowawayRoot::new("deb-lifecycle", &[]);
-    root.dpkg(&["--install"], &packages.first);
+    root.dpkg("--install", &packages.first);
 
     let status = root.status().expect("installed");
     assert!(
         status.contains("\nStatus: install ok installed\n"),
         "{status}"
     );
-    assert!(status.contains(&format!("\nVersion: {}\n", packages.version)));
+    assert!(
+        status.contains(&format!("\nVersion: {}\n", packages.version)),
+        "{status}"
+    );
     let config_md5 = md5(&repo_path("examples/gateway.toml"));
     assert_eq!(conffiles(&status), vec![format!("{CONFFILE} {config_md5}")]);
 
@@ -282,7 +285,7 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
         format!("mqtt-kinesis-bridge {}", packages.version)
     );
 
-    // The operator edits the config and adds credentials; the service spools.
+    // The operator edits the config and adds credentials; the service has spooled.
     let config = std::fs::read_to_string(root.path(CONFFILE))?;
     let edited = config.replace(
         "stream = \"telemetry\"",
@@ -299,13 +302,16 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
     let spool = root.path(&format!("{SPOOL_DIR}/spool.db"));
     std::fs::write(&spool, "records")?;
 
-    root.dpkg(&["--install"], &packages.upgrade);
+    root.dpkg("--install", &packages.upgrade);
     let status = root.status().expect("upgraded");
     assert!(
         status.contains("\nStatus: install ok installed\n"),
         "{status}"
     );
-    assert!(status.contains(&format!("\nVersion: {}\n", packages.upgrade_version)));
+    assert!(
+        status.contains(&format!("\nVersion: {}\n", packages.upgrade_version)),
+        "{status}"
+    );
     assert_eq!(
         std::fs::read_to_string(root.path(CONFFILE))?,
         edited,
@@ -321,7 +327,7 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
     }
     root.assert_mode(CONFFILE, 0o640, gid);
 
-    root.dpkg(&["--remove"], Path::new(PACKAGE));
+    root.dpkg("--remove", Path::new(PACKAGE));
     let status = root.status().expect("config-files are left");
     assert!(
         status.contains("\nStatus: deinstall ok config-files\n"),
@@ -333,7 +339,7 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
     assert!(aws_env.exists(), "remove deleted aws.env");
     assert!(spool.exists(), "remove deleted the spool");
 
-    root.dpkg(&["--purge"], Path::new(PACKAGE));
+    root.dpkg("--purge", Path::new(PACKAGE));
     assert_eq!(root.status(), None, "purge left a record");
     assert!(
         !root.path("/etc/mqtt-kinesis-bridge").exists(),
@@ -351,10 +357,10 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
 #[test]
 fn without_systemd_sysusers_useradd_creates_the_user() -> TestResult {
     let root = ThrowawayRoot::new("deb-useradd", &["systemd-sysusers"]);
-    root.dpkg(&["--install"], &packages().first);
+    root.dpkg("--install", &packages().first);
     let gid = root.user_and_group()?;
     root.assert_mode(CONFFILE, 0o640, gid);
-    root.dpkg(&["--install"], &packages().first);
+    root.dpkg("--install", &packages().first);
     assert_eq!(root.user_and_group()?, gid);
     root.assert_no_systemctl_calls();
     Ok(())
@@ -418,7 +424,7 @@ impl ThrowawayRoot {
     }
 
     /// `dpkg --root=… ACTION PACKAGE`, which must succeed.
-    fn dpkg(&self, action: &[&str], package: &Path) -> String {
+    fn dpkg(&self, action: &str, package: &Path) {
         let mut command = Command::new("dpkg");
         command
             .arg(format!("--root={}", self.path("/").display()))
@@ -437,11 +443,11 @@ impl ThrowawayRoot {
                 "--force-depends",
                 "--path-include=*",
             ])
-            .args(action)
+            .arg(action)
             .arg(package)
             .env("PATH", &self.search_path)
             .stdin(Stdio::null());
-        run_ok(&mut command)
+        run_ok(&mut command);
     }
 
     /// `dpkg-query -s` in the root, or None when dpkg knows nothing of the package.
