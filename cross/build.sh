@@ -32,5 +32,6 @@ else
     cargo build --locked --release --target "$target"
 fi
 mkdir -p dist
-cp "target/$target/release/mqtt-kinesis-bridge" "dist/mqtt-kinesis-bridge-$target"
+# Cargo's output directory: CARGO_TARGET_DIR when set (relative to the repository), else target/.
+cp "${CARGO_TARGET_DIR:-target}/$target/release/mqtt-kinesis-bridge" "dist/mqtt-kinesis-bridge-$target"
 ls -l "dist/mqtt-kinesis-bridge-$target"

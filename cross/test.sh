@@ -2,7 +2,8 @@
 # Builds and tests one ARM target on this x86_64 machine under qemu-user:
 # the unit tests (`cargo test --lib`, linked by Debian's cross gcc and run by the
 # qemu runner in .cargo/config.toml), then cross/build.sh's release binary
-# through cross/smoke.sh.
+# through cross/smoke.sh, then (gnu targets) the Debian package cross/deb.sh
+# makes from it: its Architecture and Depends, and its binary under qemu.
 #   bash cross/test.sh aarch64-unknown-linux-gnu
 #   bash cross/test.sh armv7-unknown-linux-gnueabihf
 #   bash cross/test.sh aarch64-unknown-linux-musl   # smoke test only, see below
@@ -13,10 +14,12 @@ target=${1:?usage: cross/test.sh TARGET}
 case "$target" in
     aarch64-unknown-linux-gnu)
         packages=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-        qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+        qemu=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+        deb_arch=arm64 ;;
     armv7-unknown-linux-gnueabihf)
         packages=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
-        qemu=(qemu-arm -L /usr/arm-linux-gnueabihf) ;;
+        qemu=(qemu-arm -L /usr/arm-linux-gnueabihf)
+        deb_arch=armhf ;;
     aarch64-unknown-linux-musl)
         # Debian's gcc cannot link the bundled SQLite against musl, so no unit
         # tests here; the static binary runs under qemu with no libraries at all.
@@ -48,3 +51,23 @@ if [[ $target == *gnu* ]]; then
 fi
 echo "== $target: smoke test under ${qemu[0]}"
 bash cross/smoke.sh "dist/mqtt-kinesis-bridge-$target" "${qemu[@]}"
+
+if [[ $target == *gnu* ]]; then
+    echo "== $target: Debian package"
+    deb=$(bash cross/deb.sh "$target")
+    dpkg-deb --info "$deb"
+    arch=$(dpkg-deb --field "$deb" Architecture)
+    [ "$arch" = "$deb_arch" ] || { echo "cross/test.sh: $deb has Architecture $arch, not $deb_arch" >&2; exit 1; }
+    # libc6 at the glibc the build pins, or newer if the binary needed more.
+    depends=$(dpkg-deb --field "$deb" Depends)
+    floor=$(printf '%s\n%s\n' "${newest#GLIBC_}" "${GLIBC:-2.31}" | sort -V | tail -n1)
+    [ "$depends" = "libc6 (>= $floor)" ] ||
+        { echo "cross/test.sh: $deb depends on '$depends', not libc6 (>= $floor)" >&2; exit 1; }
+    unpacked=$(mktemp -d)
+    trap 'rm -rf "$unpacked"' EXIT
+    dpkg-deb -x "$deb" "$unpacked"
+    packaged_version=$("${qemu[@]}" "$unpacked/usr/bin/mqtt-kinesis-bridge" --version)
+    [[ $packaged_version == "mqtt-kinesis-bridge "* ]] ||
+        { echo "cross/test.sh: the packaged binary printed: $packaged_version" >&2; exit 1; }
+    echo "deb: ok: $deb ($(stat -c %s "$deb") bytes), $arch, $depends, $packaged_version"
+fi

@@ -35,3 +35,6 @@ mod systemd;
 
 // The Yocto recipe's crate list against Cargo.lock.
 mod yocto;
+
+// The Debian package: lintian, its contents, install/upgrade/purge with dpkg --root.
+mod deb;
