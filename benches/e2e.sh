@@ -483,6 +483,8 @@ point_backlog() {
     start_gateway backlog
     wait_until $((60 + n_records / 2000)) "the stand-in received $n_records records" sink_has "$n_records"
     cpu=$(cpu_ticks "$gw_pid")
+    # Every thread's ticks since the start (the start-up itself is noise here).
+    report_thread_cpu "" "$(thread_ticks "$gw_pid")" "$n_records"
     hwm_kib=$(status_kib "$gw_pid" VmHWM)
     [ -n "${E2E_SMAPS:-}" ] && { cp "/proc/$gw_pid/smaps" "$E2E_SMAPS"; for t in /proc/"$gw_pid"/task/*; do echo "$(cat "$t/comm") $(cat "$t/syscall")"; done >"$E2E_SMAPS.tasks"; } || true
     report_helpers_cpu "$helpers_before" "$(helpers_cpu_ticks)" "$n_records"

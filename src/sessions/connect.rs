@@ -81,6 +81,9 @@ pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings)
     // redelivers) what we had not acknowledged when the gateway went down.
     options.set_clean_session(settings.clean_session);
     options.set_manual_acks(true);
+    // The gateway never publishes: rumqttc's table of our own in-flight
+    // publishes (100 slots of about 70 bytes by default) needs one slot.
+    options.set_inflight(1);
     options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
     // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
     if let Some(username) = &broker.username {

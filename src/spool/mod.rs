@@ -420,15 +420,16 @@ impl SpoolReader {
             .map_err(|error| sqlite_error(&self.path, error))?;
         let rows = statement
             .query_map(rusqlite::params![after_id, limit as i64], |row| {
+                // By position, in SELECT_OLDEST's order: a name costs a search per field.
                 Ok(Record {
-                    id: row.get("id")?,
-                    broker_id: row.get("broker_id")?,
-                    topic: row.get("topic")?,
-                    payload: row.get("payload")?,
-                    partition_key: row.get("partition_key")?,
-                    qos: row.get("qos")?,
-                    received_at_ms: row.get("received_at_ms")?,
-                    attempts: row.get("attempts")?,
+                    id: row.get(0)?,
+                    broker_id: row.get(1)?,
+                    topic: row.get(2)?,
+                    payload: row.get(3)?,
+                    partition_key: row.get(4)?,
+                    qos: row.get(5)?,
+                    received_at_ms: row.get(6)?,
+                    attempts: row.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
