@@ -38,3 +38,6 @@ mod yocto;
 
 // The Debian package: lintian, its contents, install/upgrade/purge with dpkg --root.
 mod deb;
+
+// The module graph flows one way; checked on the source text.
+mod layering;
