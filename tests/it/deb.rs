@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use serde::Deserialize;
 
 use crate::support::{TempDir, TestResult};
 
@@ -41,17 +40,8 @@ struct Packages {
 fn packages() -> &'static Packages {
     static PACKAGES: OnceLock<Packages> = OnceLock::new();
     PACKAGES.get_or_init(|| {
-        #[derive(Deserialize)]
-        struct Manifest {
-            package: ManifestPackage,
-        }
-        #[derive(Deserialize)]
-        struct ManifestPackage {
-            version: String,
-        }
-        let manifest: Manifest =
-            toml::from_str(&read_repo("Cargo.toml")).expect("parse Cargo.toml");
-        let version = manifest.package.version;
+        // The version cargo built this test with is Cargo.toml's.
+        let version = env!("CARGO_PKG_VERSION").to_owned();
         // "+" sorts after the end of a version in Debian: 0.1.0+upgrade1 > 0.1.0.
         let upgrade_version = format!("{version}+upgrade1");
         let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deb");
