@@ -44,6 +44,8 @@ impl Client {
             .timeout_global(Some(config.request_timeout))
             .timeout_connect(Some(config.request_timeout.min(Duration::from_secs(10))))
             .http_status_as_error(false)
+            // A redirect is an answer to report, never a place to send signed records.
+            .max_redirects(0)
             .user_agent(concat!("mqtt-kinesis-bridge/", env!("CARGO_PKG_VERSION")))
             .build();
         let agent = ureq::Agent::with_parts(

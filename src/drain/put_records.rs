@@ -173,8 +173,15 @@ fn parse_records(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome, Requ
     }
     let mut outcome = Outcome::default();
     for (id, result) in sent.iter().zip(response.records) {
+        let stored = result
+            .sequence_number
+            .as_deref()
+            .is_some_and(|s| !s.is_empty());
         match result.error_code.as_deref() {
-            None | Some("") => outcome.delivered.push(*id),
+            // Delivered only with Kinesis' word for it: a sequence number.
+            None | Some("") if stored => outcome.delivered.push(*id),
+            // Neither an error nor a sequence number: not known to be stored.
+            None | Some("") => outcome.retry.push(*id),
             Some(code) if is_retryable_record_error(code) => outcome.retry.push(*id),
             Some(code) => outcome.dead.push((
                 *id,
@@ -219,6 +226,8 @@ struct RecordResult {
     error_code: Option<String>,
     #[serde(rename = "ErrorMessage", default)]
     error_message: Option<String>,
+    #[serde(rename = "SequenceNumber", default)]
+    sequence_number: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-
 use crate::support::{TempDir, TestResult};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";

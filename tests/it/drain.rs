@@ -305,3 +305,23 @@ fn a_trickle_shares_one_request_and_a_full_batch_goes_at_once() -> TestResult {
     assert_eq!(fake.accepted().len(), 1003);
     Ok(())
 }
+
+#[test]
+fn a_redirect_is_reported_not_followed() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![Fault::Redirect]);
+    let dir = TempDir::new("drain-redirect");
+    let (spool, _writer) = open_spool(&dir);
+    append_all(&spool, (0..10).map(fresh_record).collect());
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    // The 307 was retried where it came from; the signed records never went to /redirected.
+    let paths = fake.paths();
+    assert!(paths.iter().all(|path| path == "/"), "{paths:?}");
+    assert!(paths.len() >= 2, "{paths:?}");
+    assert_eq!(fake.accepted().len(), 10);
+    Ok(())
+}

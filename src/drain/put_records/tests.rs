@@ -81,6 +81,23 @@ fn per_record_results_by_position() {
 }
 
 #[test]
+fn a_result_without_error_or_sequence_number_is_sent_again() {
+    let body = json!({
+        "FailedRecordCount": 0,
+        "Records": [ok(1), {}, {"ErrorCode": null, "SequenceNumber": null}, {"SequenceNumber": ""}]
+    });
+    let outcome = parse_response(200, body.to_string().as_bytes(), &[1, 2, 3, 4]);
+    assert_eq!(
+        outcome,
+        Ok(Outcome {
+            delivered: vec![1],
+            retry: vec![2, 3, 4],
+            dead: vec![],
+        })
+    );
+}
+
+#[test]
 fn result_count_mismatch_retries_the_whole_request() {
     let body = json!({"FailedRecordCount": 0, "Records": [ok(1)]});
     let failure = parse_response(200, body.to_string().as_bytes(), &[1, 2]).unwrap_err();

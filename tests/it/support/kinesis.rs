@@ -176,6 +176,8 @@ pub enum Fault {
     DropConnection,
     /// Accept the records at even positions, throttle those at odd positions.
     ThrottleEveryOther,
+    /// Answer `307 Temporary Redirect` to `/redirected` on this same server.
+    Redirect,
 }
 
 #[derive(Default)]
@@ -186,6 +188,8 @@ struct FakeState {
     /// Data blobs of the records accepted, in order.
     accepted: Vec<Vec<u8>>,
     n_requests: usize,
+    /// The request target of every request, in order.
+    paths: Vec<String>,
 }
 
 /// An in-process PutRecords endpoint with scripted faults.
@@ -235,6 +239,11 @@ impl FakeKinesis {
         self.lock().n_requests
     }
 
+    /// The request target (path) of every request so far.
+    pub fn paths(&self) -> Vec<String> {
+        self.lock().paths.clone()
+    }
+
     pub fn script_done(&self) -> bool {
         self.lock().script.is_empty()
     }
@@ -263,6 +272,7 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
         loop {
             line.clear();
             if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -283,6 +293,7 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
         let fault = {
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             state.n_requests += 1;
+            state.paths.push(path);
             state.script.pop_front()
         };
         if matches!(fault, Some(Fault::DropConnection)) {
@@ -293,6 +304,13 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
         let mut body = vec![0; content_length];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        if matches!(fault, Some(Fault::Redirect)) {
+            let head = "HTTP/1.1 307 Temporary Redirect\r\nLocation: /redirected\r\nContent-Length: 0\r\n\r\n";
+            if writer.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            continue;
         }
         let (status, answer) = if has_auth {
             respond(fault, &body, state)
