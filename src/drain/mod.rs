@@ -247,13 +247,33 @@ impl Drain {
         }
         // Read the generation first, so a commit after the read is not missed.
         let generation = self.spool.commit_generation();
-        let records = match self.reader.oldest(0, batch::MAX_RECORDS) {
-            Ok(records) => records,
+        let (records, damaged) = match self.reader.read_oldest(0, batch::MAX_RECORDS) {
+            Ok(oldest) => (oldest.records, oldest.damaged),
             Err(error) => {
                 log::error!("drain: cannot read the spool: {error}");
                 return Step::Pause(self.config.max_backoff);
             }
         };
+        if !damaged.is_empty() {
+            // Never sendable and never readable: out of the way, by id, first.
+            for (id, reason) in &damaged {
+                log::warn!("drain: record {id} moved to dead letters: {reason}");
+            }
+            let settlement = Settlement {
+                dead: damaged,
+                ..Settlement::default()
+            };
+            return match self.spool.submit_settlement(settlement, true) {
+                Ok(pending) => {
+                    self.pending_settlement = Some(pending);
+                    Step::Next
+                }
+                Err(error) => {
+                    log::error!("drain: cannot settle with the spool, stopping: {error}");
+                    Step::Stop
+                }
+            };
+        }
         if records.is_empty() {
             self.spool.wait_for_commit(generation, IDLE_WAIT);
             return Step::Next;

@@ -35,6 +35,12 @@ pub fn apply_up_to(
     let found: i64 = connection
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(|error| sqlite_error(path, error))?;
+    if found < 0 {
+        return Err(SpoolError::UnknownVersion {
+            path: path.to_owned(),
+            found,
+        });
+    }
     if found > latest_version() {
         return Err(SpoolError::TooNew {
             path: path.to_owned(),

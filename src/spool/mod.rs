@@ -103,6 +103,8 @@ pub enum SpoolError {
         found: i64,
         supported: i64,
     },
+    /// `user_version` is no version any gateway writes (a damaged or foreign file).
+    UnknownVersion { path: PathBuf, found: i64 },
     /// The writer has stopped (shutdown, or it failed and logged why).
     Closed,
 }
@@ -118,6 +120,11 @@ impl fmt::Display for SpoolError {
             } => write!(
                 f,
                 "spool {} has schema version {found}, this gateway supports up to {supported}: upgrade the gateway or move the file away",
+                path.display()
+            ),
+            SpoolError::UnknownVersion { path, found } => write!(
+                f,
+                "spool {} has schema version {found}, which no gateway writes: the file is damaged or not a spool; move it away",
                 path.display()
             ),
             SpoolError::Closed => f.write_str("spool writer has stopped"),
@@ -412,29 +419,39 @@ impl SpoolReader {
         })
     }
 
-    /// Up to `limit` records with an id above `after_id`, oldest first.
+    /// Up to `limit` records with an id above `after_id`, oldest first;
+    /// rows that do not decode are left out (see [`SpoolReader::read_oldest`]).
     pub fn oldest(&self, after_id: i64, limit: usize) -> Result<Vec<Record>, SpoolError> {
+        Ok(self.read_oldest(after_id, limit)?.records)
+    }
+
+    /// Up to `limit` rows with an id above `after_id`, oldest first: the
+    /// records, and apart the rows that do not decode (a damaged file), so
+    /// one bad row cannot stop every read.
+    pub fn read_oldest(&self, after_id: i64, limit: usize) -> Result<Oldest, SpoolError> {
         let mut statement = self
             .connection
             .prepare_cached(SELECT_OLDEST)
             .map_err(|error| sqlite_error(&self.path, error))?;
-        let rows = statement
-            .query_map(rusqlite::params![after_id, limit as i64], |row| {
-                // By position, in SELECT_OLDEST's order: a name costs a search per field.
-                Ok(Record {
-                    id: row.get(0)?,
-                    broker_id: row.get(1)?,
-                    topic: row.get(2)?,
-                    payload: row.get(3)?,
-                    partition_key: row.get(4)?,
-                    qos: row.get(5)?,
-                    received_at_ms: row.get(6)?,
-                    attempts: row.get(7)?,
-                })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        let mut rows = statement
+            .query(rusqlite::params![after_id, limit as i64])
             .map_err(|error| sqlite_error(&self.path, error))?;
-        Ok(rows)
+        let mut oldest = Oldest::default();
+        while let Some(row) = rows
+            .next()
+            .map_err(|error| sqlite_error(&self.path, error))?
+        {
+            let id: i64 = row
+                .get(0)
+                .map_err(|error| sqlite_error(&self.path, error))?;
+            match decode_record(id, row) {
+                Ok(record) => oldest.records.push(record),
+                Err(error) => oldest
+                    .damaged
+                    .push((id, format!("spool row does not decode: {error}"))),
+            }
+        }
+        Ok(oldest)
     }
 
     /// The number of records and dead letters, straight from the file.
@@ -494,6 +511,28 @@ impl SpoolReader {
             .map_err(|error| sqlite_error(&self.path, error))?;
         Ok(rows)
     }
+}
+
+/// What [`SpoolReader::read_oldest`] found.
+#[derive(Debug, Default)]
+pub struct Oldest {
+    pub records: Vec<Record>,
+    /// (row id, why): rows that do not decode, for dead letters.
+    pub damaged: Vec<(i64, String)>,
+}
+
+/// A row of SELECT_OLDEST, by position: a name would cost a search per field.
+fn decode_record(id: i64, row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        id,
+        broker_id: row.get(1)?,
+        topic: row.get(2)?,
+        payload: row.get(3)?,
+        partition_key: row.get(4)?,
+        qos: row.get(5)?,
+        received_at_ms: row.get(6)?,
+        attempts: row.get(7)?,
+    })
 }
 
 /// The queue as a whole, for the status command.

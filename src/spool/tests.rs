@@ -213,6 +213,19 @@ fn refuses_a_spool_from_a_newer_gateway() {
 }
 
 #[test]
+fn refuses_a_negative_schema_version_without_panicking() {
+    let path = temp_spool_path("negative");
+    {
+        let connection = Connection::open(&path).unwrap();
+        connection.pragma_update(None, "user_version", -3).unwrap();
+    }
+    let error = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest))
+        .err()
+        .expect("a negative schema version must be refused");
+    assert!(error.to_string().contains("schema version -3"), "{error}");
+}
+
+#[test]
 fn closed_spool_hands_the_record_back() {
     let path = temp_spool_path("closed");
     let (spool, writer) = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest)).unwrap();

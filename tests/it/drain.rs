@@ -325,3 +325,26 @@ fn a_redirect_is_reported_not_followed() -> TestResult {
     assert_eq!(fake.accepted().len(), 10);
     Ok(())
 }
+
+#[test]
+fn a_spool_row_that_does_not_decode_goes_to_dead_letters_alone() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![]);
+    let dir = TempDir::new("drain-damaged");
+    let (spool, _writer) = open_spool(&dir);
+    append_all(&spool, (0..5).map(fresh_record).collect());
+    // A damaged file: a QoS no record can have (the field is a u8).
+    rusqlite::Connection::open(spool.path())?
+        .execute("UPDATE records SET qos = 300 WHERE id = 3", [])?;
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 1);
+    stop(&shutdown, handle);
+    let dead = spool.reader()?.dead_letters()?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, 3);
+    assert!(dead[0].1.contains("does not decode"), "{}", dead[0].1);
+    assert_eq!(fake.accepted().len(), 4, "the other four delivered");
+    Ok(())
+}
