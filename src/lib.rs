@@ -11,6 +11,7 @@ pub mod config;
 pub mod ids;
 pub mod live_status;
 pub mod logger;
+pub mod repeating;
 pub mod sealed;
 pub mod secret;
 pub mod shutdown;

@@ -27,6 +27,7 @@ use super::{sqlite_error, CommitSignal, Depth, NewRecord, Settlement, SpoolError
 use crate::clock;
 use crate::config::{OverflowPolicy, SpoolConfig};
 use crate::ids::BrokerId;
+use crate::repeating::{Repeating, Report};
 use crate::watchdog::Heartbeat;
 
 /// Pauses between retries of a failed commit, doubling from the first to the last.
@@ -195,8 +196,13 @@ impl Bell {
     }
 }
 
+/// Drops by the `drop_oldest` policy are summarized this often while they go on.
+const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
 pub(super) struct Writer {
     bell: Arc<Bell>,
+    /// `drop_oldest` at work: logged when it starts, each minute, and when it ends.
+    drops: Repeating,
     connection: Connection,
     config: SpoolConfig,
     depth: Arc<Depth>,
@@ -238,6 +244,7 @@ impl Writer {
             .map_err(|error| sqlite_error(&config.path, error))?;
         let writer = Writer {
             bell,
+            drops: Repeating::new(DROP_SUMMARY_INTERVAL),
             connection,
             config,
             depth,
@@ -410,14 +417,7 @@ impl Writer {
         self.bytes = tally.bytes.max(0) as u64;
         self.depth.n_commits.fetch_add(1, Ordering::Relaxed);
         self.publish_depth();
-        let dropped = tally.dropped();
-        if dropped > 0 {
-            log::warn!(
-                "spool full ({} bytes, spool.max_bytes = {}): dropped the {dropped} oldest records",
-                self.bytes,
-                self.config.max_bytes
-            );
-        }
+        self.log_drops(tally.dropped());
         if !group.appends.is_empty() {
             let mut generation = self
                 .commits
@@ -428,6 +428,32 @@ impl Writer {
             self.commits.changed.notify_all();
         }
         Ok(())
+    }
+
+    /// One line when drops start, a count each minute while they go on, one when they end.
+    fn log_drops(&mut self, dropped: i64) {
+        let now = Instant::now();
+        let report = if dropped > 0 {
+            self.drops.occurred(dropped as u64, now)
+        } else {
+            self.drops.quiet(now)
+        };
+        let max_bytes = self.config.max_bytes;
+        match report {
+            None => {}
+            Some(Report::Started(n)) => log::warn!(
+                "spool full (spool.max_bytes = {max_bytes}): dropping the oldest records \
+                 to make room, {n} so far; counted per broker, summarized every minute"
+            ),
+            Some(Report::Summary { count, over }) => log::warn!(
+                "spool full (spool.max_bytes = {max_bytes}): dropped {count} oldest records in the last {}s",
+                over.as_secs()
+            ),
+            Some(Report::Ended { total, lasted }) => log::info!(
+                "spool no longer full: {total} oldest records were dropped over {}s",
+                lasted.as_secs()
+            ),
+        }
     }
 
     fn publish_depth(&self) {
