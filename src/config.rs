@@ -697,10 +697,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (Some(n), "h") => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     };
-    duration.ok_or_else(|| {
+    let duration = duration.ok_or_else(|| {
         format!("{text:?} is not a duration: write a whole number and a unit, such as \"60s\" (ms, s, m, h)")
-    })
+    })?;
+    // No setting needs more, and a larger one could overflow a deadline (now + duration).
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "{text:?} is longer than the longest duration any key takes, 24h"
+        ));
+    }
+    Ok(duration)
 }
+
+/// The longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 fn split_number(text: &str) -> (&str, &str) {
     let text = text.trim();

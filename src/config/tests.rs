@@ -158,6 +158,25 @@ fn units() {
     assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
     assert!(parse_duration("1.5s").is_err());
     assert!(parse_duration("s").is_err());
+    assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+    assert!(parse_duration("25h").is_err());
+}
+
+#[test]
+fn a_duration_too_long_for_a_deadline_is_an_error_naming_the_key() {
+    for text in [
+        "18446744073709551615s",
+        "5124095576030431h",
+        "99999999999999ms",
+    ] {
+        check_error(
+            &minimal().replace(
+                "[database]",
+                &format!("[database]\nrefresh_interval = \"{text}\""),
+            ),
+            "database.refresh_interval",
+        );
+    }
 }
 
 #[test]
