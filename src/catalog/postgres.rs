@@ -51,8 +51,11 @@ pub fn connect(url: &Secret, notify_channel: Option<&str>) -> Result<Client, DbE
     }
     let mut client = config.connect(NoTls)?;
     if let Some(channel) = notify_channel {
-        // The channel name was checked to be [A-Za-z0-9_] by config.
-        client.batch_execute(&format!("LISTEN {channel}"))?;
+        // Quoted as an identifier, so the name is taken as written (pg_notify's
+        // channel is case-sensitive; unquoted, `LISTEN MyChannel` would listen
+        // on mychannel) and a reserved word is no syntax error. Config admits
+        // [A-Za-z0-9_] only, so there is no quote to escape.
+        client.batch_execute(&format!("LISTEN \"{channel}\""))?;
     }
     Ok(client)
 }

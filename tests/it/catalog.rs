@@ -127,6 +127,29 @@ fn changes_arrive_by_notify() {
 }
 
 #[test]
+fn a_mixed_case_or_reserved_channel_name_is_listened_to_as_written() {
+    for channel in ["MkbCatalogChanged", "select"] {
+        let db = TestDb::new();
+        let dir = TempDir::new("catalog-channel");
+        db.add_broker(1, 2001);
+        let mut config = config(
+            &db.url(),
+            dir.join("snap.db"),
+            Duration::from_secs(3600),
+            true,
+        );
+        config.notify_channel = Some(channel.to_owned());
+        let running = Running::start(config);
+        next_catalog(&running.catalogs, "the initial catalog");
+        db.add_broker(2, 2002);
+        db.execute(&format!("SELECT pg_notify('{channel}', 'test')"));
+        let catalog = next_catalog(&running.catalogs, &format!("a NOTIFY on {channel:?}"));
+        assert_eq!(catalog.brokers.len(), 2, "channel {channel:?}");
+        running.stop();
+    }
+}
+
+#[test]
 fn changes_arrive_by_poll_when_notify_is_off() {
     let db = TestDb::new();
     let dir = TempDir::new("catalog-poll");
