@@ -188,7 +188,8 @@ impl Subscriptions {
         check_filter(&filter).map_err(|why| {
             format!(
                 "topic_prefix {:?} + topic {:?} is not a valid MQTT topic filter: {why}",
-                self.prefix, topic.filter
+                Excerpt(&self.prefix),
+                Excerpt(&topic.filter)
             )
         })?;
         if let Some(group) = &self.share_group {
@@ -402,8 +403,12 @@ fn parse_endpoint(entry: &str, default_port: u16) -> Result<Endpoint, String> {
 
 fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
     let filter = row.topic.as_deref().ok_or("topic is NULL")?;
-    check_filter(filter)
-        .map_err(|why| format!("topic {filter:?} is not a valid MQTT topic filter: {why}"))?;
+    check_filter(filter).map_err(|why| {
+        format!(
+            "topic {:?} is not a valid MQTT topic filter: {why}",
+            Excerpt(filter)
+        )
+    })?;
     let qos = match row.qos {
         None => QOS_UNSET,
         Some(qos @ 0..=2) => qos as u8,
@@ -415,13 +420,32 @@ fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
     })
 }
 
+/// A value from a row as a log line shows it: the first 100 characters, and
+/// the length when there is more, so one huge cell cannot flood the log.
+struct Excerpt<'a>(&'a str);
+
+impl fmt::Debug for Excerpt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 100;
+        match self.0.char_indices().nth(SHOWN) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
+/// The longest topic filter the gateway subscribes to, prefix and share group included.
+pub const MAX_FILTER_BYTES: usize = 1024;
+
 /// MQTT 3.1.1 §4.7 rules for a subscription filter.
 pub fn check_filter(filter: &str) -> Result<(), &'static str> {
     if filter.is_empty() {
         return Err("it is empty");
     }
-    if filter.len() > 65535 {
-        return Err("it is longer than 65535 bytes");
+    // MQTT allows 65535 bytes; no real filter comes near 1 KiB, and a few
+    // very long ones could not share a SUBSCRIBE packet.
+    if filter.len() > MAX_FILTER_BYTES {
+        return Err("it is longer than 1024 bytes, the gateway's limit for a topic filter");
     }
     if filter.contains('\0') {
         return Err("it contains a NUL character");

@@ -23,7 +23,7 @@ use crate::catalog::{Broker, Endpoint};
 /// broker redeliver a message we can never read. rumqttc's default is 10 KiB.
 const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 /// We only send CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, acks and DISCONNECT.
-const MAX_OUTGOING_PACKET: usize = 64 * 1024;
+pub(super) const MAX_OUTGOING_PACKET: usize = 64 * 1024;
 
 /// Everything about a connection that is the same for each of a broker's endpoints.
 #[derive(Clone)]

@@ -571,8 +571,9 @@ impl Link {
         let filters = subscribe_filters(&session.broker.topics);
         if filters.is_empty() {
             self.announce(session);
-        } else {
-            self.outbox.push_back(Outbound::Subscribe(filters));
+        }
+        for packet in subscribe_packets(filters) {
+            self.outbox.push_back(Outbound::Subscribe(packet));
         }
         if self.stop_deadline.is_some() {
             // Told to stop while connecting; the CONNACK arrived first.
@@ -713,9 +714,8 @@ impl Link {
                     for filter in unsubscribe {
                         self.outbox.push_back(Outbound::Unsubscribe(filter));
                     }
-                    let filters = subscribe_filters(&subscribe);
-                    if !filters.is_empty() {
-                        self.outbox.push_back(Outbound::Subscribe(filters));
+                    for packet in subscribe_packets(subscribe_filters(&subscribe)) {
+                        self.outbox.push_back(Outbound::Subscribe(packet));
                     }
                     self.flush_outbox();
                 }
@@ -824,6 +824,29 @@ fn apply_topic_update(topics: &mut Vec<Topic>, subscribe: &[Topic], unsubscribe:
     );
 }
 
+/// The filters split into SUBSCRIBE packets that each fit rumqttc's outgoing
+/// packet limit: one packet over it is refused and ends the connection, so a
+/// long topic list (or one long filter row) would disconnect the session in a loop.
+fn subscribe_packets(filters: Vec<SubscribeFilter>) -> Vec<Vec<SubscribeFilter>> {
+    // Fixed header (at most 5 bytes) and packet id (2) leave the rest for filters.
+    const BUDGET: usize = connect::MAX_OUTGOING_PACKET - 16;
+    let mut packets: Vec<Vec<SubscribeFilter>> = Vec::new();
+    let mut used = BUDGET;
+    for filter in filters {
+        // Length prefix, the filter, its QoS byte.
+        let size = 2 + filter.path.len() + 1;
+        if used + size > BUDGET {
+            packets.push(Vec::new());
+            used = 0;
+        }
+        used += size;
+        if let Some(packet) = packets.last_mut() {
+            packet.push(filter);
+        }
+    }
+    packets
+}
+
 /// rumqttc rejects a whole SUBSCRIBE if one filter is invalid, so invalid ones are left out here.
 fn subscribe_filters(topics: &[Topic]) -> Vec<SubscribeFilter> {
     topics
@@ -845,4 +868,36 @@ fn subscribe_filters(topics: &[Topic]) -> Vec<SubscribeFilter> {
 fn qos(level: u8) -> QoS {
     // The catalog only admits 0..=2; anything else is treated as at-least-once.
     rumqttc::qos(level).unwrap_or(QoS::AtLeastOnce)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filters(n: usize, len: usize) -> Vec<SubscribeFilter> {
+        (0..n)
+            .map(|i| {
+                let mut path = format!("t/{i}/");
+                path.push_str(&"x".repeat(len.saturating_sub(path.len())));
+                SubscribeFilter::new(path, QoS::AtLeastOnce)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn subscribe_packets_stay_under_the_outgoing_limit_and_keep_every_filter() {
+        assert!(subscribe_packets(Vec::new()).is_empty());
+        assert_eq!(subscribe_packets(filters(10, 20)).len(), 1);
+        // 3,000 filters of 30 bytes: 99 KB, more than one packet may carry.
+        let packets = subscribe_packets(filters(3000, 30));
+        assert!(packets.len() >= 2);
+        let mut paths = Vec::new();
+        for packet in &packets {
+            let size: usize = packet.iter().map(|f| 2 + f.path.len() + 1).sum();
+            assert!(size + 16 <= connect::MAX_OUTGOING_PACKET, "{size}");
+            paths.extend(packet.iter().map(|f| f.path.clone()));
+        }
+        let wanted: Vec<String> = filters(3000, 30).into_iter().map(|f| f.path).collect();
+        assert_eq!(paths, wanted, "every filter once, in order");
+    }
 }

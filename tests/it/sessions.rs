@@ -582,3 +582,31 @@ fn a_session_nearing_its_window_asks_for_the_commit_at_once() {
     );
     gateway.stop();
 }
+
+#[test]
+fn three_thousand_topics_are_subscribed_in_packets_under_the_limit() {
+    let mosquitto = Mosquitto::start();
+    let gateway = Gateway::start("sessions-many-topics");
+    // About 100 KB of filters: more than one SUBSCRIBE may carry.
+    let filters: Vec<String> = (0..3000)
+        .map(|i| format!("plant/line-{i:04}/sensor/+/reading"))
+        .collect();
+    let filter_refs: Vec<&str> = filters.iter().map(String::as_str).collect();
+    gateway.send(vec![broker(1, mosquitto.port(), &filter_refs)]);
+    wait_until("3,000 subscriptions acknowledged", WAIT, || {
+        gateway
+            .status(1)
+            .is_some_and(|s| s.connected && s.n_subscribed == 3000)
+    });
+    let status = gateway.status(1).expect("status");
+    assert!(status.n_subacks >= 2, "{} SUBACKs", status.n_subacks);
+    assert_eq!(status.n_connects, 1, "never disconnected");
+    publish(
+        mosquitto.port(),
+        "plant/line-2999/sensor/7/reading",
+        "last",
+        3,
+    );
+    gateway.wait_records(1, "last", 3);
+    gateway.stop();
+}

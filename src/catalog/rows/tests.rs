@@ -93,6 +93,15 @@ fn bad_topic_rows_are_skipped_and_named() {
     check_topic(topic(9, Some(1), "a/b#", 1), "'#' must be a whole level");
     check_topic(topic(9, Some(1), "a/b+/c", 1), "'+' must be a whole level");
     check_topic(topic(9, Some(1), "a\0b", 1), "NUL");
+    // 70 KB: over every SUBSCRIBE packet; 1 KiB is the gateway's limit.
+    check_topic(
+        topic(9, Some(1), &"a/".repeat(35_000), 1),
+        "a/a/\"… (70000 bytes) is not a valid MQTT topic filter",
+    );
+    check_topic(
+        topic(9, Some(1), &"a".repeat(1025), 1),
+        "longer than 1024 bytes",
+    );
     check_topic(
         topic(9, Some(1), "a/b", 3),
         "topic_id=9: qos 3 is not 0, 1 or 2",
