@@ -9,6 +9,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod ids;
+pub mod limits;
 pub mod live_status;
 pub mod logger;
 pub mod repeating;
@@ -71,6 +72,15 @@ impl From<drain::DrainError> for RunError {
 pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     for warning in &config.warnings {
         log::warn!("{warning}");
+    }
+    match limits::raise_open_files() {
+        Ok((before, after)) if after > before => {
+            log::info!(
+                "open files limit raised from {before} to {after} (one per broker connection)"
+            )
+        }
+        Ok(_) => {}
+        Err(error) => log::warn!("cannot raise the open files limit: {error}"),
     }
     let (spool, spool_writer) = Spool::open(&config.spool)?;
     log::info!(

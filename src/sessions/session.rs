@@ -687,7 +687,16 @@ impl Link {
         } else {
             ": cannot connect"
         };
-        if up_for.is_some() {
+        if description.contains("os error 24") && !repeated {
+            // EMFILE: not the broker's fault, and no retry will help by itself.
+            let limit = crate::limits::open_files()
+                .map_or("unknown".to_owned(), |(soft, _)| soft.to_string());
+            log::error!(
+                "{failed}: cannot connect: the gateway has used up its open files limit \
+                 ({limit}, one per broker connection): raise LimitNOFILE in the unit or \
+                 `ulimit -n`; {next}"
+            );
+        } else if up_for.is_some() {
             log::warn!("{failed}: disconnected: {description}; {next}");
         } else if repeated {
             log::debug!("{failed}{cannot}: {description}; {next}");

@@ -51,6 +51,28 @@ impl Gateway {
         spool_keys: &str,
         env: &[(&str, String)],
     ) -> Gateway {
+        Gateway::spawn(dir, database_url, endpoint, spool_keys, env, None)
+    }
+
+    /// [`Gateway::start_with`], started with this open-files limit (soft, hard).
+    pub fn start_with_open_files_limit(
+        dir: &TempDir,
+        db: &TestDb,
+        endpoint: &str,
+        limit: (u64, u64),
+    ) -> Gateway {
+        let spool_keys = "max_bytes = \"64MiB\"";
+        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, &[], Some(limit))
+    }
+
+    fn spawn(
+        dir: &TempDir,
+        database_url: &str,
+        endpoint: &str,
+        spool_keys: &str,
+        env: &[(&str, String)],
+        open_files: Option<(u64, u64)>,
+    ) -> Gateway {
         let spool = dir.join("spool.db");
         let config = dir.join("gateway.toml");
         std::fs::write(
@@ -68,7 +90,25 @@ impl Gateway {
         )
         .expect("write config");
         let log = dir.join("gateway.log");
-        let child = gateway_command()
+        let mut command = gateway_command();
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: soft as libc::rlim_t,
+                rlim_max: hard as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches nothing else.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = command
             .args(["run", "--config"])
             .arg(&config)
             .envs(env.iter().map(|(key, value)| (key, value)))
@@ -80,6 +120,10 @@ impl Gateway {
             .spawn()
             .expect("start the gateway binary");
         Gateway { child, log, spool }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {
@@ -698,4 +742,49 @@ fn qos2_messages_arrive_once() {
         broker.log().matches("Received PUBREC from it-gw-1").count(),
         50
     );
+}
+
+/// The open-files soft limit of a running process.
+fn soft_open_files_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[test]
+fn five_hundred_brokers_run_under_a_soft_limit_of_256_open_files() {
+    let mosquitto = Mosquitto::start();
+    let db = TestDb::new();
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, status) \
+         SELECT n, '127.0.0.1', {}, TRUE FROM generate_series(1, 500) AS n",
+        mosquitto.port()
+    ));
+    db.add_topic(None, "fd/#", 1);
+    let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+    let dir = TempDir::new("gateway-open-files");
+    // systemd's default is 1024 soft; 256 makes the point with fewer brokers.
+    let gateway = Gateway::start_with_open_files_limit(&dir, &db, &kinesis.endpoint(), (256, 4096));
+    wait_until(
+        "the soft limit raised to the hard one",
+        Duration::from_secs(20),
+        || soft_open_files_limit(gateway.pid()) == Some(4096),
+    );
+    wait_until("500 brokers connected", Duration::from_secs(90), || {
+        let status = gateway.status();
+        let connected = status["brokers"].as_array().map_or(0, |brokers| {
+            brokers.iter().filter(|b| b["state"] == "connected").count()
+        });
+        connected == 500
+    });
+    assert!(
+        gateway
+            .log()
+            .contains("open files limit raised from 256 to 4096"),
+        "{}",
+        gateway.log()
+    );
+    assert_eq!(gateway.terminate(), Some(0));
 }
