@@ -45,6 +45,8 @@ pub struct SpoolConfig {
     pub commit_interval: Duration,
     /// Records waiting for the writer at most; sessions wait beyond it.
     pub queue_capacity: usize,
+    /// Upper bound of the bytes held by dead letters; the oldest go beyond it.
+    pub dead_letter_max_bytes: u64,
 }
 
 impl SpoolConfig {
@@ -56,8 +58,14 @@ impl SpoolConfig {
             overflow,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            dead_letter_max_bytes: default_dead_letter_max_bytes(max_bytes),
         }
     }
+}
+
+/// A tenth of the spool's bound, at least 1 MiB.
+fn default_dead_letter_max_bytes(max_bytes: u64) -> u64 {
+    (max_bytes / 10).max(1 << 20)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +219,7 @@ struct RawSpool {
     overflow: Option<String>,
     commit_interval: Option<String>,
     queue_capacity: Option<usize>,
+    dead_letter_max_bytes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -395,6 +404,20 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
             format!("must be between 1 and {MAX_QUEUE_CAPACITY}"),
         ));
     }
+    let dead_letter_max_bytes = match raw.dead_letter_max_bytes {
+        None => default_dead_letter_max_bytes(max_bytes),
+        Some(text) => {
+            let bytes =
+                parse_bytes(&text).map_err(|m| invalid("spool.dead_letter_max_bytes", m))?;
+            if bytes < 64 * 1024 {
+                return Err(invalid(
+                    "spool.dead_letter_max_bytes",
+                    format!("{text:?} is below the minimum of 64KiB"),
+                ));
+            }
+            bytes
+        }
+    };
     ensure_parent_dir("spool.path", &raw.path)?;
     Ok(SpoolConfig {
         path: raw.path,
@@ -402,6 +425,7 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
         overflow,
         commit_interval,
         queue_capacity,
+        dead_letter_max_bytes,
     })
 }
 

@@ -129,6 +129,7 @@ impl Report<'_> {
                 let mut line = json!({
                     "broker_id": id, "spooled": c.spooled, "delivered": c.delivered,
                     "retried": c.retried, "dropped": c.dropped, "dead_lettered": c.dead_lettered,
+                    "dead_evicted": c.dead_evicted,
                     "state": state(live.get(&id).copied(), self.live.running),
                 });
                 if let (Some(session), Some(line)) = (live.get(&id), line.as_object_mut()) {
@@ -166,6 +167,7 @@ impl Report<'_> {
                 "spooled": total(|c| c.spooled), "delivered": total(|c| c.delivered),
                 "retried": total(|c| c.retried), "dropped": total(|c| c.dropped),
                 "dead_lettered": total(|c| c.dead_lettered),
+                "dead_evicted": total(|c| c.dead_evicted),
             },
             "records_waiting": self.summary.n_records,
             "bytes_waiting": self.summary.bytes,
@@ -199,8 +201,11 @@ impl Report<'_> {
         let _ = writeln!(out, "spool {}", self.spool_path.display());
         let _ = writeln!(
             out,
-            "waiting: {} records, {} bytes, oldest {oldest}; dead letters: {}",
-            self.summary.n_records, self.summary.bytes, self.summary.n_dead_letters
+            "waiting: {} records, {} bytes, oldest {oldest}; dead letters: {} ({} evicted to keep within spool.dead_letter_max_bytes)",
+            self.summary.n_records,
+            self.summary.bytes,
+            self.summary.n_dead_letters,
+            self.counters.iter().map(|c| c.dead_evicted).sum::<u64>()
         );
         let _ = writeln!(
             out,

@@ -15,6 +15,7 @@ use super::{sqlite_error, SpoolError};
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../buffer-schema/0001_records.sql"),
     include_str!("../../buffer-schema/0002_counters.sql"),
+    include_str!("../../buffer-schema/0003_dead_letter_bound.sql"),
 ];
 
 pub fn latest_version() -> i64 {

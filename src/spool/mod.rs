@@ -399,7 +399,8 @@ const COUNT_RECORDS_AND_DEAD_LETTERS: &str =
 const SUMMARY: &str = "SELECT count(*), coalesce(sum(size), 0), min(received_at_ms), \
      (SELECT count(*) FROM dead_letters) FROM records";
 const DEAD_LETTERS: &str = "SELECT id, error FROM dead_letters ORDER BY id";
-const COUNTERS: &str = "SELECT broker_id, spooled, delivered, retried, dropped, dead_lettered \
+const COUNTERS: &str =
+    "SELECT broker_id, spooled, delivered, retried, dropped, dead_lettered, dead_evicted \
      FROM broker_counters ORDER BY broker_id";
 
 impl SpoolReader {
@@ -505,6 +506,7 @@ impl SpoolReader {
                     retried: row.get::<_, i64>(3)? as u64,
                     dropped: row.get::<_, i64>(4)? as u64,
                     dead_lettered: row.get::<_, i64>(5)? as u64,
+                    dead_evicted: row.get::<_, i64>(6)? as u64,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -554,6 +556,8 @@ pub struct BrokerCounters {
     pub retried: u64,
     pub dropped: u64,
     pub dead_lettered: u64,
+    /// Dead letters deleted, oldest first, to keep within `spool.dead_letter_max_bytes`.
+    pub dead_evicted: u64,
 }
 
 /// Opens the writer's connection with the durability settings the README documents.

@@ -89,6 +89,7 @@ fn appended_records_read_back_in_order_and_settle() {
             retried: 2,
             dropped: 0,
             dead_lettered: 1,
+            dead_evicted: 0,
         }]
     );
     assert_eq!(spool.depth().n_records(), 3);
@@ -346,5 +347,41 @@ fn a_filling_queue_wakes_the_writer_so_quiet_floods_keep_flowing() {
     within_5s("at least two full groups committed", || {
         spool.depth().n_commits() >= 2
     });
+    close(spool, writer);
+}
+
+#[test]
+fn dead_letters_beyond_their_bound_evict_the_oldest_and_count_them() {
+    let mut config = config(
+        temp_spool_path("dead-bound"),
+        1 << 30,
+        OverflowPolicy::DropOldest,
+    );
+    config.dead_letter_max_bytes = 64 * 1024;
+    let (spool, writer) = Spool::open(&config).unwrap();
+    // 20 records of about 10 KB, all refused for good: 200 KB of dead letters.
+    append_all(&spool, (0..20).map(|n| record(3, n, 10_000)));
+    let reader = spool.reader().unwrap();
+    let ids: Vec<i64> = reader
+        .oldest(0, 100)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    for id in ids {
+        spool
+            .settle(Settlement {
+                dead: vec![(id, "refused".to_owned())],
+                ..Settlement::default()
+            })
+            .unwrap();
+    }
+    let dead = reader.dead_letters().unwrap();
+    let kept: Vec<i64> = dead.iter().map(|(id, _)| *id).collect();
+    // Six fit in 64 KiB (10,000 + topic + key + 64 bytes each): the newest six.
+    assert_eq!(kept, (15..=20).collect::<Vec<i64>>());
+    let counters = reader.counters().unwrap();
+    assert_eq!(counters[0].dead_lettered, 20);
+    assert_eq!(counters[0].dead_evicted, 14);
     close(spool, writer);
 }

@@ -98,15 +98,20 @@ const DELETE_RECORDS: &str =
 const COUNT_ATTEMPT: &str =
     "UPDATE records SET attempts = attempts + 1 WHERE id = ?1 RETURNING broker_id";
 const MOVE_TO_DEAD_LETTERS: &str = "INSERT INTO dead_letters \
-    (id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts, error, dead_at_ms) \
-    SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts + 1, ?2, ?3 \
+    (id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts, error, dead_at_ms, size) \
+    SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts + 1, ?2, ?3, size \
     FROM records WHERE id = ?1";
+const EVICT_DEAD_LETTERS: &str = "DELETE FROM dead_letters WHERE id IN \
+    (SELECT id FROM dead_letters ORDER BY id LIMIT ?1) RETURNING broker_id, size";
+const DEAD_TOTALS: &str = "SELECT count(*), coalesce(sum(size), 0) FROM dead_letters";
 const DROP_OLDEST: &str = "DELETE FROM records WHERE id IN \
     (SELECT id FROM records ORDER BY id LIMIT ?1) RETURNING broker_id, size";
 const ADD_COUNTERS: &str = "INSERT INTO broker_counters \
-    (broker_id, spooled, delivered, retried, dropped, dead_lettered) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+    (broker_id, spooled, delivered, retried, dropped, dead_lettered, dead_evicted) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
     ON CONFLICT (broker_id) DO UPDATE SET spooled = spooled + ?2, delivered = delivered + ?3, \
-    retried = retried + ?4, dropped = dropped + ?5, dead_lettered = dead_lettered + ?6";
+    retried = retried + ?4, dropped = dropped + ?5, dead_lettered = dead_lettered + ?6, \
+    dead_evicted = dead_evicted + ?7";
 const TOTALS: &str = "SELECT count(*), coalesce(sum(size), 0) FROM records";
 
 /// Counter increments of one broker in one transaction.
@@ -117,20 +122,24 @@ struct Increments {
     retried: i64,
     dropped: i64,
     dead_lettered: i64,
+    dead_evicted: i64,
 }
 
 /// What one transaction changes: the spool's totals and the per-broker counters.
 struct Tally {
     n_records: i64,
     bytes: i64,
+    /// Bytes held by dead letters.
+    dead_bytes: i64,
     per_broker: HashMap<BrokerId, Increments>,
 }
 
 impl Tally {
-    fn starting_at(n_records: u64, bytes: u64) -> Tally {
+    fn starting_at(n_records: u64, bytes: u64, dead_bytes: u64) -> Tally {
         Tally {
             n_records: n_records as i64,
             bytes: bytes as i64,
+            dead_bytes: dead_bytes as i64,
             per_broker: HashMap::new(),
         }
     }
@@ -152,6 +161,10 @@ impl Tally {
 
     fn dropped(&self) -> i64 {
         self.per_broker.values().map(|i| i.dropped).sum()
+    }
+
+    fn dead_evicted(&self) -> i64 {
+        self.per_broker.values().map(|i| i.dead_evicted).sum()
     }
 }
 
@@ -203,6 +216,9 @@ pub(super) struct Writer {
     bell: Arc<Bell>,
     /// `drop_oldest` at work: logged when it starts, each minute, and when it ends.
     drops: Repeating,
+    /// Dead letters evicted to keep within their bound, logged the same way.
+    evictions: Repeating,
+    dead_bytes: u64,
     connection: Connection,
     config: SpoolConfig,
     depth: Arc<Depth>,
@@ -242,9 +258,14 @@ impl Writer {
         let (n_records, bytes): (i64, i64) = connection
             .query_row(TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(|error| sqlite_error(&config.path, error))?;
+        let (_, dead_bytes): (i64, i64) = connection
+            .query_row(DEAD_TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(|error| sqlite_error(&config.path, error))?;
         let writer = Writer {
             bell,
             drops: Repeating::new(DROP_SUMMARY_INTERVAL),
+            evictions: Repeating::new(DROP_SUMMARY_INTERVAL),
+            dead_bytes: dead_bytes.max(0) as u64,
             connection,
             config,
             depth,
@@ -400,7 +421,7 @@ impl Writer {
             .connection
             .transaction()
             .map_err(|error| sqlite_error(&path, error))?;
-        let mut tally = Tally::starting_at(self.n_records, self.bytes);
+        let mut tally = Tally::starting_at(self.n_records, self.bytes, self.dead_bytes);
         let result = (|| {
             for settle in &group.settles {
                 apply_settlement(&transaction, &settle.settlement, &mut tally)?;
@@ -409,12 +430,19 @@ impl Writer {
             if self.config.overflow == OverflowPolicy::DropOldest {
                 drop_oldest(&transaction, self.config.max_bytes as i64, &mut tally)?;
             }
+            evict_dead_letters(
+                &transaction,
+                self.config.dead_letter_max_bytes as i64,
+                &mut tally,
+            )?;
             write_counters(&transaction, &tally)?;
             transaction.commit()
         })();
         result.map_err(|error| sqlite_error(&path, error))?;
         self.n_records = tally.n_records.max(0) as u64;
         self.bytes = tally.bytes.max(0) as u64;
+        self.dead_bytes = tally.dead_bytes.max(0) as u64;
+        self.log_evictions(tally.dead_evicted());
         self.depth.n_commits.fetch_add(1, Ordering::Relaxed);
         self.publish_depth();
         self.log_drops(tally.dropped());
@@ -428,6 +456,32 @@ impl Writer {
             self.commits.changed.notify_all();
         }
         Ok(())
+    }
+
+    /// Like [`Writer::log_drops`], for dead letters evicted by their bound.
+    fn log_evictions(&mut self, evicted: i64) {
+        let now = Instant::now();
+        let report = if evicted > 0 {
+            self.evictions.occurred(evicted as u64, now)
+        } else {
+            self.evictions.quiet(now)
+        };
+        let max = self.config.dead_letter_max_bytes;
+        match report {
+            None => {}
+            Some(Report::Started(n)) => log::warn!(
+                "dead letters full (spool.dead_letter_max_bytes = {max}): deleting the oldest, \
+                 {n} so far; counted per broker, summarized every minute"
+            ),
+            Some(Report::Summary { count, over }) => log::warn!(
+                "dead letters full (spool.dead_letter_max_bytes = {max}): deleted {count} oldest in the last {}s",
+                over.as_secs()
+            ),
+            Some(Report::Ended { total, lasted }) => log::info!(
+                "dead letters no longer full: {total} oldest were deleted over {}s",
+                lasted.as_secs()
+            ),
+        }
     }
 
     /// One line when drops start, a count each minute while they go on, one when they end.
@@ -496,15 +550,16 @@ fn apply_settlement(
     let mut count_attempt = transaction.prepare_cached(COUNT_ATTEMPT)?;
     let mut move_dead = transaction.prepare_cached(MOVE_TO_DEAD_LETTERS)?;
     // Ids already gone (dropped by policy meanwhile) return no row: nothing to count.
-    let mut delete_run = |first: i64, last: i64| -> rusqlite::Result<Vec<BrokerId>> {
+    let mut delete_run = |first: i64, last: i64| -> rusqlite::Result<Vec<(BrokerId, i64)>> {
         let mut rows = delete.query([first, last])?;
-        let mut brokers = Vec::new();
+        let mut removed = Vec::new();
         while let Some(row) = rows.next()? {
             let broker_id: BrokerId = row.get(0)?;
-            tally.removed(row.get(1)?);
-            brokers.push(broker_id);
+            let size: i64 = row.get(1)?;
+            tally.removed(size);
+            removed.push((broker_id, size));
         }
-        Ok(brokers)
+        Ok(removed)
     };
     let mut delivered = Vec::new();
     for (first, last) in runs(&settlement.delivered) {
@@ -517,11 +572,12 @@ fn apply_settlement(
             dead.extend(delete_run(*id, *id)?);
         }
     }
-    for broker_id in delivered {
+    for (broker_id, _) in delivered {
         tally.broker(broker_id).delivered += 1;
     }
-    for broker_id in dead {
+    for (broker_id, size) in dead {
         tally.broker(broker_id).dead_lettered += 1;
+        tally.dead_bytes += size;
     }
     for &id in &settlement.retry {
         let mut rows = count_attempt.query([id])?;
@@ -574,6 +630,32 @@ fn drop_oldest(
     Ok(())
 }
 
+/// Deletes the oldest dead letters until they are within `max_bytes`, counting each per broker.
+fn evict_dead_letters(
+    transaction: &Transaction<'_>,
+    max_bytes: i64,
+    tally: &mut Tally,
+) -> rusqlite::Result<()> {
+    if tally.dead_bytes <= max_bytes {
+        return Ok(());
+    }
+    let mut evict = transaction.prepare_cached(EVICT_DEAD_LETTERS)?;
+    while tally.dead_bytes > max_bytes {
+        // One at a time: a DELETE deletes all it selects at its first step, so
+        // a batch could not stop where the bound is met. Evictions are rare.
+        let mut rows = evict.query([1])?;
+        let Some(row) = rows.next()? else {
+            tally.dead_bytes = 0;
+            break;
+        };
+        let broker_id: BrokerId = row.get(0)?;
+        let size: i64 = row.get(1)?;
+        tally.dead_bytes -= size;
+        tally.broker(broker_id).dead_evicted += 1;
+    }
+    Ok(())
+}
+
 fn write_counters(transaction: &Transaction<'_>, tally: &Tally) -> rusqlite::Result<()> {
     let mut add = transaction.prepare_cached(ADD_COUNTERS)?;
     for (broker_id, i) in &tally.per_broker {
@@ -583,7 +665,8 @@ fn write_counters(transaction: &Transaction<'_>, tally: &Tally) -> rusqlite::Res
             i.delivered,
             i.retried,
             i.dropped,
-            i.dead_lettered
+            i.dead_lettered,
+            i.dead_evicted
         ])?;
     }
     Ok(())
