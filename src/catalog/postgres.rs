@@ -203,6 +203,9 @@ const UPSERT_STATUS: &str = "
 const DELETE_OTHER_STATUS: &str = "
     DELETE FROM iot_data.mqtt_connection_status WHERE gateway_id = $1 AND mqtt_id <> ALL($2)";
 
+/// Said once per process: a broker id too wide for the status table.
+static WARNED_WIDE_ID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes `rows` for `gateway_id` and removes its rows of other brokers, in one transaction.
 pub fn write_status(
     client: &mut Client,
@@ -220,7 +223,18 @@ pub fn write_status(
     let upsert = transaction.prepare(UPSERT_STATUS)?;
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
-        let mqtt_id = int4(row.mqtt_id, "mqtt_id")?;
+        // A catalog with bigint ids can name a broker the status table (integer)
+        // cannot hold: that broker has no row; the others still get theirs.
+        let Ok(mqtt_id) = i32::try_from(row.mqtt_id) else {
+            if !WARNED_WIDE_ID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                log::warn!(
+                    "catalog: broker {} has no row in iot_data.mqtt_connection_status: \
+                     its mqtt_id does not fit the table's integer column",
+                    row.mqtt_id
+                );
+            }
+            continue;
+        };
         ids.push(mqtt_id);
         transaction.execute(
             &upsert,

@@ -653,3 +653,38 @@ fn kinesis_over_tls_trusts_the_system_roots() {
         "the handshake should pass: {trusted}"
     );
 }
+
+/// A fleet whose catalog uses bigint ids: a broker whose id does not fit the
+/// status table's integer column gets no row, and every other broker still does.
+#[test]
+fn a_broker_id_beyond_32_bits_does_not_stop_the_status_rows() {
+    let dir = TempDir::new("options-wide-id");
+    let db = TestDb::new();
+    db.execute("ALTER TABLE iot_data.mqtt_broker ALTER COLUMN mqtt_id TYPE bigint");
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, status) \
+         VALUES (5000000000, '127.0.0.1', {}, TRUE)",
+        broker.port()
+    ));
+    db.add_topic(None, "wide/#", 1);
+    let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+    let gateway = Gateway::start_with_env(
+        &dir,
+        &db,
+        &kinesis.endpoint(),
+        "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"",
+        &[],
+    );
+    wait_until("broker 1's status row, connected", WAIT, || {
+        let rows = status_rows(&db);
+        rows.len() == 1 && rows[0].0 == 1 && row_connected(&rows[0], broker.port())
+    });
+    gateway.wait_log("the wide id named once", |log| {
+        log.matches("broker 5000000000 has no row in iot_data.mqtt_connection_status")
+            .count()
+            == 1
+    });
+    assert_eq!(gateway.terminate(), Some(0));
+}
