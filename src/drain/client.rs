@@ -14,6 +14,8 @@ use super::put_records::{self, FailureKind, Outcome, RequestFailure};
 use super::resolver::CachingResolver;
 use super::roots;
 use super::sign;
+use super::skew::{self, ClockSkew};
+use crate::clock;
 use crate::config::KinesisConfig;
 
 /// Responses are small (about 100 bytes per record); refuse anything absurd.
@@ -25,6 +27,8 @@ pub struct Client {
     url: String,
     region: String,
     stream: String,
+    /// How far our clock is from AWS's, from the answers' `Date`.
+    skew: ClockSkew,
 }
 
 impl Client {
@@ -58,12 +62,18 @@ impl Client {
             url: format!("{}/", config.endpoint.trim_end_matches('/')),
             region: config.region.clone(),
             stream: config.stream.clone(),
+            skew: ClockSkew::default(),
         }
+    }
+
+    /// AWS's clock minus ours, in ms, as the last answers said.
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.skew.offset_ms()
     }
 
     /// PutRecords for `entries`; the outcome lists every entry's id exactly once.
     pub fn put_records(
-        &self,
+        &mut self,
         entries: &[Entry],
         credentials: &Credentials,
     ) -> Result<Outcome, RequestFailure> {
@@ -84,9 +94,30 @@ impl Client {
         put_records::parse_response(status, &response_body, &sent)
     }
 
-    /// POSTs `body` as the Kinesis action `target`, signed now: the answer's status and body.
+    /// Learns the offset from an answer's `Date`; a refusal for the time is believed at once.
+    fn learn_clock(&mut self, date: Option<i64>, received_ms: i64, skew_refusal: bool) {
+        let Some(server_ms) = date else { return };
+        let change = if skew_refusal {
+            self.skew.refused(server_ms, received_ms)
+        } else {
+            self.skew.observe(server_ms, received_ms)
+        };
+        match change {
+            Some(skew::Change::Off(offset_ms)) => log::warn!(
+                "the clock is {} AWS: signing with corrected time; fix NTP",
+                skew::describe(offset_ms)
+            ),
+            Some(skew::Change::Agrees) => {
+                log::info!("the clock agrees with AWS again: signing with it as it is")
+            }
+            None => {}
+        }
+    }
+
+    /// POSTs `body` as the Kinesis action `target`, signed now (corrected by
+    /// the clock offset learned so far): the answer's status and body.
     fn call(
-        &self,
+        &mut self,
         target: &str,
         body: Vec<u8>,
         credentials: &Credentials,
@@ -97,7 +128,7 @@ impl Client {
             &body,
             credentials,
             &self.region,
-            SystemTime::now(),
+            self.skew.corrected(SystemTime::now()),
         )
         .map_err(|error| CallError::Unexpected(error.to_string()))?;
         let mut request = http::Request::post(&self.url);
@@ -111,13 +142,23 @@ impl Client {
             CallError::Unavailable(format!("no response from {}: {error}", self.url))
         };
         let mut response = self.agent.run(request).map_err(unavailable)?;
+        let received_ms = clock::unix_ms();
         let status = response.status().as_u16();
+        let date = response
+            .headers()
+            .get("date")
+            .and_then(|value| value.to_str().ok())
+            .and_then(skew::parse_http_date);
         let response_body = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
             .map_err(unavailable)?;
+        let skew_refusal = status == 400
+            && put_records::parse_response(status, &response_body, &[])
+                .is_err_and(|failure| failure.kind == FailureKind::ClockSkew);
+        self.learn_clock(date, received_ms, skew_refusal);
         Ok((status, response_body))
     }
 }
@@ -153,7 +194,7 @@ impl Client {
     /// A signed DescribeStreamSummary of the configured stream: proves the
     /// endpoint answers, the credentials are accepted and the stream exists.
     pub fn describe_stream_summary(
-        &self,
+        &mut self,
         credentials: &Credentials,
     ) -> Result<StreamSummary, DescribeFailure> {
         let failure = |kind, detail: String| DescribeFailure { kind, detail };

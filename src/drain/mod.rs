@@ -32,6 +32,7 @@ pub mod record_format;
 mod resolver;
 mod roots;
 pub mod sign;
+pub mod skew;
 
 use std::fmt;
 use std::thread::JoinHandle;
@@ -382,6 +383,12 @@ impl Drain {
                 Some(self.config.max_backoff)
             }
             FailureKind::StreamMissing => Some(self.config.max_backoff),
+            // The answer's Date corrected the clock: sign again at once, but
+            // only once in a row (an answer without Date would loop).
+            FailureKind::ClockSkew if self.n_failures == 0 => {
+                self.n_failures = 1;
+                Some(Duration::ZERO)
+            }
             _ => Some(self.next_backoff()),
         }
     }

@@ -82,6 +82,9 @@ pub enum FailureKind {
     /// Kinesis refused the request as malformed: split the batch to find the
     /// record at fault; a single refused record goes to dead letters.
     InvalidBatch,
+    /// Refused as signed at the wrong time (more than 5 minutes off AWS's
+    /// clock): learn the offset from the answer and retry at once.
+    ClockSkew,
     /// Anything else (an unknown error, a response we cannot read): retry slowly.
     Unexpected,
 }
@@ -95,6 +98,7 @@ impl fmt::Display for RequestFailure {
             FailureKind::NotAuthorized => "aws credentials refused",
             FailureKind::StreamMissing => "kinesis stream not found",
             FailureKind::InvalidBatch => "kinesis refused the request",
+            FailureKind::ClockSkew => "the gateway's clock is off",
             FailureKind::Unexpected => "unexpected kinesis response",
         };
         write!(f, "{kind}: {}", self.detail)
@@ -115,6 +119,8 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
     let message = error.message.or(error.message_upper).unwrap_or_default();
     let kind = if status >= 500 {
         FailureKind::Unavailable
+    } else if is_clock_skew(error_type, &message) {
+        FailureKind::ClockSkew
     } else {
         classify_error_type(status, error_type)
     };
@@ -131,6 +137,14 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
             shorten(&message)
         ),
     })
+}
+
+/// AWS's words for a signature made at the wrong time, whatever the error type.
+fn is_clock_skew(error_type: &str, message: &str) -> bool {
+    error_type == "RequestTimeTooSkewed"
+        || (error_type == "InvalidSignatureException"
+            && (message.contains("Signature expired")
+                || message.contains("Signature not yet current")))
 }
 
 fn classify_error_type(status: u16, error_type: &str) -> FailureKind {

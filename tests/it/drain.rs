@@ -348,3 +348,49 @@ fn a_spool_row_that_does_not_decode_goes_to_dead_letters_alone() -> TestResult {
     assert_eq!(fake.accepted().len(), 4, "the other four delivered");
     Ok(())
 }
+
+/// The gateway's clock two hours behind (and ahead of) AWS's, as on a
+/// Raspberry Pi without RTC: the first request is refused as expired, the
+/// answer's Date corrects the clock, and every record is delivered.
+#[test]
+fn a_clock_hours_off_is_corrected_from_the_answers() -> TestResult {
+    test_credentials();
+    for offset_s in [2 * 3600, -2 * 3600] {
+        let fake = FakeKinesis::start(vec![]);
+        fake.set_clock_offset(offset_s);
+        let dir = TempDir::new("drain-skew");
+        let (spool, _writer) = open_spool(&dir);
+        append_all(&spool, (0..20).map(fresh_record).collect());
+        let shutdown = Shutdown::new();
+        let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+        let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+        wait_until_empty(&spool, 0);
+        append_all(&spool, (20..40).map(fresh_record).collect());
+        wait_until_empty(&spool, 0);
+        stop(&shutdown, handle);
+        assert_eq!(fake.accepted().len(), 40, "offset {offset_s}s");
+        assert_eq!(
+            fake.n_refused_for_time(),
+            1,
+            "offset {offset_s}s: one refusal, then corrected"
+        );
+    }
+    Ok(())
+}
+
+/// With a correct clock nothing is refused and nothing changes.
+#[test]
+fn a_correct_clock_is_left_alone() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![]);
+    let dir = TempDir::new("drain-no-skew");
+    let (spool, _writer) = open_spool(&dir);
+    append_all(&spool, (0..20).map(fresh_record).collect());
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    assert_eq!(fake.n_refused_for_time(), 0);
+    Ok(())
+}

@@ -123,6 +123,23 @@ fn check_failure(status: u16, body: &str, expected: FailureKind) {
 fn request_level_failures_are_classified_by_what_happens_next() {
     use FailureKind::*;
     check_failure(500, r#"{"__type":"InternalFailure"}"#, Unavailable);
+    // AWS's answers to a clock 2 hours off, told apart from refused credentials.
+    check_failure(
+        400,
+        r#"{"__type":"InvalidSignatureException","message":"Signature expired: 20261130T050000Z is now earlier than 20261130T065500Z (20261130T070000Z - 5 min.)"}"#,
+        ClockSkew,
+    );
+    check_failure(
+        400,
+        r#"{"__type":"InvalidSignatureException","message":"Signature not yet current: 20261130T090000Z is still later than 20261130T070500Z (20261130T070000Z + 5 min.)"}"#,
+        ClockSkew,
+    );
+    check_failure(400, r#"{"__type":"RequestTimeTooSkewed"}"#, ClockSkew);
+    check_failure(
+        400,
+        r#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match"}"#,
+        NotAuthorized,
+    );
     check_failure(503, "Service Unavailable", Unavailable);
     check_failure(502, "", Unavailable);
     check_failure(

@@ -190,6 +190,10 @@ struct FakeState {
     n_requests: usize,
     /// The request target of every request, in order.
     paths: Vec<String>,
+    /// This server's clock minus the machine's, in seconds (a skewed gateway, seen from AWS).
+    clock_offset_s: i64,
+    /// Requests refused because their X-Amz-Date was more than 5 minutes off this server's clock.
+    n_refused_for_time: usize,
 }
 
 /// An in-process PutRecords endpoint with scripted faults.
@@ -224,6 +228,17 @@ impl FakeKinesis {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs this server's clock `offset_s` seconds off the machine's: its `Date`
+    /// says so, and it refuses signatures more than 5 minutes off it, as AWS does.
+    pub fn set_clock_offset(&self, offset_s: i64) {
+        self.lock().clock_offset_s = offset_s;
+    }
+
+    /// Requests refused as signed at the wrong time.
+    pub fn n_refused_for_time(&self) -> usize {
+        self.lock().n_refused_for_time
     }
 
     /// Refuse (400 ValidationException) every request holding a JSON-format record of `topic`.
@@ -268,6 +283,7 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
     loop {
         let mut content_length = 0usize;
         let mut has_auth = false;
+        let mut amz_date: Option<i64> = None;
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
@@ -288,6 +304,9 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
                     content_length = value.trim().parse().unwrap_or(0);
                 }
                 has_auth |= name == "authorization";
+                if name == "x-amz-date" {
+                    amz_date = parse_amz_date(value.trim());
+                }
             }
         }
         let fault = {
@@ -312,7 +331,21 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
             }
             continue;
         }
-        let (status, answer) = if has_auth {
+        let server_now = unix_now()
+            + state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clock_offset_s;
+        let (status, answer) = if amz_date.is_some_and(|signed| (signed - server_now).abs() > 300) {
+            state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .n_refused_for_time += 1;
+            (
+                400,
+                json!({"__type": "InvalidSignatureException", "message": "Signature expired: the request time is more than 5 min. from the server's"}),
+            )
+        } else if has_auth {
             respond(fault, &body, state)
         } else {
             (
@@ -323,7 +356,8 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
         let answer = answer.to_string();
         let reason = if status == 200 { "OK" } else { "Error" };
         let head = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {status} {reason}\r\nDate: {}\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+            http_date(server_now),
             answer.len()
         );
         if writer.write_all(head.as_bytes()).is_err()
@@ -332,6 +366,61 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
             return;
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `20261130T070517Z` as Unix seconds.
+fn parse_amz_date(text: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(4..6)?, number(6..8)?);
+    let (hour, minute, second) = (number(9..11)?, number(11..13)?, number(13..15)?);
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Unix seconds as an HTTP date: `Mon, 30 Nov 2026 07:05:17 GMT`.
+fn http_date(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    )
+}
+
+/// Howard Hinnant's algorithms, as in the gateway; kept separate so a bug in one is not in both.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn respond(fault: Option<Fault>, body: &[u8], state: &Mutex<FakeState>) -> (u16, Value) {
