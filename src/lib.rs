@@ -94,11 +94,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         config.kinesis.endpoint,
     );
     let drain_heartbeat = Heartbeat::default();
+    let aws_offset = clock::AwsOffset::default();
     let drain = drain::start_watched(
         config.kinesis.clone(),
         spool.clone(),
         shutdown.clone(),
         drain_heartbeat.clone(),
+        aws_offset.clone(),
     )?;
     let board = sessions::StatusBoard::new();
     let upload = catalog::StatusUpload {
@@ -138,6 +140,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         config.gateway_id.clone(),
         board.clone(),
         config.spool.path.clone(),
+        aws_offset,
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use crate::catalog::BrokerId;
+use crate::clock::AwsOffset;
 use crate::sessions::{SessionStatus, StatusBoard};
 use crate::shutdown::Shutdown;
 use crate::spool::SpoolReader;
@@ -57,11 +58,12 @@ pub fn start(
     gateway_id: String,
     board: StatusBoard,
     spool_path: PathBuf,
+    aws_offset: AwsOffset,
     shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("status-file".into())
-        .spawn(move || keep_file(path, gateway_id, board, spool_path, shutdown))
+        .spawn(move || keep_file(path, gateway_id, board, spool_path, aws_offset, shutdown))
 }
 
 fn keep_file(
@@ -69,6 +71,7 @@ fn keep_file(
     gateway_id: String,
     board: StatusBoard,
     spool_path: PathBuf,
+    aws_offset: AwsOffset,
     shutdown: Shutdown,
 ) {
     let mut drain_rate = DrainRate::new(spool_path);
@@ -86,6 +89,7 @@ fn keep_file(
             "pid": std::process::id(),
             "running": !stopping,
             "drain_records_per_s": drain_rate.sample(),
+            "clock_offset_ms": aws_offset.get(),
             "brokers": brokers,
         });
         let due = match &last_written {

@@ -161,6 +161,10 @@ impl Report<'_> {
                 "drain_records_per_s": document
                     .filter(|_| self.live.running)
                     .map(|d| d["drain_records_per_s"].clone()),
+                // AWS's clock minus the gateway's, as the drain last learned it.
+                "clock_offset_ms": document
+                    .filter(|_| self.live.running)
+                    .map(|d| d["clock_offset_ms"].clone()),
             },
             "spool": self.spool_path.display().to_string(),
             "total": {
@@ -188,7 +192,16 @@ impl Report<'_> {
                     .and_then(|d| d["drain_records_per_s"].as_f64())
                     .map_or("-".to_owned(), |rate| format!("{rate}"));
                 let pid = document.map_or(json!(null), |d| d["pid"].clone());
-                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute)")
+                let clock = document
+                    .and_then(|d| d["clock_offset_ms"].as_i64())
+                    .filter(|offset| *offset != 0)
+                    .map_or(String::new(), |offset| {
+                        format!(
+                            "; clock {} AWS (signing corrected)",
+                            crate::clock::describe_offset(offset)
+                        )
+                    });
+                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute){clock}")
             }
             (false, Some(written_at)) => format!(
                 "not running (status last written {} ago)",

@@ -83,7 +83,13 @@ pub fn start(
     spool: Spool,
     shutdown: Shutdown,
 ) -> Result<JoinHandle<()>, DrainError> {
-    start_watched(config, spool, shutdown, Heartbeat::default())
+    start_watched(
+        config,
+        spool,
+        shutdown,
+        Heartbeat::default(),
+        clock::AwsOffset::default(),
+    )
 }
 
 /// [`start`], marking `heartbeat` busy for each round (read, send, settle) so
@@ -93,6 +99,7 @@ pub fn start_watched(
     spool: Spool,
     shutdown: Shutdown,
     heartbeat: Heartbeat,
+    aws_offset: clock::AwsOffset,
 ) -> Result<JoinHandle<()>, DrainError> {
     let credentials =
         credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
@@ -120,6 +127,7 @@ pub fn start_watched(
         heartbeat,
         pending_settlement: None,
         oldest_seen: None,
+        aws_offset,
     };
     std::thread::Builder::new()
         .name("drain".into())
@@ -151,6 +159,8 @@ struct Drain {
     /// runs on the monotonic clock too, so a wall clock set back cannot hold
     /// records forever.
     oldest_seen: Option<(i64, Instant)>,
+    /// Where the clock offset the client learned is shown (status file).
+    aws_offset: clock::AwsOffset,
 }
 
 /// What the loop does after a round.
@@ -300,6 +310,7 @@ impl Drain {
             None
         } else {
             let result = self.client.put_records(&batch.entries, &self.credentials);
+            self.aws_offset.set(self.client.clock_offset_ms());
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
             self.react(result, ids, &mut settlement)
         };
@@ -460,6 +471,9 @@ impl Drain {
         match failure.kind {
             FailureKind::NotAuthorized | FailureKind::StreamMissing | FailureKind::Unexpected => {
                 log::error!("drain: {failure}; records are kept, retrying")
+            }
+            FailureKind::ClockSkew => {
+                log::warn!("drain: {failure}; records are kept, retrying with the corrected time")
             }
             _ => log::warn!("drain: {failure}; records are kept, retrying with backoff"),
         }

@@ -91,19 +91,7 @@ impl ClockSkew {
     }
 }
 
-/// `2h0m13s behind` / `5m2s ahead of`: how our clock stands to AWS's.
-pub fn describe(offset_ms: i64) -> String {
-    let secs = offset_ms.unsigned_abs() / 1000;
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let amount = match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    };
-    // AWS ahead of us: our clock is behind.
-    let direction = if offset_ms > 0 { "behind" } else { "ahead of" };
-    format!("{amount} {direction}")
-}
+pub use crate::clock::describe_offset as describe;
 
 /// An HTTP `Date` (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix ms.
 pub fn parse_http_date(text: &str) -> Option<i64> {

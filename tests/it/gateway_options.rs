@@ -688,3 +688,44 @@ fn a_broker_id_beyond_32_bits_does_not_stop_the_status_rows() {
     });
     assert_eq!(gateway.terminate(), Some(0));
 }
+
+/// The real binary against a Kinesis whose clock is two hours ahead of the
+/// machine's (the gateway two hours behind): every message arrives, the log
+/// says so once, and `status --json` shows the offset.
+#[test]
+fn a_gateway_two_hours_behind_delivers_and_says_so() {
+    let dir = TempDir::new("options-clock");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "clock/#", 1);
+    let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+    kinesis.set_clock_offset(2 * 3600);
+    let gateway =
+        Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), "max_bytes = \"64MiB\"", &[]);
+    wait_until("broker 1 connected", WAIT, || {
+        status_now(&dir)
+            .and_then(|status| status_broker(&status, 1))
+            .is_some_and(|broker| broker["state"] == "connected")
+    });
+    publish(broker.port(), "clock/a", "late", 20);
+    wait_until("20 records accepted", WAIT, || {
+        kinesis.accepted().len() == 20
+    });
+    assert_eq!(kinesis.n_refused_for_time(), 1);
+    wait_until("status --json shows the offset", WAIT, || {
+        status_now(&dir).is_some_and(|status| {
+            status["gateway"]["clock_offset_ms"]
+                .as_i64()
+                .is_some_and(|offset| (offset - 7_200_000).abs() < 5_000)
+        })
+    });
+    let log = gateway.log();
+    assert_eq!(log.matches("the clock is 2h0m").count(), 1, "{log}");
+    assert!(
+        log.contains("behind AWS: signing with corrected time; fix NTP"),
+        "{log}"
+    );
+    assert!(!log.contains("credentials refused"), "{log}");
+    assert_eq!(gateway.terminate(), Some(0));
+}
