@@ -296,8 +296,9 @@ impl Drain {
         // More than one request's worth waits: settle at once, not with the next group.
         let backlog = records.len() >= batch::MAX_RECORDS;
         let (format, uid) = (self.config.record_format, self.spool.uid());
+        let clock_offset_ms = self.client.clock_offset_ms();
         let batch = batch::pick(&records, self.max_records, |record| {
-            record_format::encode(format, uid, record)
+            record_format::encode(format, uid, record, clock_offset_ms)
         });
         let mut settlement = Settlement {
             dead: batch.rejected,

@@ -10,11 +10,19 @@ use base64::Engine;
 use crate::config::RecordFormat;
 use crate::spool::Record;
 
-/// The data blob for `record`; `spool_uid` makes `record_id` unique across spool files.
-pub fn encode(format: RecordFormat, spool_uid: &str, record: &Record) -> Vec<u8> {
+/// The data blob for `record`; `spool_uid` makes `record_id` unique across
+/// spool files. `clock_offset_ms` is AWS's clock minus the gateway's as the
+/// drain knows it now: when not zero, the JSON envelope says so, because
+/// `received_at` is read from the gateway's own clock.
+pub fn encode(
+    format: RecordFormat,
+    spool_uid: &str,
+    record: &Record,
+    clock_offset_ms: i64,
+) -> Vec<u8> {
     match format {
         RecordFormat::Raw => record.payload.clone(),
-        RecordFormat::Json => json_envelope(spool_uid, record),
+        RecordFormat::Json => json_envelope(spool_uid, record, clock_offset_ms),
     }
 }
 
@@ -22,7 +30,7 @@ pub fn encode(format: RecordFormat, spool_uid: &str, record: &Record) -> Vec<u8>
 ///
 /// The payload goes in exactly one of three keys: `payload` (it is JSON: embedded
 /// as is), `payload_text` (UTF-8 but not JSON: a string), `payload_base64` (binary).
-fn json_envelope(spool_uid: &str, record: &Record) -> Vec<u8> {
+fn json_envelope(spool_uid: &str, record: &Record, clock_offset_ms: i64) -> Vec<u8> {
     let mut out = Vec::with_capacity(record.payload.len() * 4 / 3 + record.topic.len() + 160);
     // Writing into a Vec cannot fail, and serializing a &str cannot fail.
     let _ = write!(
@@ -40,6 +48,10 @@ fn json_envelope(spool_uid: &str, record: &Record) -> Vec<u8> {
         record.received_at_ms,
         rfc3339_utc(record.received_at_ms)
     );
+    if clock_offset_ms != 0 {
+        // received_at + this = the time by AWS's clock (the clock was off when sent).
+        let _ = write!(out, "\"gateway_clock_offset_ms\":{clock_offset_ms},");
+    }
     match payload_kind(&record.payload) {
         PayloadKind::Json => {
             out.extend_from_slice(b"\"payload\":");

@@ -18,7 +18,7 @@ fn record(payload: &[u8]) -> Record {
 }
 
 fn check_json(payload: &[u8], key: &str, expected: Value) {
-    let blob = encode(RecordFormat::Json, "ab12", &record(payload));
+    let blob = encode(RecordFormat::Json, "ab12", &record(payload), 0);
     let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
     let expected_envelope = {
         let mut envelope = json!({
@@ -48,7 +48,12 @@ fn json_payload_is_embedded() {
 
 #[test]
 fn json_payload_keeps_big_numbers_verbatim() {
-    let blob = encode(RecordFormat::Json, "u", &record(b"12345678901234567890123"));
+    let blob = encode(
+        RecordFormat::Json,
+        "u",
+        &record(b"12345678901234567890123"),
+        0,
+    );
     let text = String::from_utf8(blob).unwrap();
     assert!(
         text.ends_with(",\"payload\":12345678901234567890123}"),
@@ -73,7 +78,7 @@ fn binary_payload_is_base64() {
 fn raw_is_the_payload_unchanged() {
     let payload = [0xffu8, 0, b'{', 1];
     assert_eq!(
-        encode(RecordFormat::Raw, "u", &record(&payload)),
+        encode(RecordFormat::Raw, "u", &record(&payload), 7_200_000),
         payload.to_vec()
     );
 }
@@ -84,4 +89,15 @@ fn rfc3339_dates() {
     assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
     assert_eq!(rfc3339_utc(1_709_210_096_789), "2024-02-29T12:34:56.789Z");
     assert_eq!(rfc3339_utc(-1), "1969-12-31T23:59:59.999Z");
+}
+
+#[test]
+fn a_known_clock_offset_is_in_the_envelope_and_received_at_stays_the_gateways() {
+    let blob = encode(RecordFormat::Json, "u", &record(b"{}"), 7_200_000);
+    let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
+    assert_eq!(envelope["received_at"], 1_700_000_000_123i64);
+    assert_eq!(envelope["gateway_clock_offset_ms"], 7_200_000);
+    let blob = encode(RecordFormat::Json, "u", &record(b"{}"), 0);
+    let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
+    assert!(envelope.get("gateway_clock_offset_ms").is_none());
 }
