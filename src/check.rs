@@ -211,12 +211,24 @@ fn check_kinesis(config: &Config) -> Check {
         Err(error) => return Check::fail("kinesis", target, "credentials", error.to_string()),
     };
     let started = Instant::now();
-    match Client::new(kinesis).describe_stream_summary(&credentials) {
+    let mut client = Client::new(kinesis);
+    let answer = client.describe_stream_summary(&credentials);
+    // The answer's Date against this machine's clock: SigV4 allows 5 minutes.
+    let clock = client
+        .last_clock_sample_ms()
+        .filter(|offset| offset.abs() >= 2_000)
+        .map_or(String::new(), |offset| {
+            format!(
+                "; the clock is {} AWS",
+                crate::clock::describe_offset(offset)
+            )
+        });
+    match answer {
         Ok(summary) if summary.status == "ACTIVE" || summary.status == "UPDATING" => Check::pass(
             "kinesis",
             target,
             format!(
-                "{}, {} open shards; credentials from {}",
+                "{}, {} open shards; credentials from {}{clock}",
                 summary.status,
                 summary.open_shards,
                 credentials.source()
@@ -229,7 +241,12 @@ fn check_kinesis(config: &Config) -> Check {
             "not_active",
             format!("stream is {}", summary.status),
         ),
-        Err(failure) => Check::fail("kinesis", target, failure.kind, failure.detail),
+        Err(failure) => Check::fail(
+            "kinesis",
+            target,
+            failure.kind,
+            format!("{}{clock}", failure.detail),
+        ),
     }
 }
 

@@ -71,6 +71,11 @@ impl Client {
         self.skew.offset_ms()
     }
 
+    /// What the last answer's `Date` said of our clock, if it had one.
+    pub fn last_clock_sample_ms(&self) -> Option<i64> {
+        self.skew.last_sample_ms()
+    }
+
     /// PutRecords for `entries`; the outcome lists every entry's id exactly once.
     pub fn put_records(
         &mut self,
@@ -235,6 +240,7 @@ fn describe_answer(status: u16, body: &[u8]) -> Result<StreamSummary, DescribeFa
         .or_else(|| json["Message"].as_str())
         .unwrap_or_default();
     let kind = match error_type.as_str() {
+        _ if put_records::is_clock_skew(&error_type, message) => "clock",
         "ResourceNotFoundException" => "not_found",
         "UnrecognizedClientException"
         | "InvalidSignatureException"

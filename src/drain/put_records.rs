@@ -140,7 +140,7 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
 }
 
 /// AWS's words for a signature made at the wrong time, whatever the error type.
-fn is_clock_skew(error_type: &str, message: &str) -> bool {
+pub(super) fn is_clock_skew(error_type: &str, message: &str) -> bool {
     error_type == "RequestTimeTooSkewed"
         || (error_type == "InvalidSignatureException"
             && (message.contains("Signature expired")

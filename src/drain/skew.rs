@@ -50,6 +50,11 @@ impl ClockSkew {
         }
     }
 
+    /// The newest answer's own offset, before any median: what one answer says.
+    pub fn last_sample_ms(&self) -> Option<i64> {
+        self.samples.back().copied()
+    }
+
     /// An answer's `Date` (server, Unix ms) received at our `local` Unix ms.
     pub fn observe(&mut self, server_ms: i64, local_ms: i64) -> Option<Change> {
         self.samples.push_back(server_ms - local_ms);

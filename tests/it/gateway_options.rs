@@ -729,3 +729,30 @@ fn a_gateway_two_hours_behind_delivers_and_says_so() {
     assert!(!log.contains("credentials refused"), "{log}");
     assert_eq!(gateway.terminate(), Some(0));
 }
+
+/// `check` names a clock problem as such, with how far off the clock is.
+#[test]
+fn check_names_a_clock_two_hours_off() {
+    let dir = TempDir::new("check-clock");
+    let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+    kinesis.set_clock_offset(2 * 3600);
+    let config = check_config(
+        &dir,
+        "clock.toml",
+        "postgres://postgres@127.0.0.1:1/x",
+        &kinesis.endpoint(),
+        STREAM,
+    );
+    let (_, report) = check_json(&config);
+    let check = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .find(|check| check["area"] == "kinesis")
+        .expect("a kinesis check")
+        .clone();
+    assert_eq!(check["kind"], "clock", "{check}");
+    let detail = check["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("the clock is 2h0m"), "{detail}");
+    assert!(detail.contains("behind AWS"), "{detail}");
+}
