@@ -756,3 +756,58 @@ fn check_names_a_clock_two_hours_off() {
     assert!(detail.contains("the clock is 2h0m"), "{detail}");
     assert!(detail.contains("behind AWS"), "{detail}");
 }
+
+/// The same with the gateway's own clock moved by libfaketime (the monotonic
+/// clock left alone), two hours back and two hours forward.
+#[test]
+fn a_gateway_under_faketime_delivers_and_says_so() {
+    let library = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+    assert!(
+        library.exists(),
+        "libfaketime is missing: apt-get install libfaketime (.ci/setup does)"
+    );
+    for (faketime, offset_ms, words) in [
+        ("-2h", 7_200_000i64, "behind AWS"),
+        ("+2h", -7_200_000, "ahead of AWS"),
+    ] {
+        let dir = TempDir::new("options-faketime");
+        let db = TestDb::new();
+        let broker = Mosquitto::start();
+        db.add_broker(1, broker.port());
+        db.add_topic(None, "clock/#", 1);
+        let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+        let env = [
+            ("LD_PRELOAD", library.display().to_string()),
+            ("FAKETIME", faketime.to_owned()),
+            ("DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ];
+        let gateway = Gateway::start_with_env(
+            &dir,
+            &db,
+            &kinesis.endpoint(),
+            "max_bytes = \"64MiB\"",
+            &env,
+        );
+        wait_until("broker 1 subscribed", WAIT, || {
+            gateway.log().contains("connected, subscribed")
+        });
+        publish(broker.port(), "clock/a", "faked", 20);
+        wait_until("20 records accepted", WAIT, || {
+            kinesis.accepted().len() == 20
+        });
+        assert_eq!(kinesis.n_refused_for_time(), 1, "FAKETIME={faketime}");
+        let log = gateway.log();
+        assert_eq!(log.matches("the clock is 2h0m").count(), 1, "{log}");
+        assert!(log.contains(words), "FAKETIME={faketime}: {log}");
+        wait_until("the offset in the status file", WAIT, || {
+            let Ok(text) = std::fs::read_to_string(dir.join("status.json")) else {
+                return false;
+            };
+            let status: Value = serde_json::from_str(&text).unwrap_or_default();
+            status["clock_offset_ms"]
+                .as_i64()
+                .is_some_and(|offset| (offset - offset_ms).abs() < 5_000)
+        });
+        assert_eq!(gateway.terminate(), Some(0));
+    }
+}
