@@ -29,7 +29,7 @@ impl log::Log for StderrLogger {
             .split("::")
             .next()
             .unwrap_or(target);
-        let message = record.args().to_string();
+        let message = escape_controls(&record.args().to_string());
         let priority = match (self.journald, record.level()) {
             (false, _) => "",
             (true, log::Level::Error) => "<3>",
@@ -53,6 +53,27 @@ impl log::Log for StderrLogger {
     fn flush(&self) {}
 }
 
+/// Control characters escaped (`\n` as `\\n`, others as `\\x1b`): log lines
+/// carry text from brokers, servers and the catalog (error messages, topics),
+/// and a newline there could start a forged line (with its own `<3>` priority
+/// under journald).
+fn escape_controls(message: &str) -> String {
+    if !message.chars().any(char::is_control) {
+        return message.to_owned();
+    }
+    let mut escaped = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if c.is_control() => escaped.push_str(&format!("\\x{:02x}", c as u32)),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
 /// Dependencies' chatter (rumqttc, rustls, ureq) only at warn and above.
 fn is_ours_or_warning(metadata: &log::Metadata<'_>) -> bool {
     metadata.target().starts_with("mqtt_kinesis_bridge") || metadata.level() <= log::Level::Warn
@@ -67,5 +88,22 @@ pub fn init(level: log::LevelFilter) {
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     if log::set_boxed_logger(Box::new(StderrLogger { level, journald })).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn text_from_outside_cannot_start_a_line_of_its_own() {
+        assert_eq!(escape_controls("plain text, µs"), "plain text, µs");
+        assert_eq!(
+            escape_controls("refused\n<3>ERROR drain: forged\r\x1b[31m"),
+            "refused\\n<3>ERROR drain: forged\\r\\x1b[31m"
+        );
+        assert!(!escape_controls("a\u{0}b\u{7f}c")
+            .chars()
+            .any(char::is_control));
     }
 }
