@@ -458,56 +458,29 @@ impl Writer {
         Ok(())
     }
 
-    /// Like [`Writer::log_drops`], for dead letters evicted by their bound.
+    /// Dead letters evicted by their bound, said as [`log_repeating`] says.
     fn log_evictions(&mut self, evicted: i64) {
-        let now = Instant::now();
-        let report = if evicted > 0 {
-            self.evictions.occurred(evicted as u64, now)
-        } else {
-            self.evictions.quiet(now)
-        };
-        let max = self.config.dead_letter_max_bytes;
-        match report {
-            None => {}
-            Some(Report::Started(n)) => log::warn!(
-                "dead letters full (spool.dead_letter_max_bytes = {max}): deleting the oldest, \
-                 {n} so far; counted per broker, summarized every minute"
-            ),
-            Some(Report::Summary { count, over }) => log::warn!(
-                "dead letters full (spool.dead_letter_max_bytes = {max}): deleted {count} oldest in the last {}s",
-                over.as_secs()
-            ),
-            Some(Report::Ended { total, lasted }) => log::info!(
-                "dead letters no longer full: {total} oldest were deleted over {}s",
-                lasted.as_secs()
-            ),
-        }
+        let condition = format!(
+            "dead letters full (spool.dead_letter_max_bytes = {})",
+            self.config.dead_letter_max_bytes
+        );
+        log_repeating(
+            &mut self.evictions,
+            evicted,
+            &condition,
+            "oldest dead letters deleted",
+        );
     }
 
-    /// One line when drops start, a count each minute while they go on, one when they end.
+    /// Records dropped by `drop_oldest`, said as [`log_repeating`] says.
     fn log_drops(&mut self, dropped: i64) {
-        let now = Instant::now();
-        let report = if dropped > 0 {
-            self.drops.occurred(dropped as u64, now)
-        } else {
-            self.drops.quiet(now)
-        };
-        let max_bytes = self.config.max_bytes;
-        match report {
-            None => {}
-            Some(Report::Started(n)) => log::warn!(
-                "spool full (spool.max_bytes = {max_bytes}): dropping the oldest records \
-                 to make room, {n} so far; counted per broker, summarized every minute"
-            ),
-            Some(Report::Summary { count, over }) => log::warn!(
-                "spool full (spool.max_bytes = {max_bytes}): dropped {count} oldest records in the last {}s",
-                over.as_secs()
-            ),
-            Some(Report::Ended { total, lasted }) => log::info!(
-                "spool no longer full: {total} oldest records were dropped over {}s",
-                lasted.as_secs()
-            ),
-        }
+        let condition = format!("spool full (spool.max_bytes = {})", self.config.max_bytes);
+        log_repeating(
+            &mut self.drops,
+            dropped,
+            &condition,
+            "oldest records dropped to make room",
+        );
     }
 
     fn publish_depth(&self) {
@@ -587,6 +560,34 @@ fn apply_settlement(
         }
     }
     Ok(())
+}
+
+/// One line when `condition` starts (with `count` things `done`), a count
+/// each minute while it lasts, one when a minute passed without it: never a
+/// line per commit.
+fn log_repeating(repeating: &mut Repeating, count: i64, condition: &str, done: &str) {
+    let now = Instant::now();
+    let report = if count > 0 {
+        repeating.occurred(count as u64, now)
+    } else {
+        repeating.quiet(now)
+    };
+    match report {
+        None => {}
+        Some(Report::Started(n)) => {
+            log::warn!("{condition}: {n} {done}; counted per broker, summarized every minute")
+        }
+        Some(Report::Summary { count, over }) => {
+            log::warn!(
+                "{condition}: {count} {done} in the last {}s",
+                over.as_secs()
+            )
+        }
+        Some(Report::Ended { total, lasted }) => log::info!(
+            "no longer {condition}: {total} {done} over {}s",
+            lasted.as_secs()
+        ),
+    }
 }
 
 /// Runs of consecutive ids, as (first, last), from ids in any order.

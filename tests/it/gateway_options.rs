@@ -73,6 +73,17 @@ fn check_json(config: &Path) -> (Option<i32>, Value) {
     (code, report)
 }
 
+/// The one check of area `kinesis` in a `check --json` report.
+fn kinesis_check(report: &Value) -> Value {
+    report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .find(|check| check["area"] == "kinesis")
+        .expect("a kinesis check")
+        .clone()
+}
+
 /// The report's checks of `area`: target → kind (`None` when it passed).
 fn kinds(report: &Value, area: &str) -> BTreeMap<String, Option<String>> {
     report["checks"]
@@ -636,14 +647,10 @@ fn kinesis_over_tls_trusts_the_system_roots() {
         }
         let output = command.output().expect("run check");
         let report: Value = serde_json::from_slice(&output.stdout).expect("check --json");
-        let check = report["checks"]
-            .as_array()
-            .expect("checks[]")
-            .iter()
-            .find(|check| check["area"] == "kinesis")
-            .expect("a kinesis check")
-            .clone();
-        check["detail"].as_str().unwrap_or_default().to_owned()
+        kinesis_check(&report)["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     };
     let untrusted = kinesis_detail(false);
     assert!(untrusted.contains("UnknownIssuer"), "{untrusted}");
@@ -744,13 +751,7 @@ fn check_names_a_clock_two_hours_off() {
         STREAM,
     );
     let (_, report) = check_json(&config);
-    let check = report["checks"]
-        .as_array()
-        .expect("checks[]")
-        .iter()
-        .find(|check| check["area"] == "kinesis")
-        .expect("a kinesis check")
-        .clone();
+    let check = kinesis_check(&report);
     assert_eq!(check["kind"], "clock", "{check}");
     let detail = check["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("the clock is 2h0m"), "{detail}");
