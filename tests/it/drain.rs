@@ -306,18 +306,32 @@ fn a_trickle_shares_one_request_and_a_full_batch_goes_at_once() -> TestResult {
     Ok(())
 }
 
-#[test]
-fn a_redirect_is_reported_not_followed() -> TestResult {
+/// `n` fresh records through a drain into `fake` (after `damage` has had its
+/// way with the spool), until the spool holds nothing but `n_dead` dead letters.
+fn drain_into(
+    fake: &FakeKinesis,
+    name: &str,
+    n: usize,
+    n_dead: u64,
+    damage: impl FnOnce(&Spool),
+) -> (TempDir, Spool) {
     test_credentials();
-    let fake = FakeKinesis::start(vec![Fault::Redirect]);
-    let dir = TempDir::new("drain-redirect");
+    let dir = TempDir::new(name);
     let (spool, _writer) = open_spool(&dir);
-    append_all(&spool, (0..10).map(fresh_record).collect());
+    append_all(&spool, (0..n).map(fresh_record).collect());
+    damage(&spool);
     let shutdown = Shutdown::new();
     let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
-    wait_until_empty(&spool, 0);
+    let handle = drain::start(config, spool.clone(), shutdown.clone()).expect("start the drain");
+    wait_until_empty(&spool, n_dead);
     stop(&shutdown, handle);
+    (dir, spool)
+}
+
+#[test]
+fn a_redirect_is_reported_not_followed() -> TestResult {
+    let fake = FakeKinesis::start(vec![Fault::Redirect]);
+    drain_into(&fake, "drain-redirect", 10, 0, |_| {});
     // The 307 was retried where it came from; the signed records never went to /redirected.
     let paths = fake.paths();
     assert!(paths.iter().all(|path| path == "/"), "{paths:?}");
@@ -328,19 +342,13 @@ fn a_redirect_is_reported_not_followed() -> TestResult {
 
 #[test]
 fn a_spool_row_that_does_not_decode_goes_to_dead_letters_alone() -> TestResult {
-    test_credentials();
     let fake = FakeKinesis::start(vec![]);
-    let dir = TempDir::new("drain-damaged");
-    let (spool, _writer) = open_spool(&dir);
-    append_all(&spool, (0..5).map(fresh_record).collect());
-    // A damaged file: a QoS no record can have (the field is a u8).
-    rusqlite::Connection::open(spool.path())?
-        .execute("UPDATE records SET qos = 300 WHERE id = 3", [])?;
-    let shutdown = Shutdown::new();
-    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
-    wait_until_empty(&spool, 1);
-    stop(&shutdown, handle);
+    let (_dir, spool) = drain_into(&fake, "drain-damaged", 5, 1, |spool| {
+        // A damaged file: a QoS no record can have (the field is a u8).
+        rusqlite::Connection::open(spool.path())
+            .and_then(|db| db.execute("UPDATE records SET qos = 300 WHERE id = 3", []))
+            .expect("damage the spool");
+    });
     let dead = spool.reader()?.dead_letters()?;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, 3);
@@ -354,20 +362,10 @@ fn a_spool_row_that_does_not_decode_goes_to_dead_letters_alone() -> TestResult {
 /// answer's Date corrects the clock, and every record is delivered.
 #[test]
 fn a_clock_hours_off_is_corrected_from_the_answers() -> TestResult {
-    test_credentials();
     for offset_s in [2 * 3600, -2 * 3600] {
         let fake = FakeKinesis::start(vec![]);
         fake.set_clock_offset(offset_s);
-        let dir = TempDir::new("drain-skew");
-        let (spool, _writer) = open_spool(&dir);
-        append_all(&spool, (0..20).map(fresh_record).collect());
-        let shutdown = Shutdown::new();
-        let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-        let handle = drain::start(config, spool.clone(), shutdown.clone())?;
-        wait_until_empty(&spool, 0);
-        append_all(&spool, (20..40).map(fresh_record).collect());
-        wait_until_empty(&spool, 0);
-        stop(&shutdown, handle);
+        drain_into(&fake, "drain-skew", 40, 0, |_| {});
         assert_eq!(fake.accepted().len(), 40, "offset {offset_s}s");
         assert_eq!(
             fake.n_refused_for_time(),
@@ -381,16 +379,9 @@ fn a_clock_hours_off_is_corrected_from_the_answers() -> TestResult {
 /// With a correct clock nothing is refused and nothing changes.
 #[test]
 fn a_correct_clock_is_left_alone() -> TestResult {
-    test_credentials();
     let fake = FakeKinesis::start(vec![]);
-    let dir = TempDir::new("drain-no-skew");
-    let (spool, _writer) = open_spool(&dir);
-    append_all(&spool, (0..20).map(fresh_record).collect());
-    let shutdown = Shutdown::new();
-    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
-    wait_until_empty(&spool, 0);
-    stop(&shutdown, handle);
+    drain_into(&fake, "drain-no-skew", 20, 0, |_| {});
     assert_eq!(fake.n_refused_for_time(), 0);
+    assert_eq!(fake.accepted().len(), 20);
     Ok(())
 }
