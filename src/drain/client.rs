@@ -101,7 +101,9 @@ impl Client {
 
     /// Learns the offset from an answer's `Date`; a refusal for the time is believed at once.
     fn learn_clock(&mut self, date: Option<i64>, received_ms: i64, skew_refusal: bool) {
-        let Some(server_ms) = date else { return };
+        let Some(date_ms) = date else { return };
+        // `Date` drops the milliseconds: the middle of its second is the best guess.
+        let server_ms = date_ms + 500;
         let change = if skew_refusal {
             self.skew.refused(server_ms, received_ms)
         } else {
