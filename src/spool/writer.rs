@@ -101,9 +101,11 @@ const MOVE_TO_DEAD_LETTERS: &str = "INSERT INTO dead_letters \
     (id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts, error, dead_at_ms, size) \
     SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts + 1, ?2, ?3, size \
     FROM records WHERE id = ?1";
-const EVICT_DEAD_LETTERS: &str = "DELETE FROM dead_letters WHERE id IN \
-    (SELECT id FROM dead_letters ORDER BY id LIMIT ?1) RETURNING broker_id, size";
-const DEAD_TOTALS: &str = "SELECT count(*), coalesce(sum(size), 0) FROM dead_letters";
+/// One at a time: a DELETE deletes all it selects at its first step, so a
+/// batch could not stop where the bound is met. Evictions are rare.
+const EVICT_OLDEST_DEAD_LETTER: &str = "DELETE FROM dead_letters WHERE id = \
+    (SELECT min(id) FROM dead_letters) RETURNING broker_id, size";
+const DEAD_BYTES: &str = "SELECT coalesce(sum(size), 0) FROM dead_letters";
 const DROP_OLDEST: &str = "DELETE FROM records WHERE id IN \
     (SELECT id FROM records ORDER BY id LIMIT ?1) RETURNING broker_id, size";
 const ADD_COUNTERS: &str = "INSERT INTO broker_counters \
@@ -194,8 +196,8 @@ impl Group {
     }
 }
 
-/// Wakes the writer while it collects a group: rung for an urgent command
-/// only, so quiet appends cost the writer no wake-up each.
+/// Wakes the writer while it collects a group: rung for an urgent command, a
+/// filling queue or the spool closing, so quiet appends cost no wake-up each.
 #[derive(Default)]
 pub(super) struct Bell {
     writer: OnceLock<Thread>,
@@ -258,8 +260,8 @@ impl Writer {
         let (n_records, bytes): (i64, i64) = connection
             .query_row(TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(|error| sqlite_error(&config.path, error))?;
-        let (_, dead_bytes): (i64, i64) = connection
-            .query_row(DEAD_TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
+        let dead_bytes: i64 = connection
+            .query_row(DEAD_BYTES, [], |row| row.get(0))
             .map_err(|error| sqlite_error(&config.path, error))?;
         let writer = Writer {
             bell,
@@ -393,24 +395,22 @@ impl Writer {
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
     ) -> Option<Command> {
-        {
-            loop {
-                let appends_done = appends.is_closed() && appends.is_empty();
-                let take_appends = !self.is_full() && !appends_done;
-                let settlements_open = !(settlements.is_closed() && settlements.is_empty());
-                // Each future yields None when its channel closes; the loop then looks again.
-                let settle = async { settlements.recv().await.ok().map(Command::Settle) };
-                let append = async { appends.recv().await.ok().map(Command::Append) };
-                let command = match (take_appends, settlements_open) {
-                    (true, true) => settle.or(append).await,
-                    (true, false) => append.await,
-                    (false, true) => settle.await,
-                    // Full with nobody left to free room: queued appends stay unacknowledged.
-                    (false, false) => return None,
-                };
-                if command.is_some() {
-                    return command;
-                }
+        loop {
+            let appends_done = appends.is_closed() && appends.is_empty();
+            let take_appends = !self.is_full() && !appends_done;
+            let settlements_open = !(settlements.is_closed() && settlements.is_empty());
+            // Each future yields None when its channel closes; the loop then looks again.
+            let settle = async { settlements.recv().await.ok().map(Command::Settle) };
+            let append = async { appends.recv().await.ok().map(Command::Append) };
+            let command = match (take_appends, settlements_open) {
+                (true, true) => settle.or(append).await,
+                (true, false) => append.await,
+                (false, true) => settle.await,
+                // Full with nobody left to free room: queued appends stay unacknowledged.
+                (false, false) => return None,
+            };
+            if command.is_some() {
+                return command;
             }
         }
     }
@@ -522,35 +522,19 @@ fn apply_settlement(
     let mut delete = transaction.prepare_cached(DELETE_RECORDS)?;
     let mut count_attempt = transaction.prepare_cached(COUNT_ATTEMPT)?;
     let mut move_dead = transaction.prepare_cached(MOVE_TO_DEAD_LETTERS)?;
-    // Ids already gone (dropped by policy meanwhile) return no row: nothing to count.
-    let mut delete_run = |first: i64, last: i64| -> rusqlite::Result<Vec<(BrokerId, i64)>> {
-        let mut rows = delete.query([first, last])?;
-        let mut removed = Vec::new();
-        while let Some(row) = rows.next()? {
-            let broker_id: BrokerId = row.get(0)?;
-            let size: i64 = row.get(1)?;
-            tally.removed(size);
-            removed.push((broker_id, size));
-        }
-        Ok(removed)
-    };
-    let mut delivered = Vec::new();
     for (first, last) in runs(&settlement.delivered) {
-        delivered.extend(delete_run(first, last)?);
+        delete_run(&mut delete, first, last, tally, |tally, broker_id, _| {
+            tally.broker(broker_id).delivered += 1;
+        })?;
     }
     let now_ms = clock::unix_ms();
-    let mut dead = Vec::new();
     for (id, error) in &settlement.dead {
         if move_dead.execute(params![id, error, now_ms])? == 1 {
-            dead.extend(delete_run(*id, *id)?);
+            delete_run(&mut delete, *id, *id, tally, |tally, broker_id, size| {
+                tally.broker(broker_id).dead_lettered += 1;
+                tally.dead_bytes += size;
+            })?;
         }
-    }
-    for (broker_id, _) in delivered {
-        tally.broker(broker_id).delivered += 1;
-    }
-    for (broker_id, size) in dead {
-        tally.broker(broker_id).dead_lettered += 1;
-        tally.dead_bytes += size;
     }
     for &id in &settlement.retry {
         let mut rows = count_attempt.query([id])?;
@@ -558,6 +542,25 @@ fn apply_settlement(
             let broker_id: BrokerId = row.get(0)?;
             tally.broker(broker_id).retried += 1;
         }
+    }
+    Ok(())
+}
+
+/// Deletes the records `first..=last`, and `count`s each one deleted (ids
+/// already gone, dropped by policy meanwhile, return no row: nothing to count).
+fn delete_run(
+    delete: &mut rusqlite::CachedStatement<'_>,
+    first: i64,
+    last: i64,
+    tally: &mut Tally,
+    mut count: impl FnMut(&mut Tally, BrokerId, i64),
+) -> rusqlite::Result<()> {
+    let mut rows = delete.query([first, last])?;
+    while let Some(row) = rows.next()? {
+        let broker_id: BrokerId = row.get(0)?;
+        let size: i64 = row.get(1)?;
+        tally.removed(size);
+        count(tally, broker_id, size);
     }
     Ok(())
 }
@@ -640,11 +643,9 @@ fn evict_dead_letters(
     if tally.dead_bytes <= max_bytes {
         return Ok(());
     }
-    let mut evict = transaction.prepare_cached(EVICT_DEAD_LETTERS)?;
+    let mut evict = transaction.prepare_cached(EVICT_OLDEST_DEAD_LETTER)?;
     while tally.dead_bytes > max_bytes {
-        // One at a time: a DELETE deletes all it selects at its first step, so
-        // a batch could not stop where the bound is met. Evictions are rare.
-        let mut rows = evict.query([1])?;
+        let mut rows = evict.query([])?;
         let Some(row) = rows.next()? else {
             tally.dead_bytes = 0;
             break;
