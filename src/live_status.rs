@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use crate::catalog::BrokerId;
-use crate::clock::AwsOffset;
+use crate::clock::{epoch_ms, AwsOffset};
 use crate::sessions::{SessionStatus, StatusBoard};
 use crate::shutdown::Shutdown;
 use crate::spool::SpoolReader;
@@ -27,11 +27,6 @@ const TICK: Duration = Duration::from_secs(1);
 pub const REWRITE_EVERY: Duration = Duration::from_secs(10);
 /// The window the drain rate is averaged over.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
-
-/// Milliseconds since the Unix epoch, for JSON and comparisons.
-pub fn epoch_ms(time: SystemTime) -> i64 {
-    crate::clock::epoch_ms(time)
-}
 
 /// One broker's line, as the file and the status table hold it.
 pub fn broker_json(id: BrokerId, status: &SessionStatus) -> Value {

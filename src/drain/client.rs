@@ -112,7 +112,7 @@ impl Client {
         match change {
             Some(skew::Change::Off(offset_ms)) => log::warn!(
                 "the clock is {} AWS: signing with corrected time; fix NTP",
-                skew::describe(offset_ms)
+                clock::describe_offset(offset_ms)
             ),
             Some(skew::Change::Agrees) => {
                 log::info!("the clock agrees with AWS again: signing with it as it is")
@@ -162,9 +162,7 @@ impl Client {
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
             .map_err(unavailable)?;
-        let skew_refusal = status == 400
-            && put_records::parse_response(status, &response_body, &[])
-                .is_err_and(|failure| failure.kind == FailureKind::ClockSkew);
+        let skew_refusal = put_records::is_time_refusal(status, &response_body);
         self.learn_clock(date, received_ms, skew_refusal);
         Ok((status, response_body))
     }
@@ -221,28 +219,17 @@ impl Client {
 /// Pure: DescribeStreamSummary's answer → the summary, or what kind of failure it says.
 fn describe_answer(status: u16, body: &[u8]) -> Result<StreamSummary, DescribeFailure> {
     let failure = |kind, detail: String| DescribeFailure { kind, detail };
-    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     if status == 200 {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let summary = &json["StreamDescriptionSummary"];
         return Ok(StreamSummary {
             status: summary["StreamStatus"].as_str().unwrap_or("?").to_owned(),
             open_shards: summary["OpenShardCount"].as_u64().unwrap_or(0),
         });
     }
-    // `__type` is `com.amazonaws...#Name` or `Name`.
-    let error_type = json["__type"]
-        .as_str()
-        .unwrap_or_default()
-        .rsplit('#')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let message = json["message"]
-        .as_str()
-        .or_else(|| json["Message"].as_str())
-        .unwrap_or_default();
+    let (error_type, message) = put_records::aws_error(body);
     let kind = match error_type.as_str() {
-        _ if put_records::is_clock_skew(&error_type, message) => "clock",
+        _ if put_records::is_clock_skew(&error_type, &message) => "clock",
         "ResourceNotFoundException" => "not_found",
         "UnrecognizedClientException"
         | "InvalidSignatureException"

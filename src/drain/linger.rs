@@ -24,13 +24,15 @@ pub struct Waiting {
     pub oldest_seen_for: Duration,
 }
 
+/// Enough waits for a full request: 500 records, or half of the 5 MiB a
+/// request may carry (records that big fill it soon).
+pub fn full(n_records: usize, data_bytes: usize) -> bool {
+    n_records >= MAX_RECORDS || data_bytes >= MAX_REQUEST_BYTES / 2
+}
+
 /// How much longer to wait for a fuller request; `None`: send now.
 pub fn left(linger: Duration, waiting: Waiting, hurry: bool) -> Option<Duration> {
-    if linger.is_zero()
-        || hurry
-        || waiting.n_records >= MAX_RECORDS
-        || waiting.data_bytes >= MAX_REQUEST_BYTES / 2
-    {
+    if linger.is_zero() || hurry || full(waiting.n_records, waiting.data_bytes) {
         return None;
     }
     let wall_age = Duration::from_millis(waiting.oldest_wall_age_ms.max(0) as u64);

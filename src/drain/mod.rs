@@ -202,6 +202,22 @@ impl Drain {
         log::info!("drain: stopped");
     }
 
+    /// Hands `settlement` to the spool writer (the next round waits for it);
+    /// false when the spool has stopped, and the drain must stop too.
+    fn hand_over(&mut self, settlement: Settlement, urgent: bool) -> bool {
+        match self.spool.submit_settlement(settlement, urgent) {
+            Ok(pending) => {
+                self.pending_settlement = Some(pending);
+                true
+            }
+            Err(error) => {
+                // Unsettled records stay in the spool and go again next start.
+                log::error!("drain: cannot settle with the spool, stopping: {error}");
+                false
+            }
+        }
+    }
+
     /// Waits until the last settlement is committed.
     fn settled(&mut self) -> Result<(), SpoolError> {
         match self.pending_settlement.take() {
@@ -237,8 +253,7 @@ impl Drain {
     fn linger(&self, mut generation: u64, left: Duration) {
         let deadline = Instant::now() + left;
         let depth = self.spool.depth();
-        while depth.n_records() < batch::MAX_RECORDS as u64
-            && depth.bytes() < (batch::MAX_REQUEST_BYTES / 2) as u64
+        while !linger::full(depth.n_records() as usize, depth.bytes() as usize)
             && !self.shutdown.is_requested()
         {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -274,15 +289,10 @@ impl Drain {
                 dead: damaged,
                 ..Settlement::default()
             };
-            return match self.spool.submit_settlement(settlement, true) {
-                Ok(pending) => {
-                    self.pending_settlement = Some(pending);
-                    Step::Next
-                }
-                Err(error) => {
-                    log::error!("drain: cannot settle with the spool, stopping: {error}");
-                    Step::Stop
-                }
+            return if self.hand_over(settlement, true) {
+                Step::Next
+            } else {
+                Step::Stop
             };
         }
         if records.is_empty() {
@@ -315,16 +325,8 @@ impl Drain {
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
             self.react(result, ids, &mut settlement)
         };
-        match self
-            .spool
-            .submit_settlement(settlement, backlog && pause.is_none())
-        {
-            Ok(pending) => self.pending_settlement = Some(pending),
-            Err(error) => {
-                // Unsettled records stay in the spool and go again next start.
-                log::error!("drain: cannot settle with the spool, stopping: {error}");
-                return Step::Stop;
-            }
+        if !self.hand_over(settlement, backlog && pause.is_none()) {
+            return Step::Stop;
         }
         pause.map_or(Step::Next, Step::Pause)
     }

@@ -110,13 +110,8 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
     if (200..300).contains(&status) {
         return parse_records(status, body, sent);
     }
-    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let error_type = error
-        .error_type
-        .as_deref()
-        .map(|t| t.rsplit('#').next().unwrap_or(t))
-        .unwrap_or("");
-    let message = error.message.or(error.message_upper).unwrap_or_default();
+    let (error_type, message) = aws_error(body);
+    let error_type = error_type.as_str();
     let kind = if status >= 500 {
         FailureKind::Unavailable
     } else if is_clock_skew(error_type, &message) {
@@ -140,6 +135,30 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
 }
 
 /// AWS's words for a signature made at the wrong time, whatever the error type.
+/// An AWS JSON error body's type (without the `com.amazonaws…#` namespace)
+/// and message; empty strings for what it does not say.
+pub(super) fn aws_error(body: &[u8]) -> (String, String) {
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let error_type = error
+        .error_type
+        .as_deref()
+        .map(|t| t.rsplit('#').next().unwrap_or(t))
+        .unwrap_or("")
+        .to_owned();
+    (
+        error_type,
+        error.message.or(error.message_upper).unwrap_or_default(),
+    )
+}
+
+/// An answer refusing a request for the time it was signed at.
+pub(super) fn is_time_refusal(status: u16, body: &[u8]) -> bool {
+    (400..500).contains(&status) && {
+        let (error_type, message) = aws_error(body);
+        is_clock_skew(&error_type, &message)
+    }
+}
+
 pub(super) fn is_clock_skew(error_type: &str, message: &str) -> bool {
     error_type == "RequestTimeTooSkewed"
         || (error_type == "InvalidSignatureException"

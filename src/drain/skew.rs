@@ -96,8 +96,6 @@ impl ClockSkew {
     }
 }
 
-pub use crate::clock::describe_offset as describe;
-
 /// An HTTP `Date` (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) as Unix ms.
 pub fn parse_http_date(text: &str) -> Option<i64> {
     let mut words = text.split_whitespace();
@@ -173,7 +171,10 @@ mod tests {
             None,
             "said once"
         );
-        assert_eq!(describe(skew.offset_ms()), "2h0m0s behind");
+        assert_eq!(
+            crate::clock::describe_offset(skew.offset_ms()),
+            "2h0m0s behind"
+        );
     }
 
     #[test]
@@ -195,7 +196,10 @@ mod tests {
     fn a_refusal_is_believed_at_once_and_noise_is_no_offset() {
         let mut skew = ClockSkew::default();
         assert_eq!(skew.refused(-2 * HOUR, 0), Some(Change::Off(-2 * HOUR)));
-        assert_eq!(describe(skew.offset_ms()), "2h0m0s ahead of");
+        assert_eq!(
+            crate::clock::describe_offset(skew.offset_ms()),
+            "2h0m0s ahead of"
+        );
         assert_eq!(skew.refused(1_500, 0), Some(Change::Agrees));
         assert_eq!(skew.offset_ms(), 0, "under the header's resolution");
     }

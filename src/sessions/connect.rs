@@ -171,6 +171,15 @@ fn io_kind(error: &std::io::Error) -> FailureKind {
 }
 
 /// A connection error in words, lowercase, without packet contents.
+/// EMFILE: the process has used up its open-files limit (not the broker's fault).
+pub fn is_out_of_descriptors(error: &ConnectionError) -> bool {
+    let io = match error {
+        ConnectionError::Io(io) | ConnectionError::MqttState(StateError::Io(io)) => io,
+        _ => return false,
+    };
+    io.raw_os_error() == Some(libc::EMFILE)
+}
+
 pub fn describe(error: &ConnectionError) -> String {
     match error {
         ConnectionError::Io(error) => lowercase_first(&error.to_string()),
@@ -273,4 +282,18 @@ pub async fn probe(
             .await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_is_told_by_the_error_not_its_text() {
+        let emfile = ConnectionError::Io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert!(is_out_of_descriptors(&emfile));
+        let refused = ConnectionError::Io(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(!is_out_of_descriptors(&refused));
+        assert!(!is_out_of_descriptors(&ConnectionError::NetworkTimeout));
+    }
 }

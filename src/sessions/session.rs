@@ -687,7 +687,7 @@ impl Link {
         } else {
             ": cannot connect"
         };
-        if description.contains("os error 24") && !repeated {
+        if connect::is_out_of_descriptors(error) && !repeated {
             // EMFILE: not the broker's fault, and no retry will help by itself.
             let limit = crate::limits::open_files()
                 .map_or("unknown".to_owned(), |(soft, _)| soft.to_string());
