@@ -244,6 +244,19 @@ fn the_package_holds_the_binary_unit_sysusers_config_and_docs() -> TestResult {
 /// Issue 19: a first install leaves the service alone with the config 0640
 /// root:mqtt-kinesis-bridge; an upgrade keeps the operator's edited config;
 /// remove keeps the config and the spool, purge deletes them.
+/// `dpkg -s` says the package is installed at `version`.
+#[track_caller]
+fn assert_installed(status: &str, version: &str) {
+    assert!(
+        status.contains("\nStatus: install ok installed\n"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("\nVersion: {version}\n")),
+        "{status}"
+    );
+}
+
 #[test]
 fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() -> TestResult {
     let packages = packages();
@@ -251,14 +264,7 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
     root.dpkg("--install", &packages.first);
 
     let status = root.status().expect("installed");
-    assert!(
-        status.contains("\nStatus: install ok installed\n"),
-        "{status}"
-    );
-    assert!(
-        status.contains(&format!("\nVersion: {}\n", packages.version)),
-        "{status}"
-    );
+    assert_installed(&status, &packages.version);
     let config_md5 = md5(&repo_path("examples/gateway.toml"));
     assert_eq!(conffiles(&status), vec![format!("{CONFFILE} {config_md5}")]);
 
@@ -293,14 +299,7 @@ fn installs_then_upgrades_keeping_the_edited_config_then_removes_and_purges() ->
 
     root.dpkg("--install", &packages.upgrade);
     let status = root.status().expect("upgraded");
-    assert!(
-        status.contains("\nStatus: install ok installed\n"),
-        "{status}"
-    );
-    assert!(
-        status.contains(&format!("\nVersion: {}\n", packages.upgrade_version)),
-        "{status}"
-    );
+    assert_installed(&status, &packages.upgrade_version);
     assert_eq!(
         std::fs::read_to_string(root.path(CONFFILE))?,
         edited,

@@ -21,6 +21,8 @@ use crate::support::*;
 /// The stream the harness's config names.
 const STREAM: &str = "e2e";
 const WAIT: Duration = Duration::from_secs(20);
+/// The `[spool]` lines of a gateway that writes its status rows every second.
+const REPORT_EVERY_SECOND: &str = "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"";
 
 fn bin() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"));
@@ -337,13 +339,7 @@ fn status_rows_reach_postgres_and_status_false_disconnects() {
     db.add_broker(1, ports[0]);
     db.add_broker(2, ports[1]);
     db.add_topic(None, "st/#", 1);
-    let gateway = Gateway::start_with_env(
-        &dir,
-        &db,
-        &kinesis.endpoint(),
-        "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"",
-        &[],
-    );
+    let gateway = Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), REPORT_EVERY_SECOND, &[]);
     let log = || gateway.log();
 
     wait_until("both status rows connected", WAIT, || {
@@ -575,13 +571,8 @@ fn status_rows_catch_up_after_a_database_outage() {
     let proxy = Proxy::start("127.0.0.1:5432");
     let url = db.url().replace(":5432/", &format!(":{}/", proxy.port()));
     let dir = TempDir::new("status-outage");
-    let gateway = Gateway::start_with_database(
-        &dir,
-        &url,
-        "http://127.0.0.1:1",
-        "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"",
-        &[],
-    );
+    let gateway =
+        Gateway::start_with_database(&dir, &url, "http://127.0.0.1:1", REPORT_EVERY_SECOND, &[]);
     wait_until("the status row, connected", WAIT, || {
         status_rows(&db)
             .first()
@@ -677,13 +668,7 @@ fn a_broker_id_beyond_32_bits_does_not_stop_the_status_rows() {
     ));
     db.add_topic(None, "wide/#", 1);
     let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
-    let gateway = Gateway::start_with_env(
-        &dir,
-        &db,
-        &kinesis.endpoint(),
-        "max_bytes = \"64MiB\"\n[status]\nreport_interval = \"1s\"",
-        &[],
-    );
+    let gateway = Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), REPORT_EVERY_SECOND, &[]);
     wait_until("broker 1's status row, connected", WAIT, || {
         let rows = status_rows(&db);
         rows.len() == 1 && rows[0].0 == 1 && row_connected(&rows[0], broker.port())
