@@ -460,26 +460,23 @@ impl Writer {
 
     /// Dead letters evicted by their bound, said as [`log_repeating`] says.
     fn log_evictions(&mut self, evicted: i64) {
-        let condition = format!(
-            "dead letters full (spool.dead_letter_max_bytes = {})",
-            self.config.dead_letter_max_bytes
-        );
+        let max = self.config.dead_letter_max_bytes;
         log_repeating(
             &mut self.evictions,
             evicted,
-            &condition,
             "oldest dead letters deleted",
+            || format!("dead letters full (spool.dead_letter_max_bytes = {max})"),
         );
     }
 
     /// Records dropped by `drop_oldest`, said as [`log_repeating`] says.
     fn log_drops(&mut self, dropped: i64) {
-        let condition = format!("spool full (spool.max_bytes = {})", self.config.max_bytes);
+        let max = self.config.max_bytes;
         log_repeating(
             &mut self.drops,
             dropped,
-            &condition,
             "oldest records dropped to make room",
+            || format!("spool full (spool.max_bytes = {max})"),
         );
     }
 
@@ -568,25 +565,33 @@ fn delete_run(
 /// One line when `condition` starts (with `count` things `done`), a count
 /// each minute while it lasts, one when a minute passed without it: never a
 /// line per commit.
-fn log_repeating(repeating: &mut Repeating, count: i64, condition: &str, done: &str) {
+/// The `condition`'s words are made only when there is a line to write: this
+/// runs after every commit.
+fn log_repeating(
+    repeating: &mut Repeating,
+    count: i64,
+    done: &str,
+    condition: impl FnOnce() -> String,
+) {
     let now = Instant::now();
     let report = if count > 0 {
         repeating.occurred(count as u64, now)
     } else {
         repeating.quiet(now)
     };
+    let Some(report) = report else { return };
+    let condition = condition();
     match report {
-        None => {}
-        Some(Report::Started(n)) => {
+        Report::Started(n) => {
             log::warn!("{condition}: {n} {done}; counted per broker, summarized every minute")
         }
-        Some(Report::Summary { count, over }) => {
+        Report::Summary { count, over } => {
             log::warn!(
                 "{condition}: {count} {done} in the last {}s",
                 over.as_secs()
             )
         }
-        Some(Report::Ended { total, lasted }) => log::info!(
+        Report::Ended { total, lasted } => log::info!(
             "no longer {condition}: {total} {done} over {}s",
             lasted.as_secs()
         ),
