@@ -53,8 +53,18 @@ fn check_config(dir: &TempDir, name: &str, db_url: &str, endpoint: &str, stream:
 
 /// `check --config FILE [--json]`: exit code, stdout, stderr.
 fn run_check(config: &Path, json: bool) -> (Option<i32>, String, String) {
+    run_check_with_env(config, json, &[])
+}
+
+/// [`run_check`] with extra environment variables.
+fn run_check_with_env(
+    config: &Path,
+    json: bool,
+    env: &[(&str, String)],
+) -> (Option<i32>, String, String) {
     let mut command = bin();
     command.arg("check").arg("--config").arg(config);
+    command.envs(env.iter().map(|(key, value)| (key, value)));
     if json {
         command.arg("--json");
     }
@@ -349,6 +359,11 @@ fn status_rows_reach_postgres_and_status_false_disconnects() {
             && row_connected(&rows[0], ports[0])
             && rows[1].0 == 2
             && row_connected(&rows[1], ports[1])
+    });
+
+    // kinesis-local's clock is this machine's: no correction.
+    wait_until("clock_offset_ms 0 on both rows", WAIT, || {
+        status_clock_offsets(&db) == [Some(0), Some(0)]
     });
 
     publish(ports[0], "st/a", "one", 5);
@@ -743,15 +758,139 @@ fn check_names_a_clock_two_hours_off() {
     assert!(detail.contains("behind AWS"), "{detail}");
 }
 
-/// The same with the gateway's own clock moved by libfaketime (the monotonic
-/// clock left alone), two hours back and two hours forward.
-#[test]
-fn a_gateway_under_faketime_delivers_and_says_so() {
-    let library = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// libfaketime's variables that move this process's wall clock by `faketime`
+/// (`-2h`) and leave the monotonic clock alone.
+fn faketime_env(faketime: &str) -> [(&'static str, String); 3] {
     assert!(
-        library.exists(),
+        Path::new(LIBFAKETIME).exists(),
         "libfaketime is missing: apt-get install libfaketime (.ci/setup does)"
     );
+    [
+        ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+        ("FAKETIME", faketime.to_owned()),
+        ("DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]
+}
+
+/// `check` on a machine whose clock is two hours behind: the clock lines name
+/// the offset against the database and AWS, and a broker certificate that is
+/// "not valid yet" only because of that clock is named a clock problem, not a
+/// TLS one.
+#[test]
+fn check_names_a_wrong_clock_against_the_database_aws_and_certificates() {
+    let dir = TempDir::new("check-faketime");
+    let pki_dir = TempDir::new("check-faketime-pki");
+    let pki = TestPki::new(pki_dir.path());
+    let db = TestDb::new();
+    let tls = Mosquitto::start_with(BrokerSetup {
+        tls: Some(pki.tls_listener(false)),
+        ..BrokerSetup::default()
+    });
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, use_tls, ca_cert, status) \
+         VALUES (1, '127.0.0.1', {port}, TRUE, '{ca}', TRUE), \
+                (2, '127.0.0.1', {port}, TRUE, '{other}', TRUE)",
+        port = tls.tls_port(),
+        ca = pki.ca_pem().display(),
+        other = pki.other_ca_pem().display(),
+    ));
+    let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+    let config = check_config(&dir, "check.toml", &db.url(), &kinesis.endpoint(), STREAM);
+
+    // The right clock first: the same brokers are fine but for the wrong CA.
+    let (_, report) = check_json(&config);
+    let broker_kinds: Vec<_> = kinds(&report, "broker").into_values().collect();
+    assert_eq!(
+        broker_kinds,
+        vec![None, Some("tls".to_owned())],
+        "{report:#}"
+    );
+    assert!(
+        kinds(&report, "clock").values().all(Option::is_none),
+        "{report:#}"
+    );
+    assert_eq!(kinds(&report, "clock").len(), 2, "{report:#}");
+
+    let (code, stdout, stderr) = run_check_with_env(&config, true, &faketime_env("-2h"));
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("no JSON ({error}): {stdout}\n{stderr}"));
+    assert_eq!(code, Some(1), "{report:#}");
+    let clocks = kinds(&report, "clock");
+    assert_eq!(
+        clocks.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "gateway vs AWS (Date of DescribeStreamSummary)".to_owned(),
+            "gateway vs the database (clock_timestamp())".to_owned(),
+        ],
+        "{report:#}"
+    );
+    assert!(
+        clocks.values().all(|kind| kind.as_deref() == Some("clock")),
+        "{report:#}"
+    );
+    let details: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|check| check["area"] == "clock")
+        .filter_map(|check| check["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("the clock is 2h0m") && d.contains("behind the database")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("the clock is 2h0m") && d.contains("behind AWS")),
+        "{details:?}"
+    );
+    let brokers: Vec<&Value> = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|check| check["area"] == "broker")
+        .collect();
+    assert_eq!(brokers.len(), 2, "{report:#}");
+    assert_eq!(brokers[0]["kind"], "clock", "{report:#}");
+    let detail = brokers[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not valid yet"), "{detail}");
+    assert!(
+        detail.contains("behind AWS: the certificate is probably fine, fix the clock (NTP)"),
+        "{detail}"
+    );
+    // webpki checks the validity period before the issuer: under this clock
+    // the wrong CA's answer is "not valid yet" too (the unit test covers a
+    // TLS failure of another kind staying `tls`).
+    assert_eq!(brokers[1]["kind"], "clock", "{report:#}");
+}
+
+/// `clock_offset_ms` of the gateway's rows in the status table; `None` where
+/// the column is NULL (or there are no rows).
+fn status_clock_offsets(db: &TestDb) -> Vec<Option<i64>> {
+    db.client()
+        .query(
+            "SELECT clock_offset_ms FROM iot_data.mqtt_connection_status \
+             WHERE gateway_id = 'it-gw' ORDER BY mqtt_id",
+            &[],
+        )
+        .expect("read clock_offset_ms")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// The same with the gateway's own clock moved by libfaketime (the monotonic
+/// clock left alone), two hours back and two hours forward. The offset also
+/// reaches the status table; the second gateway starts on a catalog without
+/// that column (made before 0005), writes its rows anyway, and fills the
+/// column once it is added, without a restart.
+#[test]
+fn a_gateway_under_faketime_delivers_and_says_so() {
     for (faketime, offset_ms, words) in [
         ("-2h", 7_200_000i64, "behind AWS"),
         ("+2h", -7_200_000, "ahead of AWS"),
@@ -762,18 +901,13 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
         db.add_broker(1, broker.port());
         db.add_topic(None, "clock/#", 1);
         let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
-        let env = [
-            ("LD_PRELOAD", library.display().to_string()),
-            ("FAKETIME", faketime.to_owned()),
-            ("DONT_FAKE_MONOTONIC", "1".to_owned()),
-        ];
-        let gateway = Gateway::start_with_env(
-            &dir,
-            &db,
-            &kinesis.endpoint(),
-            "max_bytes = \"64MiB\"",
-            &env,
-        );
+        let env = faketime_env(faketime);
+        let without_column = faketime == "+2h";
+        if without_column {
+            db.execute("ALTER TABLE iot_data.mqtt_connection_status DROP COLUMN clock_offset_ms");
+        }
+        let gateway =
+            Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), REPORT_EVERY_SECOND, &env);
         wait_until("broker 1 subscribed", WAIT, || {
             gateway.log().contains("connected, subscribed")
         });
@@ -794,6 +928,26 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
                 .as_i64()
                 .is_some_and(|offset| (offset - offset_ms).abs() < 5_000)
         });
+        if without_column {
+            wait_until("the status row written without the column", WAIT, || {
+                status_rows(&db).iter().any(|row| row.0 == 1 && row.4 == 20)
+            });
+            db.execute(include_str!(
+                "../../buffer-schema/catalog/0005_clock_offset.sql"
+            ));
+        }
+        wait_until("the offset in the status table", WAIT, || {
+            let offsets = status_clock_offsets(&db);
+            !offsets.is_empty()
+                && offsets
+                    .iter()
+                    .all(|offset| offset.is_some_and(|o| (o - offset_ms).abs() < 5_000))
+        });
+        let log = gateway.log();
+        assert!(
+            !log.contains("cannot write iot_data.mqtt_connection_status"),
+            "{log}"
+        );
         assert_eq!(gateway.terminate(), Some(0));
     }
 }
