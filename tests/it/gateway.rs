@@ -15,6 +15,9 @@ use crate::support::*;
 
 const STREAM: &str = "e2e";
 
+/// The secret key the harness gives the gateway (the Kinesis stand-in checks signatures with it).
+pub const SECRET_ACCESS_KEY: &str = "e2e-secret-key";
+
 /// The gateway binary running with a config in its own directory; killed on drop.
 pub struct Gateway {
     child: Child,
@@ -113,7 +116,7 @@ impl Gateway {
             .arg(&config)
             .envs(env.iter().map(|(key, value)| (key, value)))
             .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "e2e-secret-key")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::gateway::{status_json, Gateway};
+use crate::gateway::{status_json, Gateway, SECRET_ACCESS_KEY};
 use crate::support::kinesis::KinesisLocal;
 use crate::support::mosquitto::{publish, publish_lines, BrokerSetup, Mosquitto};
 use crate::support::postgres::TestDb;
@@ -708,6 +708,7 @@ fn a_gateway_two_hours_behind_delivers_and_says_so() {
     db.add_topic(None, "clock/#", 1);
     let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
     kinesis.set_clock_offset(2 * 3600);
+    kinesis.check_signatures(SECRET_ACCESS_KEY);
     let gateway =
         Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), "max_bytes = \"64MiB\"", &[]);
     wait_until("broker 1 connected", WAIT, || {
@@ -720,6 +721,7 @@ fn a_gateway_two_hours_behind_delivers_and_says_so() {
         kinesis.accepted().len() == 20
     });
     assert_eq!(kinesis.n_refused_for_time(), 1);
+    assert_eq!(kinesis.bad_signatures(), Vec::<String>::new());
     wait_until("status --json shows the offset", WAIT, || {
         status_now(&dir).is_some_and(|status| {
             status["gateway"]["clock_offset_ms"]
@@ -901,6 +903,7 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
         db.add_broker(1, broker.port());
         db.add_topic(None, "clock/#", 1);
         let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+        kinesis.check_signatures(SECRET_ACCESS_KEY);
         let env = faketime_env(faketime);
         let without_column = faketime == "+2h";
         if without_column {
@@ -916,6 +919,7 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
             kinesis.accepted().len() == 20
         });
         assert_eq!(kinesis.n_refused_for_time(), 1, "FAKETIME={faketime}");
+        assert_eq!(kinesis.bad_signatures(), Vec::<String>::new());
         let log = gateway.log();
         assert_eq!(log.matches("the clock is 2h0m").count(), 1, "{log}");
         assert!(log.contains(words), "FAKETIME={faketime}: {log}");

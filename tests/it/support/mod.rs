@@ -6,6 +6,7 @@ pub mod kinesis;
 pub mod mosquitto;
 pub mod postgres;
 pub mod proxy;
+pub mod sigv4;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
