@@ -41,6 +41,9 @@ pub struct Broker {
     pub keep_alive: Option<Duration>,
     /// False (the default) keeps the broker's queue for us while we are away.
     pub clean_session: bool,
+    /// The password or client key was sealed in the catalog: someone meant it
+    /// to stay secret, so sending it without TLS is worth a warning.
+    pub sealed_secret: bool,
     /// Sorted by filter, no duplicate filters; `topic_prefix` and
     /// `$share/{group}/` already applied.
     pub topics: Vec<Topic>,
@@ -61,6 +64,7 @@ impl Broker {
             client_id: None,
             keep_alive: None,
             clean_session: false,
+            sealed_secret: false,
             topics,
         }
     }
@@ -86,6 +90,18 @@ impl Broker {
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+}
+
+impl Endpoint {
+    /// This machine: `localhost` or a loopback address. Traffic to it never
+    /// crosses a network.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
 }
 
 impl fmt::Display for Endpoint {

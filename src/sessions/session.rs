@@ -107,6 +107,15 @@ impl Session {
                 self.broker.id
             );
         }
+        if self.broker.sealed_secret && self.broker.tls.is_none() {
+            if let Some(remote) = self.broker.endpoints.iter().find(|e| !e.is_loopback()) {
+                log::warn!(
+                    "broker {}: its password is sealed in the catalog but goes to {remote} \
+                     without TLS, readable on the way; set use_tls",
+                    self.broker.id
+                );
+            }
+        }
         ConnectSettings::for_broker(&self.broker, &self.gateway_id, self.config.keep_alive)
     }
 }

@@ -474,8 +474,12 @@ fn run_line(args: &[&str], key: Option<&str>, stdin: &str) -> String {
         .to_owned()
 }
 
-/// Issue: `enc:v1:` passwords open with the gateway's key; one sealed with
-/// another key skips only its broker, and no plaintext is logged or stored.
+/// Issue: sealed passwords open with the gateway's key in the row they were
+/// sealed for (`enc:v2:`, `encrypt-password --broker`); one sealed with another
+/// key, or a v2 value copied into another row, skips only its broker; `enc:v1:`
+/// still opens, with one warning to seal it again; a sealed password sent
+/// without TLS to a host that is not this machine is warned about; no
+/// plaintext is logged or stored.
 #[test]
 fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
     const PASSWORD_1: &str = "plain-Broker1-pw-7f3a";
@@ -488,24 +492,33 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
     let key = run_line(&["new-key"], None, "");
     let other_key = run_line(&["new-key"], None, "");
     assert_ne!(key, other_key);
-    let sealed_1 = run_line(
-        &["encrypt-password"],
-        Some(&key),
-        &format!("{PASSWORD_1}\n"),
-    );
-    let sealed_2 = run_line(
-        &["encrypt-password"],
-        Some(&other_key),
-        &format!("{PASSWORD_2}\n"),
-    );
-    for sealed in [&sealed_1, &sealed_2] {
-        assert!(sealed.starts_with("enc:v1:"), "{sealed}");
+    let seal = |args: &[&str], key: &str, password: &str| {
+        run_line(
+            &[&["encrypt-password"], args].concat(),
+            Some(key),
+            &format!("{password}\n"),
+        )
+    };
+    let sealed_1 = seal(&["--broker", "1"], &key, PASSWORD_1);
+    let sealed_2 = seal(&["--broker", "2"], &other_key, PASSWORD_2);
+    let sealed_v1 = seal(&["--v1"], &key, PASSWORD_1);
+    let sealed_5 = seal(&["--broker", "5"], &key, PASSWORD_1);
+    for sealed in [&sealed_1, &sealed_2, &sealed_5] {
+        assert!(sealed.starts_with("enc:v2:"), "{sealed}");
     }
+    assert!(sealed_v1.starts_with("enc:v1:"), "{sealed_v1}");
     assert!(!sealed_1.contains(PASSWORD_1));
-    for (mqtt_id, sealed) in [(1, &sealed_1), (2, &sealed_2)] {
+    // 3 holds 1's value, copied: it must not open there. 5 is not this machine.
+    for (mqtt_id, host, sealed) in [
+        (1, "127.0.0.1", &sealed_1),
+        (2, "127.0.0.1", &sealed_2),
+        (3, "127.0.0.1", &sealed_1),
+        (4, "127.0.0.1", &sealed_v1),
+        (5, "192.0.2.1", &sealed_5),
+    ] {
         db.execute(&format!(
             "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, mqtt_username, mqtt_password, status) \
-             VALUES ({mqtt_id}, '127.0.0.1', {}, 'gw', '{sealed}', TRUE)",
+             VALUES ({mqtt_id}, '{host}', {}, 'gw', '{sealed}', TRUE)",
             broker.port()
         ));
     }
@@ -538,19 +551,56 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
             broker["received"] == n && broker["spooled"] == n && broker["delivered"] == n
         })
     });
-    wait_until("the log names mqtt_id=2 with the wrong key", WAIT, || {
-        gateway
-            .log()
-            .lines()
-            .any(|line| line.contains("mqtt_id=2") && line.contains("wrong key"))
+    wait_until(
+        "the log names mqtt_id=2 and 3, not sealed for them",
+        WAIT,
+        || {
+            let log = gateway.log();
+            [2, 3].iter().all(|id| {
+                log.lines().any(|line| {
+                    line.contains(&format!("mqtt_id={id}: mqtt_password"))
+                        && line.contains("sealed for another broker row or column")
+                })
+            })
+        },
+    );
+    wait_until("status --json: broker 4 (enc:v1) connected", WAIT, || {
+        status_now(&dir)
+            .and_then(|status| status_broker(&status, 4))
+            .is_some_and(|broker| broker["state"] == "connected")
     });
+    wait_until(
+        "the warning about broker 5's password without TLS",
+        WAIT,
+        || {
+            gateway.log().contains(&format!(
+            "broker 5: its password is sealed in the catalog but goes to 192.0.2.1:{} without TLS",
+            broker.port()
+        ))
+        },
+    );
+    let log = gateway.log();
+    assert_eq!(
+        log.matches("mqtt_id=4: mqtt_password is sealed as enc:v1")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("seal it again with `encrypt-password --broker 4 --column mqtt_password`"),
+        "{log}"
+    );
+    assert!(!log.contains("broker 1: its password is sealed"), "{log}");
     let status = gateway.status();
     assert!(status_broker(&status, 2).is_none(), "{status:#}");
-    assert!(
-        !broker.log().contains("as it-gw-2"),
-        "broker 2 connected:\n{}",
-        broker.log()
-    );
+    assert!(status_broker(&status, 3).is_none(), "{status:#}");
+    for id in [2, 3] {
+        assert!(
+            !broker.log().contains(&format!("as it-gw-{id}")),
+            "broker {id} connected:\n{}",
+            broker.log()
+        );
+    }
 
     let snapshot = dir.join("catalog-snapshot.db");
     wait_until("the catalog snapshot written", WAIT, || snapshot.exists());
