@@ -362,8 +362,10 @@ fn check_spool(path: &Path) -> Check {
         _ => Path::new("."),
     };
     let probe = dir.join(format!(".mkb-check-{}", std::process::id()));
-    if let Err(error) = std::fs::write(&probe, b"check").and_then(|()| std::fs::remove_file(&probe))
-    {
+    let written = crate::files::create_private(&probe)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"check"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    if let Err(error) = written {
         return Check::fail(
             "spool",
             target,

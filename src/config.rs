@@ -337,6 +337,35 @@ impl Config {
         let catalog = validate_database(raw.database, &spool.path, &env)?;
         let mqtt = validate_mqtt(raw.mqtt)?;
         let status = validate_status(raw.status, &spool.path)?;
+        let beside = |path: &Path, suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        distinct_files(&[
+            (
+                "spool.path",
+                vec![
+                    spool.path.clone(),
+                    beside(&spool.path, "-wal"),
+                    beside(&spool.path, "-shm"),
+                    beside(&spool.path, "-journal"),
+                ],
+            ),
+            (
+                "database.snapshot_path",
+                vec![
+                    catalog.snapshot_path.clone(),
+                    beside(&catalog.snapshot_path, "-journal"),
+                    // What snapshot::save and live_status write first, then rename.
+                    catalog.snapshot_path.with_extension("db.new"),
+                ],
+            ),
+            (
+                "status.file",
+                vec![status.file.clone(), status.file.with_extension("json.new")],
+            ),
+        ])?;
         let level = match raw.log.level {
             None => log::LevelFilter::Info,
             Some(text) => text.parse().map_err(|_| {
@@ -664,6 +693,42 @@ fn optional_duration(
         None => Ok(default),
         Some(text) => parse_duration(&text).map_err(|m| invalid(key, m)),
     }
+}
+
+/// Each file (with the files written beside it: a journal, a temporary
+/// copy) must be its own: a status file written over the spool would
+/// destroy every message in it.
+fn distinct_files(files: &[(&'static str, Vec<PathBuf>)]) -> Result<(), ConfigError> {
+    // Directories exist by now (ensure_parent_dir): compare their real paths,
+    // so `./spool.db` and `/var/lib/x/spool.db` or a linked directory match.
+    let real = |path: &PathBuf| -> PathBuf {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().unwrap_or_default();
+        std::fs::canonicalize(dir).map_or_else(|_| path.clone(), |dir| dir.join(name))
+    };
+    for (i, (key, paths)) in files.iter().enumerate() {
+        let mine: Vec<PathBuf> = paths.iter().map(real).collect();
+        for (other_key, other_paths) in &files[..i] {
+            if other_paths
+                .iter()
+                .map(real)
+                .any(|file| mine.contains(&file))
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} is (or is written beside) {other_key} {}: give each file its own path",
+                        paths[0].display(),
+                        other_paths[0].display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `path`'s directory if missing, so a bad path fails before start-up.

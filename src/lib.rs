@@ -8,6 +8,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod ids;
 pub mod limits;
 pub mod live_status;

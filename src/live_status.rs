@@ -121,8 +121,12 @@ fn keep_file(
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let temporary = path.with_extension("json.new");
-    std::fs::write(&temporary, text)?;
+    // Made anew each time (a link planted at the temporary name is removed,
+    // not followed), 0600, then renamed over the status file.
+    let _ = std::fs::remove_file(&temporary);
+    crate::files::create_private(&temporary)?.write_all(text.as_bytes())?;
     std::fs::rename(&temporary, path)
 }
 

@@ -116,7 +116,10 @@ impl fmt::Display for Endpoint {
 
 /// True when a certificate or key value is PEM text rather than a file path.
 pub fn is_pem(value: &str) -> bool {
-    value.trim_start().starts_with("-----BEGIN")
+    // Anywhere, not only at the start: a byte-order mark or OpenSSL's
+    // `Bag Attributes` lines before it still make it PEM text, never a path
+    // (a path is echoed in errors; a key must not be).
+    value.contains("-----BEGIN")
 }
 
 /// How to speak TLS to a broker. Certificates and keys are each a file path

@@ -231,3 +231,34 @@ fn the_old_queue_key_still_works_with_a_warning() {
         "set only spool.queue_capacity",
     );
 }
+
+#[test]
+fn spool_snapshot_and_status_files_must_differ() {
+    let dir = dir();
+    let spool = format!("{}/spool.db", dir.display());
+    check_error(
+        &format!("{}\n[status]\nfile = \"{spool}\"\n", minimal()),
+        &format!("config key `status.file`: {spool} is (or is written beside) spool.path {spool}"),
+    );
+    // The same file by another spelling, and a file SQLite writes beside the spool.
+    let other_spelling = format!("{}/./spool.db", dir.display());
+    check_error(
+        &minimal().replace(
+            "url = ",
+            &format!("snapshot_path = \"{other_spelling}\"\nurl = "),
+        ),
+        "config key `database.snapshot_path`",
+    );
+    check_error(
+        &format!("{}\n[status]\nfile = \"{spool}-wal\"\n", minimal()),
+        "config key `status.file`",
+    );
+    // Each its own: fine.
+    let config = parse(&format!(
+        "{}\n[status]\nfile = \"{}/status-own.json\"\n",
+        minimal(),
+        dir.display()
+    ))
+    .unwrap();
+    assert_ne!(config.status.file, config.spool.path);
+}

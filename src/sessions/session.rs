@@ -100,7 +100,7 @@ impl Session {
         )
     }
 
-    fn connect_settings(&self) -> Result<ConnectSettings, String> {
+    async fn connect_settings(&self) -> Result<ConnectSettings, String> {
         if self.broker.tls.as_ref().is_some_and(|tls| !tls.verify_cert) {
             log::warn!(
                 "broker {}: verify_cert is false: any server certificate is accepted",
@@ -116,7 +116,33 @@ impl Session {
                 );
             }
         }
-        ConnectSettings::for_broker(&self.broker, &self.gateway_id, self.config.keep_alive)
+        let reads_files = self.broker.tls.as_ref().is_some_and(|tls| {
+            [tls.ca.as_ref(), tls.client_cert.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|value| !crate::catalog::is_pem(value))
+                || tls
+                    .client_key
+                    .as_ref()
+                    .is_some_and(|key| !crate::catalog::is_pem(key.expose()))
+                || tls.ca.is_none()
+        });
+        if !reads_files {
+            return ConnectSettings::for_broker(
+                &self.broker,
+                &self.gateway_id,
+                self.config.keep_alive,
+            );
+        }
+        // Certificate and key files (and the system's roots, the first time)
+        // are read on a blocking-pool thread: a slow or stuck file stalls this
+        // broker, not every session on this thread.
+        let (broker, gateway_id, keep_alive) = (
+            self.broker.clone(),
+            self.gateway_id.clone(),
+            self.config.keep_alive,
+        );
+        smol::unblock(move || ConnectSettings::for_broker(&broker, &gateway_id, keep_alive)).await
     }
 }
 
@@ -129,7 +155,7 @@ pub async fn run(session: &mut Session) {
     }
     // Every run walks the endpoints from the primary.
     session.endpoint_idx = 0;
-    let settings = match session.connect_settings() {
+    let settings = match session.connect_settings().await {
         Ok(settings) => settings,
         Err(message) => {
             // Logged once; the retries (after each pause) only at debug.
