@@ -171,6 +171,15 @@ pub enum ConfigError {
         key: &'static str,
         message: String,
     },
+    /// A required key is absent (`spool.max_bytes`).
+    Missing {
+        key: String,
+    },
+    /// A key's value is not TOML of the right type.
+    Syntax {
+        key: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -182,7 +191,12 @@ impl fmt::Display for ConfigError {
             ConfigError::Parse { path, message } => {
                 write!(f, "config file {}: {message}", path.display())
             }
-            ConfigError::Invalid { key, message } => write!(f, "config key `{key}`: {message}"),
+            // A value in the wrong key may be a URL with its password.
+            ConfigError::Invalid { key, message } => {
+                write!(f, "config key `{key}`: {}", redact_urls(message))
+            }
+            ConfigError::Missing { key } => write!(f, "config key `{key}`: is required"),
+            ConfigError::Syntax { key, message } => write!(f, "config key `{key}`: {message}"),
         }
     }
 }
@@ -288,10 +302,8 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: redact_urls(text, error.to_string().trim_end()),
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|error| parse_error(text, path, &error))?;
         Config::validate(raw, env)
     }
 
@@ -504,10 +516,18 @@ fn validate_kinesis(
                 Some(host) if !host.is_empty() && !host.contains('@') => {
                     url.trim_end_matches('/').to_owned()
                 }
+                Some(host) if host.contains('@') => {
+                    // Not echoed: what is before '@' may be a password.
+                    return Err(invalid(
+                        "kinesis.endpoint",
+                        "holds user info (before '@'), which is never sent: credentials \
+                         come from the AWS credential chain; give the URL without it",
+                    ));
+                }
                 _ => {
                     return Err(invalid(
                         "kinesis.endpoint",
-                        format!("{url:?} is not an http:// or https:// URL without user info"),
+                        format!("{url:?} is not an http:// or https:// URL"),
                     ))
                 }
             }
@@ -810,18 +830,84 @@ fn split_number(text: &str) -> (&str, &str) {
 }
 
 /// toml's messages quote the offending line; a `url = ...` line may hold a password.
-fn redact_urls(text: &str, message: &str) -> String {
-    let mut message = message.to_owned();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
+/// A TOML error in words that never quote the file: toml's own message
+/// shows the offending line, which may hold `database.url`'s password (in an
+/// inline table, say). A missing key reads like every other key's error.
+fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim_end();
+    let start = error.span().map_or(0, |span| span.start.min(text.len()));
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        // The span is the table that lacks it: `[spool]` → `spool.max_bytes`.
+        let table = text[start..]
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .map(|(name, _)| name.trim());
+        let key = match table {
+            Some(table) if !table.is_empty() => format!("{table}.{field}"),
+            _ => field.to_owned(),
         };
-        let value = value.trim();
-        if key.trim() == "url" && !value.is_empty() {
-            message = message.replace(value, "\"***\"");
-        }
+        return ConfigError::Missing { key };
     }
-    message
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[..start]
+        .rsplit('\n')
+        .next()
+        .map_or(1, |before| before.chars().count() + 1);
+    let message = format!("{} (line {line}, column {column})", redact_urls(message));
+    // The key of that line (the text before `=`: a name, never a value),
+    // with its table, when the line is `key = value`.
+    let key = text.lines().nth(line - 1).and_then(|source| {
+        let (key, _) = source.split_once('=')?;
+        let key = key.trim();
+        let bare = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+        (!key.is_empty() && key.chars().all(bare)).then_some(key)
+    });
+    match key {
+        Some(key) => {
+            let table = text
+                .lines()
+                .take(line - 1)
+                .filter_map(|l| l.trim().strip_prefix('[')?.split_once(']'))
+                .map(|(name, _)| name.trim())
+                .last();
+            ConfigError::Syntax {
+                key: table.map_or_else(|| key.to_owned(), |table| format!("{table}.{key}")),
+                message,
+            }
+        }
+        None => ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        },
+    }
+}
+
+/// A URL with user info (`scheme://user:password@host`) quoted in an error
+/// message, its user info replaced: serde quotes a value of the wrong type.
+fn redact_urls(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || "\"'`".contains(c))
+            .unwrap_or(after.len());
+        let authority_end = after[..end].find('/').unwrap_or(end);
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&after[at..end]);
+            }
+            None => out.push_str(&after[..end]),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn default_gateway_id() -> String {

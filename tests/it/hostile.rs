@@ -133,5 +133,132 @@ fn certificate_columns_naming_devices_fifos_and_directories_fail_only_their_brok
     assert!(!log.contains("BEGIN PRIVATE KEY"), "{log}");
     let status_file = std::fs::read_to_string(dir.join("status.json")).unwrap_or_default();
     assert!(!status_file.contains(KEY_MARKER), "{status_file}");
+    wait_until("broker 6's status row names its client_key", WAIT, || {
+        db.client()
+            .query_opt(
+                "SELECT last_error FROM iot_data.mqtt_connection_status WHERE mqtt_id = 6",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .and_then(|row| row.get::<_, Option<String>>(0))
+            .is_some_and(|error| error.contains("client_key: neither PEM text nor a file path"))
+    });
+    let table: Vec<String> = db
+        .client()
+        .query(
+            "SELECT coalesce(last_error, '') FROM iot_data.mqtt_connection_status",
+            &[],
+        )
+        .expect("status table")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(table.iter().all(|e| !e.contains(KEY_MARKER)), "{table:?}");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["check", "--json", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("run check");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains("client_key: neither PEM text nor a file path"),
+        "{report}"
+    );
+    assert!(!report.contains(KEY_MARKER), "{report}");
+    assert!(!String::from_utf8_lossy(&check.stderr).contains(KEY_MARKER));
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
+
+/// No secret in any output: the database password, the AWS secret key and a
+/// wrong sealing key pass through an unreachable database, a config with a
+/// syntax error next to the URL, and `check`; none of them appears in stderr,
+/// `check --json` or the status file.
+#[test]
+fn secrets_stay_out_of_errors_logs_and_reports() {
+    const DB_PASSWORD: &str = "db-pw-Zq81x";
+    const AWS_SECRET: &str = "aws-secret-Mf02k";
+    let dir = TempDir::new("hostile-secrets");
+    let wrong_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let url = format!("postgres://gw:{DB_PASSWORD}@127.0.0.1:1/x");
+    let run = |args: &[&str], config: &std::path::Path| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+            .env("MKB_PASSWORD_KEY", wrong_key)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the binary");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+    let spool = dir.join("spool.db");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "[spool]\npath = \"{}\"\nmax_bytes = \"64MiB\"\n\
+             [kinesis]\nstream = \"s\"\nregion = \"us-east-1\"\nendpoint = \"http://127.0.0.1:1\"\n\
+             [database]\nurl = \"{url}\"\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let inline = dir.join("inline.toml");
+    std::fs::write(
+        &inline,
+        format!(
+            "database = {{ url = \"{url}\", 5 }}\n[spool]\npath = \"{}\"\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    let mut outputs = vec![
+        run(&["check", "--json"], &good),
+        run(&["check"], &good),
+        run(&["check"], &inline),
+        run(&["run"], &inline),
+    ];
+    // The gateway itself with the database unreachable, until its status file shows.
+    let log = dir.join("run.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["run", "--config"])
+        .arg(&good)
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+        .env("MKB_PASSWORD_KEY", wrong_key)
+        .env_remove("RUST_LOG")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start the gateway");
+    wait_until("the gateway says the database is unreachable", WAIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("database"))
+            && dir.join("status.json").exists()
+    });
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().expect("wait for the gateway");
+    outputs.push(std::fs::read_to_string(&log).unwrap());
+    outputs.push(std::fs::read_to_string(dir.join("status.json")).unwrap());
+    assert!(
+        outputs[0].contains("\"area\":\"database\""),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        outputs[2].contains("config key `database`"),
+        "{}",
+        outputs[2]
+    );
+    for output in &outputs {
+        for secret in [DB_PASSWORD, AWS_SECRET, wrong_key] {
+            assert!(!output.contains(secret), "{secret} in:\n{output}");
+        }
+    }
 }
