@@ -291,8 +291,7 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
 }
 
 fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, String> {
-    let mut settings =
-        ConnectSettings::for_broker(broker, &config.gateway_id, config.mqtt.keep_alive)?;
+    let mut settings = ConnectSettings::for_broker(broker, &config.gateway_id, &config.mqtt)?;
     // Not the running session's id, or the broker would drop that session.
     settings.client_id = format!("{}-check", settings.client_id);
     Ok(settings)

@@ -129,7 +129,14 @@ pub struct MqttConfig {
     /// messages wait for their acknowledgement: below the broker's in-flight
     /// window, so a broker never stops sending to wait for a timer.
     pub commit_at_unacked: usize,
+    /// The largest MQTT packet a session reads; a larger one kills the
+    /// connection (and, redelivered, wedges the broker: README "A wedged broker").
+    pub max_packet_size: usize,
 }
+
+/// `mqtt.max_packet_size` by default: a 1 MiB payload (Kinesis's record limit)
+/// with its topic and headers.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024 + 64 * 1024;
 
 /// Where the live session status goes: a local file and the central database.
 #[derive(Debug, Clone)]
@@ -269,6 +276,7 @@ struct RawMqtt {
     channel_capacity: Option<usize>,
     primary_recheck: Option<String>,
     commit_at_unacked: Option<usize>,
+    max_packet_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -672,6 +680,20 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if primary_recheck < Duration::from_secs(1) {
         return Err(invalid("mqtt.primary_recheck", "must be at least 1s"));
     }
+    let max_packet_size = match raw.max_packet_size {
+        None => DEFAULT_MAX_PACKET_SIZE,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("mqtt.max_packet_size", m))?;
+            // MQTT's own ceiling is 256 MiB; below 16 KiB a SUBACK could not fit.
+            if !(16 * 1024..=256 * 1024 * 1024).contains(&bytes) {
+                return Err(invalid(
+                    "mqtt.max_packet_size",
+                    format!("{text:?} is outside 16KiB..256MiB"),
+                ));
+            }
+            bytes as usize
+        }
+    };
     Ok(MqttConfig {
         partition_key,
         min_backoff,
@@ -679,6 +701,7 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         keep_alive,
         primary_recheck,
         commit_at_unacked,
+        max_packet_size,
     })
 }
 

@@ -43,6 +43,7 @@ pub fn broker_json(id: BrokerId, status: &SessionStatus) -> Value {
         "lost": status.n_lost,
         "last_message_at_ms": status.last_message_at.map(epoch_ms),
         "subscribed_topics": status.n_subscribed,
+        "wedged_since_ms": status.wedged_since.map(epoch_ms),
     })
 }
 

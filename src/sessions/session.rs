@@ -35,6 +35,7 @@ use super::backoff::Backoff;
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
 use super::status::{SessionTicket, StatusBoard};
+use super::wedge::{self, WedgeWatch};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
@@ -77,6 +78,8 @@ pub struct Session {
     pub commands: async_channel::Receiver<Command>,
     /// False once the command channel closed or said Stop.
     pub running: bool,
+    /// Whether one unreadable message keeps killing the connection.
+    pub wedge: WedgeWatch,
 }
 
 impl Session {
@@ -128,21 +131,17 @@ impl Session {
                 || tls.ca.is_none()
         });
         if !reads_files {
-            return ConnectSettings::for_broker(
-                &self.broker,
-                &self.gateway_id,
-                self.config.keep_alive,
-            );
+            return ConnectSettings::for_broker(&self.broker, &self.gateway_id, &self.config);
         }
         // Certificate and key files (and the system's roots, the first time)
         // are read on a blocking-pool thread: a slow or stuck file stalls this
         // broker, not every session on this thread.
-        let (broker, gateway_id, keep_alive) = (
+        let (broker, gateway_id, config) = (
             self.broker.clone(),
             self.gateway_id.clone(),
-            self.config.keep_alive,
+            self.config.clone(),
         );
-        smol::unblock(move || ConnectSettings::for_broker(&broker, &gateway_id, keep_alive)).await
+        smol::unblock(move || ConnectSettings::for_broker(&broker, &gateway_id, &config)).await
     }
 }
 
@@ -562,6 +561,17 @@ impl Link {
                 let urgent = ack.qos != QoS::AtMostOnce
                     && self.unacked.len() + 1 >= session.config.commit_at_unacked;
                 let receipt = deliver(publish, urgent, session).await;
+                let up_for = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+                if let wedge::Change::Freed { n_connections } = session.wedge.on_message(up_for) {
+                    log::info!(
+                        "{}: messages flow again after {n_connections} connections died \
+                         on unreadable data",
+                        session.label()
+                    );
+                    session.status.update(session.ticket, |status| {
+                        status.wedged_since = None;
+                    });
+                }
                 if let (true, Some(receipt)) = (ack.qos != QoS::AtMostOnce, receipt) {
                     self.unacked.push_back((ack, receipt));
                 }
@@ -684,13 +694,46 @@ impl Link {
                 self.backoff.after_failure(up_for, self.rng.f64())
             }
         };
+        let malformed = matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::StateError::Deserialization(_))
+        );
+        let change = match up_for {
+            Some(up_for) => session.wedge.on_disconnect(
+                up_for,
+                malformed.then_some(description.as_str()),
+                SystemTime::now(),
+            ),
+            None => wedge::Change::None,
+        };
+        if let wedge::Change::Wedged { since, reason } = &change {
+            log::error!(
+                "broker {}: wedged: the broker redelivers, at every reconnect, a message the \
+                 gateway cannot read ({reason}); {} connections in a row died on it; other \
+                 brokers are unaffected. Remedy: if it is only large, raise \
+                 mqtt.max_packet_size; otherwise remove it from the broker's queue for client \
+                 {} (see README \"A wedged broker\")",
+                session.broker.id,
+                wedge::WEDGED_AFTER,
+                connect::client_id(&session.broker, &session.gateway_id),
+            );
+            let since = *since;
+            session.status.update(session.ticket, |status| {
+                status.wedged_since = Some(since);
+            });
+        }
+        let wedged = session.wedge.is_wedged();
         session.status.update(session.ticket, |status| {
             if status.connected {
                 status.since = SystemTime::now();
             }
             status.connected = false;
             status.n_subscribed = 0;
-            status.last_error = Some(description.clone());
+            status.last_error = Some(if wedged {
+                format!("wedged: {description} (redelivered at every reconnect)")
+            } else {
+                description.clone()
+            });
             status.auth_refused = auth_refused;
         });
         let failed = if n_endpoints > 1 {

@@ -262,3 +262,115 @@ fn secrets_stay_out_of_errors_logs_and_reports() {
         }
     }
 }
+
+/// Publishes `payload` once at QoS 1 with `mosquitto_pub`, from stdin.
+fn publish_payload(port: u16, topic: &str, payload: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-s",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload)
+        .expect("write the payload");
+    assert!(child.wait().expect("mosquitto_pub ran").success());
+}
+
+/// The peak resident memory of process `pid`, in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A 1 MiB + 1 byte message is read and dead-lettered (Kinesis cannot take
+/// it); a 2 MiB + 1 byte message, over `mqtt.max_packet_size`, kills the
+/// connection and the broker redelivers it at every reconnect: that broker is
+/// reported wedged (log, `status`, status table) while the two healthy brokers
+/// keep delivering, and the gateway's memory stays small.
+#[test]
+fn an_unreadable_message_wedges_only_its_broker_and_says_so() {
+    /// The peak resident memory allowed (a gateway with three brokers runs in ~15 MiB).
+    const RSS_BOUND: u64 = 64 << 20;
+    let dir = TempDir::new("hostile-wedge");
+    let db = TestDb::new();
+    let healthy = [Mosquitto::start(), Mosquitto::start()];
+    let hostile = Mosquitto::start();
+    db.add_broker(1, healthy[0].port());
+    db.add_broker(2, healthy[1].port());
+    db.add_broker(3, hostile.port());
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("three brokers connected", WAIT, || {
+        gateway.try_status().is_some_and(|status| {
+            (1..=3).all(|id| broker_status(&status, id).is_some_and(|b| b["state"] == "connected"))
+        })
+    });
+
+    publish_payload(hostile.port(), "hostile/big", &vec![b'x'; (1 << 20) + 1]);
+    wait_until("the 1 MiB + 1 message dead-lettered", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 3))
+            .is_some_and(|broker| broker["dead_lettered"] == 1)
+    });
+    publish_payload(hostile.port(), "hostile/huge", &vec![b'y'; (2 << 20) + 1]);
+    for (i, broker) in healthy.iter().enumerate() {
+        publish(broker.port(), &format!("hostile/healthy{i}"), "ok", 10);
+    }
+    wait_until("broker 3 wedged in status --json", WAIT, || {
+        gateway.try_status().is_some_and(|status| {
+            broker_status(&status, 3).is_some_and(|broker| {
+                broker["state"] == "wedged" && broker["wedged_since_ms"].as_i64().is_some()
+            })
+        })
+    });
+    wait_until("the healthy brokers' 20 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 20
+    });
+    publish(healthy[0].port(), "hostile/after", "later", 5);
+    wait_until("and 5 more after the wedge", WAIT, || {
+        kinesis.accepted().len() == 25
+    });
+    let log = gateway.log();
+    assert_eq!(log.matches("broker 3: wedged").count(), 1, "{log}");
+    assert!(log.contains("payload size limit exceeded"), "{log}");
+    assert!(log.contains("raise mqtt.max_packet_size"), "{log}");
+    assert!(
+        !log.contains("broker 1: wedged") && !log.contains("broker 2: wedged"),
+        "{log}"
+    );
+    wait_until("the status table says broker 3 is wedged", WAIT, || {
+        db.client()
+            .query_opt(
+                "SELECT last_error FROM iot_data.mqtt_connection_status WHERE mqtt_id = 3",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .and_then(|row| row.get::<_, Option<String>>(0))
+            .is_some_and(|error| error.starts_with("wedged: "))
+    });
+    let peak = peak_rss(gateway.pid());
+    assert!(peak > 0 && peak < RSS_BOUND, "peak RSS {peak} bytes");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
