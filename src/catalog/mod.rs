@@ -260,12 +260,11 @@ impl Refresher {
                 self.config.notify_channel.as_deref(),
             )?),
         };
-        let (broker_rows, topic_rows) = postgres::read_rows(client)?;
-        Ok(rows::validate_with_key(
-            &broker_rows,
-            &topic_rows,
-            self.config.password_key.as_ref(),
-        ))
+        let (broker_rows, topic_rows, unnamed) = postgres::read_rows(client)?;
+        let (catalog, mut problems) =
+            rows::validate_with_key(&broker_rows, &topic_rows, self.config.password_key.as_ref());
+        problems.extend(unnamed);
+        Ok((catalog, problems))
     }
 
     /// Logs the bad rows when the set of them changes, not on every poll.
@@ -379,6 +378,9 @@ impl Refresher {
                     human_age(snapshot.age()),
                     snapshot.catalog.brokers.len()
                 );
+                for skipped in &snapshot.skipped {
+                    log::warn!("catalog: snapshot: skipped {skipped}");
+                }
                 self.saved = Some(snapshot.catalog.clone());
                 self.send(snapshot.catalog)
             }

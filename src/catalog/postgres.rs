@@ -13,7 +13,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
 use postgres::{Client, NoTls, Row};
 
-use super::rows::{BrokerRow, TopicRow};
+use super::rows::{BrokerRow, RowProblem, TopicRow};
 use crate::secret::Secret;
 
 const SELECT_BROKERS: &str = "SELECT * FROM iot_data.mqtt_broker WHERE status IS TRUE";
@@ -61,20 +61,32 @@ pub fn connect(url: &Secret, notify_channel: Option<&str>) -> Result<Client, DbE
 }
 
 /// The active broker and topic rows.
-pub fn read_rows(client: &mut Client) -> Result<(Vec<BrokerRow>, Vec<TopicRow>), DbError> {
+/// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems; a
+/// column of the wrong type fails the whole read, so the gateway keeps its
+/// last good catalog and snapshot rather than running without, say, `use_tls`.
+pub fn read_rows(
+    client: &mut Client,
+) -> Result<(Vec<BrokerRow>, Vec<TopicRow>, Vec<RowProblem>), DbError> {
     let mut transaction = client.build_transaction().read_only(true).start()?;
-    let brokers = transaction
-        .query(SELECT_BROKERS, &[])?
-        .iter()
-        .map(broker_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut brokers = Vec::new();
+    let mut unnamed = Vec::new();
+    for row in transaction.query(SELECT_BROKERS, &[])?.iter() {
+        if int(row, "mqtt_id")?.is_none() {
+            unnamed.push(RowProblem::Unnamed {
+                table: "mqtt_broker",
+                message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
+            });
+            continue;
+        }
+        brokers.push(broker_row(row)?);
+    }
     let topics = transaction
         .query(SELECT_TOPICS, &[])?
         .iter()
         .map(topic_row)
         .collect::<Result<Vec<_>, _>>()?;
     transaction.commit()?;
-    Ok((brokers, topics))
+    Ok((brokers, topics, unnamed))
 }
 
 /// Waits up to `timeout` for a NOTIFY; true when one (or more) arrived.

@@ -60,6 +60,8 @@ fn error(path: &Path, message: impl fmt::Display) -> SnapshotError {
 pub struct Snapshot {
     pub catalog: Catalog,
     pub taken_at: SystemTime,
+    /// Brokers in the file that the row rules refuse, and why: left out.
+    pub skipped: Vec<String>,
 }
 
 impl Snapshot {
@@ -229,14 +231,22 @@ pub fn load(path: &Path, key: Option<&SealKey>) -> Result<Option<Snapshot>, Snap
         return Ok(None);
     }
     let (taken_at_ms, stored) = read_file(path).map_err(|e| error(path, e))?;
-    let brokers = stored
-        .into_iter()
-        .map(|broker| restore(broker, key))
-        .collect::<Result<Vec<Broker>, String>>()
-        .map_err(|message| error(path, message))?;
+    let mut brokers = Vec::new();
+    let mut skipped = Vec::new();
+    for stored in stored {
+        let id = stored.id;
+        let broker = restore(stored, key).map_err(|message| error(path, message))?;
+        // The row rules again: the file is not the database, and a value the
+        // rules refuse must not reach a session from here either.
+        match super::rows::check_broker(&broker) {
+            Ok(()) => brokers.push(broker),
+            Err(why) => skipped.push(format!("broker {id}: {why}")),
+        }
+    }
     Ok(Some(Snapshot {
         catalog: Catalog { brokers },
         taken_at: UNIX_EPOCH + Duration::from_millis(taken_at_ms.max(0) as u64),
+        skipped,
     }))
 }
 
@@ -325,6 +335,13 @@ mod tests {
         SealKey::from_base64(&SealKey::generate()).unwrap()
     }
 
+    fn topic(filter: &str, qos: u8) -> crate::catalog::Topic {
+        crate::catalog::Topic {
+            filter: filter.into(),
+            qos,
+        }
+    }
+
     fn catalog() -> Catalog {
         let mut broker = Broker::plain(
             3,
@@ -401,6 +418,49 @@ mod tests {
         let loaded = load(&path, None).unwrap().unwrap().catalog;
         assert_eq!(loaded.brokers[0].password, None);
         assert_eq!(loaded.brokers[0].endpoints, catalog().brokers[0].endpoints);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_broker_the_row_rules_refuse_is_left_out_of_a_loaded_snapshot() {
+        let dir = std::env::temp_dir().join(format!("mkb-snapshot-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("catalog-snapshot.db");
+        let good = Broker::plain(1, "h", 1883, vec![topic("a/#", 1)]);
+        let bad = |id: i64, change: &dyn Fn(&mut Broker)| {
+            let mut broker = Broker::plain(id, "h", 1883, vec![topic("a/#", 1)]);
+            change(&mut broker);
+            broker
+        };
+        let catalog = Catalog {
+            brokers: vec![
+                good.clone(),
+                bad(2, &|b| b.topics = vec![topic("a/#/b", 1)]),
+                bad(3, &|b| b.topics = vec![topic("a", 7)]),
+                bad(4, &|b| b.keep_alive = Some(Duration::ZERO)),
+                bad(5, &|b| b.client_id = Some(String::new())),
+                bad(6, &|b| b.endpoints[0].host = "a b".into()),
+                bad(7, &|b| b.endpoints[0].port = 0),
+                bad(8, &|b| b.topics = vec![topic(&"x".repeat(2000), 1)]),
+            ],
+        };
+        save(&path, &catalog, None).unwrap();
+        let snapshot = load(&path, None).unwrap().unwrap();
+        assert_eq!(snapshot.catalog.brokers, vec![good]);
+        let skipped: Vec<&str> = snapshot
+            .skipped
+            .iter()
+            .map(|why| why.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            skipped,
+            ["broker 2", "broker 3", "broker 4", "broker 5", "broker 6", "broker 7", "broker 8"]
+        );
+        assert!(
+            snapshot.skipped[0].contains("not usable"),
+            "{:?}",
+            snapshot.skipped
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

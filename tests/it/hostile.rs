@@ -374,3 +374,57 @@ fn an_unreadable_message_wedges_only_its_broker_and_says_so() {
     assert!(peak > 0 && peak < RSS_BOUND, "peak RSS {peak} bytes");
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
 }
+
+/// A broker row whose `mqtt_id` is NULL (a catalog without the shipped
+/// primary key) is skipped and named; the other brokers run, and `check`
+/// lists it as a catalog row problem.
+#[test]
+fn a_broker_row_without_an_id_skips_only_that_row() {
+    let dir = TempDir::new("hostile-null-id");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.execute(
+        "ALTER TABLE iot_data.mqtt_broker DROP CONSTRAINT mqtt_broker_pkey CASCADE; \
+         ALTER TABLE iot_data.mqtt_broker ALTER COLUMN mqtt_id DROP NOT NULL;",
+    );
+    db.add_broker(1, broker.port());
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, status) \
+         VALUES (NULL, '127.0.0.1', {}, TRUE)",
+        broker.port()
+    ));
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("broker 1 connected", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 1))
+            .is_some_and(|b| b["state"] == "connected")
+    });
+    publish(broker.port(), "hostile/a", "ok", 5);
+    wait_until("5 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 5
+    });
+    let log = gateway.log();
+    assert!(
+        log.contains("catalog: skipped mqtt_broker row: mqtt_id is NULL"),
+        "{log}"
+    );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["check", "--json", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("run check");
+    let report: Value = serde_json::from_slice(&check.stdout).expect("check --json");
+    let rows: Vec<&Value> = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|c| c["area"] == "catalog row")
+        .collect();
+    assert_eq!(rows.len(), 1, "{report:#}");
+    assert_eq!(rows[0]["target"], "mqtt_broker row", "{report:#}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
