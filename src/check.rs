@@ -171,7 +171,7 @@ fn check_database(
         Ok((rows, status_table, clock))
     });
     match read {
-        Ok(((broker_rows, topic_rows, unnamed), status_table, clock)) => {
+        Ok((read, status_table, clock)) => {
             match clock {
                 Ok(offset_ms) => clocks.push(ClockReading {
                     against: "the database",
@@ -186,8 +186,8 @@ fn check_database(
                 )),
             }
             let (catalog, mut problems) =
-                catalog::rows::validate_with_key(&broker_rows, &topic_rows, key);
-            problems.extend(unnamed);
+                catalog::rows::validate_with_key(&read.brokers, &read.topics, key);
+            problems.extend(read.unnamed);
             let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
             checks.push(Check::pass(
                 "database",

@@ -260,10 +260,13 @@ impl Refresher {
                 self.config.notify_channel.as_deref(),
             )?),
         };
-        let (broker_rows, topic_rows, unnamed) = postgres::read_rows(client)?;
-        let (catalog, mut problems) =
-            rows::validate_with_key(&broker_rows, &topic_rows, self.config.password_key.as_ref());
-        problems.extend(unnamed);
+        let read = postgres::read_rows(client)?;
+        let (catalog, mut problems) = rows::validate_with_key(
+            &read.brokers,
+            &read.topics,
+            self.config.password_key.as_ref(),
+        );
+        problems.extend(read.unnamed);
         Ok((catalog, problems))
     }
 

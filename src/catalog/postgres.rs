@@ -61,12 +61,18 @@ pub fn connect(url: &Secret, notify_channel: Option<&str>) -> Result<Client, DbE
 }
 
 /// The active broker and topic rows.
+/// The active rows of both catalog tables, as read.
+pub struct CatalogRows {
+    pub brokers: Vec<BrokerRow>,
+    pub topics: Vec<TopicRow>,
+    /// Broker rows skipped before validation: they cannot be named.
+    pub unnamed: Vec<RowProblem>,
+}
+
 /// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems; a
 /// column of the wrong type fails the whole read, so the gateway keeps its
 /// last good catalog and snapshot rather than running without, say, `use_tls`.
-pub fn read_rows(
-    client: &mut Client,
-) -> Result<(Vec<BrokerRow>, Vec<TopicRow>, Vec<RowProblem>), DbError> {
+pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
     let mut transaction = client.build_transaction().read_only(true).start()?;
     let mut brokers = Vec::new();
     let mut unnamed = Vec::new();
@@ -86,7 +92,11 @@ pub fn read_rows(
         .map(topic_row)
         .collect::<Result<Vec<_>, _>>()?;
     transaction.commit()?;
-    Ok((brokers, topics, unnamed))
+    Ok(CatalogRows {
+        brokers,
+        topics,
+        unnamed,
+    })
 }
 
 /// Waits up to `timeout` for a NOTIFY; true when one (or more) arrived.
