@@ -428,3 +428,48 @@ fn a_broker_row_without_an_id_skips_only_that_row() {
     assert_eq!(rows[0]["target"], "mqtt_broker row", "{report:#}");
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
 }
+
+/// 1,000 NOTIFYs in a burst cost a handful of catalog re-reads (a burst is
+/// coalesced for 100 ms), and a real change after them still arrives.
+#[test]
+fn a_flood_of_notifies_is_coalesced() {
+    let dir = TempDir::new("hostile-notify");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway = Gateway::start_with_env(
+        &dir,
+        &db,
+        &kinesis.endpoint(),
+        "max_bytes = \"64MiB\"\n[log]\nlevel = \"debug\"",
+        &[],
+    );
+    wait_until("broker 1 subscribed", WAIT, || {
+        gateway.log().contains("connected, subscribed to 1 topics")
+    });
+    let mut client = db.client();
+    let flood_started = std::time::Instant::now();
+    for n in 0..1000 {
+        // One transaction each: PostgreSQL folds equal NOTIFYs of one transaction.
+        client
+            .batch_execute(&format!("NOTIFY mqtt_catalog_changed, 'flood {n}'"))
+            .expect("notify");
+    }
+    db.add_topic(None, "after/flood", 1);
+    wait_until("the change after the flood applied", WAIT, || {
+        gateway.log().contains("subscribed to 2 topics")
+            || gateway.log().contains("2 subscriptions")
+    });
+    let log = gateway.log();
+    let n_reads = log.matches("catalog: change notified").count();
+    // Each re-read follows a 100 ms window: however slow this machine, the
+    // 1,000 notifications cannot cost more reads than windows fit in the time.
+    let max_reads = flood_started.elapsed().as_millis() as usize / 100 + 2;
+    assert!(
+        (1..=max_reads).contains(&n_reads) && n_reads < 1000,
+        "{n_reads} re-reads, at most {max_reads}:\n{log}"
+    );
+    assert_eq!(gateway.terminate(), Some(0));
+}
