@@ -473,3 +473,74 @@ fn a_flood_of_notifies_is_coalesced() {
     );
     assert_eq!(gateway.terminate(), Some(0));
 }
+
+/// A Kinesis endpoint answering nonsense: an empty body, `{}`, `"Records":
+/// null`, one result too many and one too few, a body over the 4 MiB the drain
+/// reads, a redirect, a ValidationException. None of it counts as delivered,
+/// nothing is lost: every message of the two brokers arrives (at least once)
+/// once the endpoint answers properly, and the gateway stays up and small.
+#[test]
+fn a_kinesis_answering_nonsense_loses_nothing() {
+    use crate::support::kinesis::Fault;
+    const RSS_BOUND: u64 = 64 << 20;
+    let dir = TempDir::new("hostile-kinesis");
+    let db = TestDb::new();
+    let brokers = [Mosquitto::start(), Mosquitto::start()];
+    db.add_broker(1, brokers[0].port());
+    db.add_broker(2, brokers[1].port());
+    db.add_topic(None, "hostile/#", 1);
+    let huge = format!("{{\"Records\": [], \"x\": \"{}\"}}", " ".repeat(4 << 20));
+    let kinesis = FakeKinesis::start(vec![
+        Fault::Raw(200, String::new()),
+        Fault::Raw(200, "{}".into()),
+        Fault::Raw(200, r#"{"FailedRecordCount": 0, "Records": null}"#.into()),
+        Fault::ResultsOffBy(1),
+        Fault::ResultsOffBy(-1),
+        Fault::Raw(200, huge),
+        Fault::Redirect,
+        Fault::Error("ValidationException"),
+    ]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("both brokers connected", WAIT, || {
+        gateway.try_status().is_some_and(|status| {
+            (1..=2).all(|id| broker_status(&status, id).is_some_and(|b| b["state"] == "connected"))
+        })
+    });
+    for (i, broker) in brokers.iter().enumerate() {
+        publish(broker.port(), &format!("hostile/{i}"), "m", 15);
+    }
+    let ids = |kinesis: &FakeKinesis| {
+        kinesis
+            .accepted()
+            .iter()
+            .map(|blob| {
+                let record: Value = serde_json::from_slice(blob).expect("a JSON record");
+                record["record_id"].as_str().expect("record_id").to_owned()
+            })
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    wait_until(
+        "every fault answered and all 30 messages accepted",
+        WAIT,
+        || kinesis.script_done() && ids(&kinesis).len() == 30,
+    );
+    wait_until("the spool empty", WAIT, || {
+        gateway
+            .try_status()
+            .is_some_and(|status| status["records_waiting"] == 0)
+    });
+    let status = gateway.status();
+    let delivered: u64 = (1..=2)
+        .filter_map(|id| broker_status(&status, id))
+        .map(|b| b["delivered"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(delivered, 30, "{status:#}");
+    let peak = peak_rss(gateway.pid());
+    assert!(peak > 0 && peak < RSS_BOUND, "peak RSS {peak} bytes");
+    let log = gateway.log();
+    assert!(log.contains("unreadable PutRecords response"), "{log}");
+    assert!(log.contains("larger than request limit"), "{log}");
+    assert!(log.contains("kinesis answers again"), "{log}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
