@@ -309,7 +309,7 @@ fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
         describe_bytes(spool_free),
         describe_bytes(floor)
     );
-    if appends_allowed(room, floor, false) {
+    if appends_allowed(room, floor, false, true) {
         Check::pass("spool", target, detail, None)
     } else {
         Check::fail(

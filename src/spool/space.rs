@@ -5,7 +5,8 @@
 //! - **Floor.** Appends stop while the room (free bytes of the filesystem plus
 //!   the spool file's own free pages, which SQLite reuses) is below
 //!   `spool.min_free_bytes`, and go on once it is back above the floor plus a
-//!   margin. Settlements (the drain's deletes) never wait for room.
+//!   margin, with the reserve in place. Settlements (the drain's deletes)
+//!   never wait for room.
 //! - **Reserve.** A file of [`RESERVE_BYTES`] beside the spool (`<spool>.reserve`),
 //!   made at start. When a commit fails for a full disk (another program
 //!   filled it) the writer deletes it, so the deletes of delivered records
@@ -35,6 +36,9 @@ pub const RESERVE_BYTES: u64 = 4 << 20;
 /// While appends are paused, the room is measured this often (and after
 /// every settlement that deleted records).
 pub const PAUSED_RECHECK: Duration = Duration::from_secs(1);
+/// While the writer is idle, the room is measured this often, so `status`
+/// shows a disk another program filled; commits of appends measure it anyway.
+pub const IDLE_RECHECK: Duration = Duration::from_secs(5);
 /// Pauses closer together than this are one episode in the log.
 const PAUSE_EPISODE: Duration = Duration::from_secs(60);
 
@@ -60,16 +64,41 @@ pub fn resume_margin(floor: u64) -> u64 {
     (floor / 4).clamp(256 << 10, 16 << 20)
 }
 
-/// Whether appends may be committed with `room` left, the floor being
-/// `floor` and appends `paused` now. Resuming also needs the margin free on
-/// the filesystem itself: new rows go through the WAL file before they reach
-/// the spool file's free pages.
-pub fn appends_allowed(room: Room, floor: u64, paused: bool) -> bool {
-    if !paused {
-        return room.total() >= floor;
+/// The room appends must leave: the floor, and the reserve's size while the
+/// reserve is not in place (released on a full disk, or no room to make it),
+/// so appends never take the room deletes need.
+fn needed_room(floor: u64, reserve_in_place: bool) -> u64 {
+    if reserve_in_place {
+        floor
+    } else {
+        floor.saturating_add(RESERVE_BYTES)
     }
+}
+
+/// Whether appends may be committed with `room` left, the floor being
+/// `floor`, appends `paused` now and the reserve `reserve_in_place` or not.
+/// The filesystem itself must keep some room too (half the resume margin
+/// to go on, the whole margin to resume): new rows go through the WAL file
+/// before they reach the spool file's free pages.
+pub fn appends_allowed(room: Room, floor: u64, paused: bool, reserve_in_place: bool) -> bool {
+    let needed = needed_room(floor, reserve_in_place);
     let margin = resume_margin(floor);
-    room.total() >= floor.saturating_add(margin) && room.fs_free >= margin
+    if paused {
+        room.total() >= needed.saturating_add(margin) && room.fs_free >= margin
+    } else {
+        room.total() >= needed && room.fs_free >= margin / 2
+    }
+}
+
+/// The bytes of records (as counted against `spool.max_bytes`) one commit
+/// may add with `room` left: half of what lies above the room appends must
+/// leave, and half the filesystem's free bytes (the WAL holds a group before
+/// the spool file does); rows take more on disk than their data.
+pub fn group_budget(room: Room, floor: u64, reserve_in_place: bool) -> u64 {
+    let above = room
+        .total()
+        .saturating_sub(needed_room(floor, reserve_in_place));
+    above.min(room.fs_free) / 2
 }
 
 /// Whether the reserve may be made (again) with `fs_free` bytes free: it
@@ -177,7 +206,7 @@ impl Space {
             space.make_reserve();
         }
         space.measure(connection);
-        if !appends_allowed(space.room, floor, false) {
+        if !appends_allowed(space.room, floor, false, space.reserve_made) {
             space.pause(None);
         }
         space
@@ -187,15 +216,29 @@ impl Space {
         self.paused
     }
 
-    /// When a paused writer should measure again.
+    /// When the writer should measure again if nothing else makes it.
     pub(super) fn next_check(&self) -> Instant {
-        self.checked_at + PAUSED_RECHECK
+        let every = if self.paused {
+            PAUSED_RECHECK
+        } else {
+            IDLE_RECHECK
+        };
+        self.checked_at + every
     }
 
     /// Whether the room is tight enough that the WAL should be checkpointed
     /// after each commit rather than grow toward its automatic checkpoint.
     pub(super) fn tight(&self) -> bool {
-        self.paused || !self.reserve_made || self.room.fs_free < self.floor.saturating_mul(2)
+        // The WAL grows to about 4 MiB before SQLite checkpoints it by itself.
+        const WAL_AUTOCHECKPOINT_BYTES: u64 = 4 << 20;
+        self.paused
+            || !self.reserve_made
+            || self.room.fs_free < self.floor.saturating_mul(2) + WAL_AUTOCHECKPOINT_BYTES
+    }
+
+    /// The bytes of records the next commit may add ([`group_budget`]), as last measured.
+    pub(super) fn group_budget(&self) -> u64 {
+        group_budget(self.room, self.floor, self.reserve_made)
     }
 
     /// Measures the room and decides: true when appends may be committed.
@@ -206,7 +249,7 @@ impl Space {
             self.make_reserve();
             self.measure(connection);
         }
-        let allowed = appends_allowed(self.room, self.floor, self.paused);
+        let allowed = appends_allowed(self.room, self.floor, self.paused, self.reserve_made);
         match (self.paused, allowed) {
             (false, false) => self.pause(None),
             (true, true) => self.resume(),
@@ -316,6 +359,12 @@ impl Space {
         let report = self.pauses.occurred(1, now);
         let why = match cause {
             Some(error) => format!("the disk is full ({error})"),
+            None if !self.reserve_made => format!(
+                "the spool's filesystem has no room for the spool's reserve ({} free, spool.min_free_bytes = {} and {} of reserve needed)",
+                describe_bytes(self.room.fs_free),
+                describe_bytes(self.floor),
+                describe_bytes(RESERVE_BYTES)
+            ),
             None => format!(
                 "the spool's filesystem is low on space ({} free, {} reusable in the spool, spool.min_free_bytes = {})",
                 describe_bytes(self.room.fs_free),

@@ -35,7 +35,7 @@ use crate::clock;
 use crate::config::{OverflowPolicy, SpoolConfig};
 use crate::ids::BrokerId;
 use crate::repeating::{Repeating, Report};
-use crate::watchdog::Heartbeat;
+use crate::watchdog::{Busy, Heartbeat};
 
 /// Pauses between retries of a failed commit, doubling from the first to the last.
 const COMMIT_RETRY_MIN: Duration = Duration::from_millis(50);
@@ -278,6 +278,11 @@ pub(super) struct Writer {
     /// Room on the spool's filesystem, the floor and the reserve.
     space: Space,
     held: Option<Held>,
+    /// Set while held appends keep failing for another reason than a full
+    /// disk (an I/O error, a lock held elsewhere): the writer is then wedged
+    /// to the watchdog, which restarts the gateway if it never ends. Waiting
+    /// for room is not being wedged: a restart would not make any.
+    stuck: Option<Busy>,
 }
 
 // Appends dominate and are moved once each; boxing them would add an allocation per message.
@@ -324,6 +329,7 @@ impl Writer {
         let writer = Writer {
             space,
             held: None,
+            stuck: None,
             bell,
             drops: Repeating::new(DROP_SUMMARY_INTERVAL),
             evictions: Repeating::new(DROP_SUMMARY_INTERVAL),
@@ -378,11 +384,11 @@ impl Writer {
                 self.held = Some(held);
             }
             let intake_open = self.held.is_none() && !self.space.paused();
-            // Paused: look at the room again now and then. Held: retry them then.
-            let deadline = if self.space.paused() {
-                Some(self.space.next_check())
-            } else {
-                self.held.as_ref().map(|held| held.retry_at)
+            // Held: retry them then. Otherwise look at the room again now and
+            // then, so a disk filled by another program shows while idle.
+            let deadline = match &self.held {
+                Some(held) if !self.space.paused() => held.retry_at,
+                _ => self.space.next_check(),
             };
             match smol::block_on(self.next_command(appends, settlements, intake_open, deadline))? {
                 Wake::Command(command) => {
@@ -391,9 +397,7 @@ impl Writer {
                     break (group, intake_open);
                 }
                 Wake::Timeout => {
-                    if self.space.paused() {
-                        self.space.check(&self.connection);
-                    }
+                    self.space.check(&self.connection);
                 }
             }
         };
@@ -404,9 +408,13 @@ impl Writer {
             }
             // Under backpressure the group stops at the record that reaches the
             // bound, so the spool overshoots it by one record, not by a group.
+            // Near the floor a group is cut to what the filesystem can take
+            // (at least one record, or nothing would move).
+            let budget = self.space.group_budget();
             while intake_open
                 && group.appends.len() < MAX_GROUP
                 && !self.would_be_full(self.bytes + group.bytes)
+                && (group.appends.is_empty() || group.bytes < budget)
             {
                 match appends.try_recv() {
                     Ok(append) => group.add(Command::Append(append)),
@@ -431,6 +439,7 @@ impl Writer {
     fn complete(&self, group: &Group, appends: &async_channel::Receiver<Append>) -> bool {
         group.urgent
             || group.appends.len() >= MAX_GROUP
+            || (!group.appends.is_empty() && group.bytes >= self.space.group_budget())
             || appends.is_closed()
             || self.would_be_full(self.bytes + group.bytes)
             || self.config.commit_interval.is_zero()
@@ -442,7 +451,7 @@ impl Writer {
     /// A failed transaction rolled back and nobody was acknowledged for it, so
     /// retrying loses nothing.
     fn commit(&mut self, group: Group) {
-        let _busy = self.heartbeat.busy();
+        let mut busy = self.stuck.is_none().then(|| self.heartbeat.busy());
         let Group {
             appends,
             settles,
@@ -455,6 +464,8 @@ impl Writer {
             return;
         }
         if !self.space.check(&self.connection) {
+            // Waiting for room, not wedged.
+            self.stuck = None;
             self.held = Some(Held {
                 appends,
                 bytes,
@@ -469,6 +480,7 @@ impl Writer {
                 if n_failures > 0 {
                     log::info!("spool commit succeeded after {n_failures} failures");
                 }
+                self.stuck = None;
                 resolve_appends(&appends);
                 resolve_settles(settles);
                 self.after_commit(freed, true);
@@ -476,14 +488,20 @@ impl Writer {
             Err(error) => {
                 let n_failures = n_failures + 1;
                 if is_disk_full(&error) {
+                    self.stuck = None;
                     self.space.disk_full(&error);
-                } else if n_failures.is_power_of_two() {
+                } else {
+                    if self.stuck.is_none() {
+                        self.stuck = busy.take();
+                    }
                     // One line per power of two: a dead disk must not flood the log.
-                    log::error!(
-                        "{error}; {} records wait, unacknowledged, for the commit to succeed \
-                         (failure {n_failures}, retrying)",
-                        appends.len()
-                    );
+                    if n_failures.is_power_of_two() {
+                        log::error!(
+                            "{error}; {} records wait, unacknowledged, for the commit to succeed \
+                             (failure {n_failures}, retrying)",
+                            appends.len()
+                        );
+                    }
                 }
                 self.held = Some(Held {
                     appends,
@@ -529,20 +547,17 @@ impl Writer {
         self.after_commit(freed, false);
     }
 
-    /// After a commit where room is tight: the WAL is checkpointed, so what
-    /// the deletes freed shows as room (TRUNCATE gives the WAL file's blocks
-    /// back) and appends do not grow the WAL toward its automatic checkpoint.
-    /// Then the room is measured again, which may resume appends.
+    /// After a commit where room is tight: the WAL is checkpointed and
+    /// truncated, so what the deletes freed shows as room (free pages in the
+    /// spool file, the WAL file's blocks given back to the filesystem) and
+    /// appends do not grow the WAL toward its automatic checkpoint. Then the
+    /// room is measured again, which may resume appends.
     fn after_commit(&mut self, freed: i64, appended: bool) {
-        if !self.space.tight() {
+        if !self.space.tight() || (freed == 0 && !appended) {
             return;
         }
-        if freed > 0 {
-            self.checkpoint("TRUNCATE");
-            self.space.check(&self.connection);
-        } else if appended {
-            self.checkpoint("PASSIVE");
-        }
+        self.checkpoint("TRUNCATE");
+        self.space.check(&self.connection);
     }
 
     fn checkpoint(&self, mode: &str) {
@@ -568,7 +583,7 @@ impl Writer {
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
         intake_open: bool,
-        deadline: Option<Instant>,
+        deadline: Instant,
     ) -> Option<Wake> {
         loop {
             let appends_done = appends.is_closed() && appends.is_empty();
@@ -584,13 +599,8 @@ impl Writer {
                 Some(Wake::Command(Command::Append(append)))
             };
             let timer = async {
-                match deadline {
-                    Some(deadline) => {
-                        async_io::Timer::at(deadline).await;
-                        Some(Wake::Timeout)
-                    }
-                    None => std::future::pending().await,
-                }
+                async_io::Timer::at(deadline).await;
+                Some(Wake::Timeout)
             };
             let wake = match (take_appends, settlements_open) {
                 (true, true) => settle.or(append).or(timer).await,

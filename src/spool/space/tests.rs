@@ -9,10 +9,10 @@ fn room(fs_free_mib: u64, spool_free_mib: u64) -> Room {
     }
 }
 
-/// `check(room, paused) == allowed`, with a floor of 8 MiB (margin 2 MiB).
+/// `check(room, paused) == allowed`, with a floor of 8 MiB (margin 2 MiB) and the reserve in place.
 fn check(room: Room, paused: bool, allowed: bool) {
     assert_eq!(
-        appends_allowed(room, 8 * MIB, paused),
+        appends_allowed(room, 8 * MIB, paused, true),
         allowed,
         "room {room:?}, paused {paused}"
     );
@@ -25,7 +25,8 @@ fn appends_stop_below_the_floor_counting_the_spool_files_free_pages() {
     check(room(7, 0), false, false);
     // Free pages in the spool file are room: new rows reuse them.
     check(room(1, 7), false, true);
-    check(room(0, 7), false, false);
+    // But the WAL needs some room on the filesystem itself (half the margin).
+    check(room(0, 20), false, false);
 }
 
 #[test]
@@ -34,7 +35,7 @@ fn paused_appends_resume_only_above_the_floor_plus_a_margin() {
     check(room(9, 0), true, false);
     check(room(10, 0), true, true);
     check(room(2, 8), true, true);
-    // Plenty of free pages, but the WAL needs room on the filesystem itself.
+    // Plenty of free pages, but the WAL needs the margin on the filesystem itself.
     check(room(1, 20), true, false);
     check(
         Room {
@@ -44,6 +45,29 @@ fn paused_appends_resume_only_above_the_floor_plus_a_margin() {
         true,
         false,
     );
+}
+
+#[test]
+fn without_the_reserve_appends_leave_its_room_too() {
+    let floor = 8 * MIB;
+    assert!(!appends_allowed(room(11, 0), floor, false, false));
+    assert!(appends_allowed(room(12, 0), floor, false, false));
+    // The spool file's free pages stand in for it: the reserve was used up by
+    // the spool's own growth, and its file does not shrink.
+    assert!(appends_allowed(room(2, 10), floor, false, false));
+    assert!(!appends_allowed(room(13, 0), floor, true, false));
+    assert!(appends_allowed(room(14, 0), floor, true, false));
+}
+
+#[test]
+fn a_group_takes_half_of_what_lies_above_the_floor_and_of_the_free_filesystem() {
+    let floor = 8 * MIB;
+    assert_eq!(group_budget(room(100, 0), floor, true), 46 * MIB);
+    assert_eq!(group_budget(room(9, 0), floor, true), MIB / 2);
+    assert_eq!(group_budget(room(7, 0), floor, true), 0);
+    // Free pages count, but a group passes through the WAL on the filesystem first.
+    assert_eq!(group_budget(room(2, 100), floor, true), MIB);
+    assert_eq!(group_budget(room(14, 0), floor, false), MIB);
 }
 
 #[test]

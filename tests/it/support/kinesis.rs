@@ -194,6 +194,8 @@ struct FakeState {
     clock_offset_s: i64,
     /// Requests refused because their X-Amz-Date was more than 5 minutes off this server's clock.
     n_refused_for_time: usize,
+    /// Every request is answered 503, until this is cleared (an outage of any length).
+    down: bool,
 }
 
 /// An in-process PutRecords endpoint with scripted faults.
@@ -234,6 +236,11 @@ impl FakeKinesis {
     /// says so, and it refuses signatures more than 5 minutes off it, as AWS does.
     pub fn set_clock_offset(&self, offset_s: i64) {
         self.lock().clock_offset_s = offset_s;
+    }
+
+    /// While `down`, every request is answered `503 ServiceUnavailable`; nothing is accepted.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
     }
 
     /// Requests refused as signed at the wrong time.
@@ -439,6 +446,12 @@ fn respond(fault: Option<Fault>, body: &[u8], state: &Mutex<FakeState>) -> (u16,
         })
         .unwrap_or_default();
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if state.down {
+        return (
+            503,
+            json!({"__type": "ServiceUnavailable", "message": "injected: down"}),
+        );
+    }
     match fault {
         Some(Fault::Status(status)) => {
             return (

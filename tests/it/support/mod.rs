@@ -7,6 +7,7 @@ pub mod mosquitto;
 pub mod postgres;
 pub mod proxy;
 pub mod tls;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
