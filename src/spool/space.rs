@@ -91,14 +91,15 @@ pub fn appends_allowed(room: Room, floor: u64, paused: bool, reserve_in_place: b
 }
 
 /// The bytes of records (as counted against `spool.max_bytes`) one commit
-/// may add with `room` left: half of what lies above the room appends must
-/// leave, and half the filesystem's free bytes (the WAL holds a group before
-/// the spool file does); rows take more on disk than their data.
+/// may add with `room` left: a third of what lies above the room appends
+/// must leave, and of the filesystem's free bytes. A group takes its size
+/// twice until the WAL is checkpointed (in the WAL, then in the spool file),
+/// and rows take more on disk than their data.
 pub fn group_budget(room: Room, floor: u64, reserve_in_place: bool) -> u64 {
     let above = room
         .total()
         .saturating_sub(needed_room(floor, reserve_in_place));
-    above.min(room.fs_free) / 2
+    above.min(room.fs_free) / 3
 }
 
 /// Whether the reserve may be made (again) with `fs_free` bytes free: it

@@ -175,14 +175,6 @@ impl Tally {
     fn dead_evicted(&self) -> i64 {
         self.per_broker.values().map(|i| i.dead_evicted).sum()
     }
-
-    /// Rows deleted for good (delivered, dropped, evicted): room given back.
-    fn freed(&self) -> i64 {
-        self.per_broker
-            .values()
-            .map(|i| i.delivered + i.dropped + i.dead_evicted)
-            .sum()
-    }
 }
 
 /// The commands of one transaction.
@@ -237,6 +229,8 @@ struct Held {
 }
 
 /// What ends the wait for the first command of a group.
+// Like `Command`: appends are moved once each; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Command(Command),
     /// The deadline passed: time to look at the room again, or to retry held appends.
@@ -476,14 +470,14 @@ impl Writer {
             return;
         }
         match self.commit_group(&settles, &appends) {
-            Ok(freed) => {
+            Ok(()) => {
                 if n_failures > 0 {
                     log::info!("spool commit succeeded after {n_failures} failures");
                 }
                 self.stuck = None;
                 resolve_appends(&appends);
                 resolve_settles(settles);
-                self.after_commit(freed, true);
+                self.after_commit();
             }
             Err(error) => {
                 let n_failures = n_failures + 1;
@@ -521,12 +515,17 @@ impl Writer {
             return;
         }
         let mut n_failures: u32 = 0;
-        let freed = loop {
+        loop {
             match self.commit_group(&settles, &[]) {
-                Ok(freed) => break freed,
+                Ok(()) => break,
                 Err(error) => {
                     n_failures += 1;
-                    let released = is_disk_full(&error) && self.space.disk_full(&error);
+                    let full = is_disk_full(&error);
+                    let released = full && self.space.disk_full(&error);
+                    if full {
+                        // What the WAL holds may fit the spool file's free pages: its room comes back.
+                        self.checkpoint("TRUNCATE");
+                    }
                     if n_failures.is_power_of_two() {
                         log::error!(
                             "{error}; {} settlements wait for the commit to succeed \
@@ -539,24 +538,25 @@ impl Writer {
                     }
                 }
             }
-        };
+        }
         if n_failures > 0 {
             log::info!("spool commit of settlements succeeded after {n_failures} failures");
         }
         resolve_settles(settles);
-        self.after_commit(freed, false);
+        self.after_commit();
     }
 
-    /// After a commit where room is tight: the WAL is checkpointed and
-    /// truncated, so what the deletes freed shows as room (free pages in the
-    /// spool file, the WAL file's blocks given back to the filesystem) and
-    /// appends do not grow the WAL toward its automatic checkpoint. Then the
-    /// room is measured again, which may resume appends.
-    fn after_commit(&mut self, freed: i64, appended: bool) {
-        if !self.space.tight() || (freed == 0 && !appended) {
-            return;
+    /// After a commit: where room is tight the WAL is checkpointed and
+    /// truncated, so what deletes freed shows as room (free pages in the
+    /// spool file, the WAL file's blocks given back to the filesystem), and
+    /// neither appends nor the drain's retry counts (500 rows rewritten per
+    /// refused request) grow the WAL toward its automatic checkpoint into the
+    /// room the floor keeps. Then the room is measured again, for the next
+    /// group's budget; that may pause or resume appends.
+    fn after_commit(&mut self) {
+        if self.space.tight() {
+            self.checkpoint("TRUNCATE");
         }
-        self.checkpoint("TRUNCATE");
         self.space.check(&self.connection);
     }
 
@@ -615,9 +615,8 @@ impl Writer {
         }
     }
 
-    /// One transaction: `settles` and `appends`, the overflow policy, the
-    /// counters. Returns how many rows it deleted for good.
-    fn commit_group(&mut self, settles: &[Settle], appends: &[Append]) -> Result<i64, SpoolError> {
+    /// One transaction: `settles` and `appends`, the overflow policy, the counters.
+    fn commit_group(&mut self, settles: &[Settle], appends: &[Append]) -> Result<(), SpoolError> {
         let path = self.config.path.clone();
         let transaction = self
             .connection
@@ -657,7 +656,7 @@ impl Writer {
             *generation += 1;
             self.commits.changed.notify_all();
         }
-        Ok(tally.freed())
+        Ok(())
     }
 
     /// Dead letters evicted by their bound, said as [`log_repeating`] says.

@@ -60,14 +60,14 @@ fn without_the_reserve_appends_leave_its_room_too() {
 }
 
 #[test]
-fn a_group_takes_half_of_what_lies_above_the_floor_and_of_the_free_filesystem() {
+fn a_group_takes_a_third_of_what_lies_above_the_floor_and_of_the_free_filesystem() {
     let floor = 8 * MIB;
-    assert_eq!(group_budget(room(100, 0), floor, true), 46 * MIB);
-    assert_eq!(group_budget(room(9, 0), floor, true), MIB / 2);
+    assert_eq!(group_budget(room(20, 0), floor, true), 4 * MIB);
+    assert_eq!(group_budget(room(11, 0), floor, true), MIB);
     assert_eq!(group_budget(room(7, 0), floor, true), 0);
     // Free pages count, but a group passes through the WAL on the filesystem first.
-    assert_eq!(group_budget(room(2, 100), floor, true), MIB);
-    assert_eq!(group_budget(room(14, 0), floor, false), MIB);
+    assert_eq!(group_budget(room(3, 100), floor, true), MIB);
+    assert_eq!(group_budget(room(15, 0), floor, false), MIB);
 }
 
 #[test]
