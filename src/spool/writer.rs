@@ -375,6 +375,13 @@ impl Writer {
                 if !self.space.paused() && Instant::now() >= held.retry_at {
                     break (Group::from_held(held), false);
                 }
+                let settlements_done = settlements.is_closed() && settlements.is_empty();
+                if !self.space.paused() && settlements_done {
+                    // Stopping, and nothing else to wait for: retry them when due.
+                    std::thread::sleep(held.retry_at.saturating_duration_since(Instant::now()));
+                    self.held = Some(held);
+                    continue;
+                }
                 self.held = Some(held);
             }
             let intake_open = self.held.is_none() && !self.space.paused();

@@ -53,6 +53,21 @@ fn publish_sized(port: u16, tag: &str, size: usize, n: usize) {
     publish(port, "fd/n", &padded, n);
 }
 
+/// The spool's line of `check --json` on `dir`'s config.
+fn spool_check(dir: &TempDir) -> Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["check", "--json", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("run check");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("check --json prints JSON");
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|check| check["area"] == "spool"))
+        .cloned()
+        .expect("a spool check")
+}
+
 fn paused(gateway: &Gateway) -> bool {
     gateway.status()["disk"]["appends_paused"] == true
 }
@@ -234,6 +249,8 @@ fn a_disk_filled_by_another_program_pauses_appends_until_it_is_freed() {
     );
     // Paused appends are not acknowledged: the broker keeps them.
     assert!(delivered(&rig.kinesis, "during").len() < 200);
+    let check = spool_check(&rig.dir);
+    assert_eq!(check["kind"], "disk_full", "{check}");
 
     std::fs::remove_file(rig.fs.join("filler")).unwrap();
     rig.wait_delivered("during", 200, Duration::from_secs(60));
@@ -251,6 +268,15 @@ fn a_disk_filled_by_another_program_pauses_appends_until_it_is_freed() {
         rig.gateway.status_text().contains("appends running"),
         "{}",
         rig.gateway.status_text()
+    );
+    let check = spool_check(&rig.dir);
+    assert_eq!(check["ok"], true, "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains("spool.min_free_bytes 2.0 MiB"),
+        "{check}"
     );
 }
 
