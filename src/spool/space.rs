@@ -201,6 +201,10 @@ impl Space {
         };
         space.status.floor.store(floor, Ordering::Relaxed);
         space.reserve_made = reserve_size(&space.reserve_path) >= RESERVE_BYTES;
+        space
+            .status
+            .reserve
+            .store(space.reserve_made, Ordering::Relaxed);
         space.measure(connection);
         space.warn_if_max_bytes_cannot_fit(max_bytes);
         if !space.reserve_made {

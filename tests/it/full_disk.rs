@@ -315,6 +315,9 @@ fn kill_9_on_a_full_disk_then_the_spool_opens_and_recovers() {
 
     std::fs::remove_file(rig.fs.join("filler")).unwrap();
     rig.wait_delivered("blocked", 100, Duration::from_secs(60));
+    wait_until("the reserve in place", Duration::from_secs(30), || {
+        rig.gateway.status()["disk"]["reserve_in_place"] == true
+    });
     publish_sized(rig.broker.port(), "after", 1000, 50);
     rig.wait_delivered("after", 50, Duration::from_secs(60));
     println!(
@@ -397,6 +400,14 @@ fn a_full_disk_releases_the_reserve_so_deletes_commit_and_appends_wait() -> Test
     assert!(!spool.space().appends_paused());
     assert_eq!(file_size(&reserve), 4 * MIB, "the reserve is made again");
     drop(connection);
+    spool.close();
+    drop(spool);
+    writer.join().unwrap();
+
+    // Opened again, the spool finds its reserve in place.
+    let (spool, writer) = Spool::open(&config)?;
+    assert!(spool.space().reserve_in_place());
+    assert!(!spool.space().appends_paused());
     spool.close();
     drop(spool);
     writer.join().unwrap();
