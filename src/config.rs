@@ -47,6 +47,10 @@ pub struct SpoolConfig {
     pub queue_capacity: usize,
     /// Upper bound of the bytes held by dead letters; the oldest go beyond it.
     pub dead_letter_max_bytes: u64,
+    /// Appends pause while the spool's filesystem has less room than this;
+    /// `None`: 1% of the filesystem, at least 8 MiB, at most 64 MiB
+    /// ([`crate::disk::default_min_free`]).
+    pub min_free_bytes: Option<u64>,
 }
 
 impl SpoolConfig {
@@ -59,6 +63,7 @@ impl SpoolConfig {
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             dead_letter_max_bytes: default_dead_letter_max_bytes(max_bytes),
+            min_free_bytes: None,
         }
     }
 }
@@ -113,6 +118,9 @@ pub struct CatalogConfig {
     pub password_key_file: Option<PathBuf>,
     /// The key itself, read at load time so a bad key stops the start.
     pub password_key: Option<SealKey>,
+    /// Free bytes the snapshot's filesystem keeps for the spool: the snapshot
+    /// is not written when it would leave less (`run` sets the spool's floor).
+    pub snapshot_keep_free: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +249,7 @@ struct RawSpool {
     commit_interval: Option<String>,
     queue_capacity: Option<usize>,
     dead_letter_max_bytes: Option<String>,
+    min_free_bytes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -370,6 +379,8 @@ impl Config {
                     beside(&spool.path, "-wal"),
                     beside(&spool.path, "-shm"),
                     beside(&spool.path, "-journal"),
+                    // The full-disk reserve (spool::space).
+                    beside(&spool.path, ".reserve"),
                 ],
             ),
             (
@@ -412,6 +423,8 @@ impl Config {
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// How long an accepted message waits for its commit at most, by default.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Lower bound of `spool.min_free_bytes`: below it a delete could find no room.
+const MIN_MIN_FREE_BYTES: u64 = 1 << 20;
 /// Upper bound of `spool.queue_capacity`: each queued record may hold a large payload.
 const MAX_QUEUE_CAPACITY: usize = 65_536;
 /// Upper bound of `spool.commit_interval` and `kinesis.linger`: beyond it the
@@ -467,6 +480,19 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
             bytes
         }
     };
+    let min_free_bytes = match raw.min_free_bytes {
+        None => None,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("spool.min_free_bytes", m))?;
+            if bytes < MIN_MIN_FREE_BYTES {
+                return Err(invalid(
+                    "spool.min_free_bytes",
+                    format!("{text:?} is below the minimum of 1MiB"),
+                ));
+            }
+            Some(bytes)
+        }
+    };
     ensure_parent_dir("spool.path", &raw.path)?;
     Ok(SpoolConfig {
         path: raw.path,
@@ -475,6 +501,7 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
         commit_interval,
         queue_capacity,
         dead_letter_max_bytes,
+        min_free_bytes,
     })
 }
 
@@ -636,6 +663,7 @@ fn validate_database(
         notify_channel,
         password_key_file: raw.password_key_file,
         password_key,
+        snapshot_keep_free: 0,
     })
 }
 

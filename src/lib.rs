@@ -8,6 +8,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod disk;
 pub mod files;
 pub mod ids;
 pub mod limits;
@@ -110,8 +111,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         interval: config.status.report_interval,
         aws_offset: aws_offset.clone(),
     };
+    // The snapshot is not essential: it leaves the spool's floor free.
+    let catalog_config = config::CatalogConfig {
+        snapshot_keep_free: spool.space().min_free_bytes(),
+        ..config.catalog.clone()
+    };
     let (catalogs, catalog) =
-        catalog::start_with_status(config.catalog.clone(), shutdown.clone(), Some(upload))
+        catalog::start_with_status(catalog_config, shutdown.clone(), Some(upload))
             .map_err(RunError::Thread)?;
 
     let executor = Arc::new(smol::Executor::new());
@@ -142,6 +148,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         config.gateway_id.clone(),
         board.clone(),
         config.spool.path.clone(),
+        spool.space(),
         aws_offset,
         shutdown.clone(),
     )

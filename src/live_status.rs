@@ -8,6 +8,11 @@
 //! its `written_at_ms`. It is replaced by rename and never fsynced: it
 //! describes the moment, and a power cut loses nothing worth keeping. Its own
 //! thread does the file and spool IO, so the executor never blocks on it.
+//!
+//! It is not essential, so it never takes the spool's room: while its
+//! filesystem is below `spool.min_free_bytes` it is overwritten in place
+//! (the blocks it has, padded with spaces), not written anew beside the old
+//! one; a failed write is logged once and tried again a second later.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -17,9 +22,10 @@ use serde_json::{json, Value};
 
 use crate::catalog::BrokerId;
 use crate::clock::{epoch_ms, AwsOffset};
+use crate::disk;
 use crate::sessions::{SessionStatus, StatusBoard};
 use crate::shutdown::Shutdown;
-use crate::spool::SpoolReader;
+use crate::spool::{SpaceStatus, SpoolReader};
 
 /// How often the board is looked at.
 const TICK: Duration = Duration::from_secs(1);
@@ -54,12 +60,29 @@ pub fn start(
     gateway_id: String,
     board: StatusBoard,
     spool_path: PathBuf,
+    space: std::sync::Arc<SpaceStatus>,
     aws_offset: AwsOffset,
     shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("status-file".into())
-        .spawn(move || keep_file(path, gateway_id, board, spool_path, aws_offset, shutdown))
+        .spawn(move || {
+            keep_file(
+                path, gateway_id, board, spool_path, &space, aws_offset, shutdown,
+            )
+        })
+}
+
+/// The spool's filesystem as the writer last measured it.
+pub fn space_json(space: &SpaceStatus) -> Value {
+    json!({
+        "free_bytes": space.fs_free(),
+        "total_bytes": space.fs_total(),
+        "spool_free_page_bytes": space.spool_free(),
+        "min_free_bytes": space.min_free_bytes(),
+        "appends_paused": space.appends_paused(),
+        "reserve_in_place": space.reserve_in_place(),
+    })
 }
 
 fn keep_file(
@@ -67,6 +90,7 @@ fn keep_file(
     gateway_id: String,
     board: StatusBoard,
     spool_path: PathBuf,
+    space: &SpaceStatus,
     aws_offset: AwsOffset,
     shutdown: Shutdown,
 ) {
@@ -86,6 +110,7 @@ fn keep_file(
             "running": !stopping,
             "drain_records_per_s": drain_rate.sample(),
             "clock_offset_ms": aws_offset.get(),
+            "disk": space_json(space),
             "brokers": brokers,
         });
         let due = match &last_written {
@@ -95,24 +120,35 @@ fn keep_file(
         if due || stopping {
             let mut document = state.clone();
             document["written_at_ms"] = json!(epoch_ms(SystemTime::now()));
-            match write_atomically(&path, &document.to_string()) {
+            let text = document.to_string();
+            let low = space.appends_paused()
+                || !disk::leaves_room(&path, 2 * text.len() as u64, space.min_free_bytes());
+            let written = if low {
+                write_in_place(&path, &text)
+            } else {
+                write_atomically(&path, &text).or_else(|_| write_in_place(&path, &text))
+            };
+            match written {
                 Ok(()) => {
                     if n_failures > 0 {
                         log::info!("status file {} written again", path.display());
                     }
                     n_failures = 0;
+                    last_written = Some((state, Instant::now()));
                 }
+                // Not written: tried again at the next tick.
                 Err(error) => {
                     n_failures += 1;
-                    if n_failures.is_power_of_two() {
+                    if n_failures == 1 {
                         log::warn!(
-                            "cannot write the status file {}: {error} ({n_failures} failures)",
+                            "cannot write the status file {}: {error}; trying again every second",
                             path.display()
                         );
+                    } else {
+                        log::debug!("cannot write the status file {}: {error}", path.display());
                     }
                 }
             }
-            last_written = Some((state, Instant::now()));
         }
         if stopping {
             return;
@@ -127,8 +163,33 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     // Made anew each time (a link planted at the temporary name is removed,
     // not followed), 0600, then renamed over the status file.
     let _ = std::fs::remove_file(&temporary);
-    crate::files::create_private(&temporary)?.write_all(text.as_bytes())?;
-    std::fs::rename(&temporary, path)
+    let result = crate::files::create_private(&temporary)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Overwrites the existing file in the blocks it has: a shorter text is
+/// padded with spaces (JSON ignores them), so no reader sees a longer old
+/// tail and the file needs no new block unless the text outgrows it.
+fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(crate::files::PRIVATE_MODE)
+        // Never through a link someone planted at the status file's name.
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let old_len = file.metadata()?.len() as usize;
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.resize(bytes.len().max(old_len), b' ');
+    file.write_all(&bytes)
 }
 
 /// Records delivered per second over the last [`RATE_WINDOW`], from the spool's counters.

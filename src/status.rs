@@ -6,6 +6,8 @@
 //! running gateway keeps ([`crate::live_status`]: per-broker connection state,
 //! endpoint, last error, drain rate). A status file older than three rewrite
 //! periods means the gateway is not running, and the report says so.
+//! The spool's filesystem is measured here (statvfs); whether appends are
+//! paused for room, and the floor in force, come from the status file.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -13,6 +15,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::disk::{self, describe_bytes, Filesystem};
 use crate::live_status::REWRITE_EVERY;
 use crate::spool::{BrokerCounters, SpoolError, SpoolReader, SpoolSummary};
 
@@ -27,6 +30,7 @@ pub fn report(
     let reader = SpoolReader::open(spool_path)?;
     let summary = reader.summary()?;
     let counters = reader.counters()?;
+    let spool_free = reader.free_page_bytes().unwrap_or(0);
     let live = Live::read(status_file, now_ms);
     let report = Report {
         spool_path,
@@ -34,6 +38,8 @@ pub fn report(
         summary: &summary,
         counters: &counters,
         live: &live,
+        filesystem: disk::filesystem(spool_path).ok(),
+        spool_free,
     };
     Ok(if json {
         report.as_json()
@@ -82,6 +88,12 @@ impl Live {
     fn written_at_ms(&self) -> Option<i64> {
         self.document.as_ref()?["written_at_ms"].as_i64()
     }
+
+    /// The running gateway's word on the spool's filesystem (`disk`).
+    fn disk(&self) -> Option<&Value> {
+        let document = self.document.as_ref().filter(|_| self.running)?;
+        Some(&document["disk"]).filter(|disk| disk.is_object())
+    }
 }
 
 struct Report<'a> {
@@ -90,6 +102,10 @@ struct Report<'a> {
     summary: &'a SpoolSummary,
     counters: &'a [BrokerCounters],
     live: &'a Live,
+    /// The spool's filesystem now; `None` when it cannot be read.
+    filesystem: Option<Filesystem>,
+    /// Bytes of free pages in the spool file.
+    spool_free: u64,
 }
 
 impl Report<'_> {
@@ -117,6 +133,50 @@ impl Report<'_> {
                 broker_id: id,
                 ..BrokerCounters::default()
             })
+    }
+
+    /// `disk` in `--json`: measured now, with the running gateway's floor and pause.
+    fn disk_json(&self) -> Value {
+        let from_gateway = |key: &str| self.live.disk().map_or(Value::Null, |d| d[key].clone());
+        json!({
+            "free_bytes": self.filesystem.map(|fs| fs.free_bytes),
+            "total_bytes": self.filesystem.map(|fs| fs.total_bytes),
+            "spool_free_page_bytes": self.spool_free,
+            "min_free_bytes": from_gateway("min_free_bytes"),
+            "appends_paused": from_gateway("appends_paused"),
+            "reserve_in_place": from_gateway("reserve_in_place"),
+        })
+    }
+
+    /// The `disk:` line of the text report.
+    fn disk_text(&self) -> String {
+        let mut line = match self.filesystem {
+            Some(fs) => format!(
+                "{} free of {}",
+                describe_bytes(fs.free_bytes),
+                describe_bytes(fs.total_bytes)
+            ),
+            None => "free space unknown".to_owned(),
+        };
+        let _ = write!(
+            line,
+            ", {} reusable in the spool",
+            describe_bytes(self.spool_free)
+        );
+        if let Some(disk) = self.live.disk() {
+            if let Some(floor) = disk["min_free_bytes"].as_u64() {
+                let _ = write!(line, "; spool.min_free_bytes {}", describe_bytes(floor));
+            }
+            if disk["appends_paused"] == json!(true) {
+                line.push_str("; APPENDS PAUSED for room (brokers keep what is not acknowledged)");
+            } else {
+                line.push_str("; appends running");
+            }
+            if disk["reserve_in_place"] == json!(false) {
+                line.push_str("; reserve released");
+            }
+        }
+        line
     }
 
     fn as_json(&self) -> String {
@@ -178,6 +238,7 @@ impl Report<'_> {
             "bytes_waiting": self.summary.bytes,
             "oldest_record_age_s": self.oldest_age_s(),
             "dead_letters": self.summary.n_dead_letters,
+            "disk": self.disk_json(),
             "brokers": brokers,
         })
         .to_string()
@@ -221,6 +282,7 @@ impl Report<'_> {
             self.summary.n_dead_letters,
             self.counters.iter().map(|c| c.dead_evicted).sum::<u64>()
         );
+        let _ = writeln!(out, "disk: {}", self.disk_text());
         let _ = writeln!(
             out,
             "{:>6} {:<12} {:<24} {:>7} {:>9} {:>9} {:>9} {:>7} {:>5}  last error",

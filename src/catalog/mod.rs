@@ -200,6 +200,8 @@ struct Refresher {
     /// Consecutive failed reads; state changes are logged once, not every retry.
     n_failures: u32,
     uploader: Option<status_upload::Uploader>,
+    /// The last snapshot was not written for want of room (said once).
+    snapshot_deferred: bool,
 }
 
 impl Refresher {
@@ -218,6 +220,7 @@ impl Refresher {
             problems: Vec::new(),
             n_failures: 0,
             uploader: None,
+            snapshot_deferred: false,
         }
     }
 
@@ -287,6 +290,21 @@ impl Refresher {
         if self.saved.as_ref() == Some(catalog) {
             return;
         }
+        // Not essential: it never takes the spool's room. Written with the
+        // next read (poll or NOTIFY) once there is room again.
+        let path = &self.config.snapshot_path;
+        let needed = std::fs::metadata(path).map_or(0, |m| m.len()).max(64 << 10) * 2;
+        if !crate::disk::leaves_room(path, needed, self.config.snapshot_keep_free) {
+            if !self.snapshot_deferred {
+                log::warn!(
+                    "catalog snapshot {} not written: its filesystem is below the spool's free-space floor; written once there is room",
+                    path.display()
+                );
+                self.snapshot_deferred = true;
+            }
+            return;
+        }
+        self.snapshot_deferred = false;
         match snapshot::save(
             &self.config.snapshot_path,
             catalog,

@@ -314,3 +314,20 @@ fn errors_never_quote_a_password_or_user_info() {
         "see https://example.com/a@b"
     );
 }
+
+/// Issue 21: the free-space floor defaults by the filesystem (None here), takes a size, and has a minimum.
+#[test]
+fn min_free_bytes_is_a_size_of_at_least_1mib() {
+    assert_eq!(parse(&minimal()).unwrap().spool.min_free_bytes, None);
+    let config =
+        parse(&minimal().replace("[spool]", "[spool]\nmin_free_bytes = \"2MiB\"")).unwrap();
+    assert_eq!(config.spool.min_free_bytes, Some(2 << 20));
+    check_error(
+        &minimal().replace("[spool]", "[spool]\nmin_free_bytes = \"512KiB\""),
+        "config key `spool.min_free_bytes`: \"512KiB\" is below the minimum of 1MiB",
+    );
+    check_error(
+        &minimal().replace("[spool]", "[spool]\nmin_free_bytes = \"lots\""),
+        "`spool.min_free_bytes`",
+    );
+}

@@ -12,6 +12,7 @@
 
 pub mod migrate;
 mod receipt;
+pub mod space;
 mod writer;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use crate::ids::BrokerId;
 use crate::watchdog::Heartbeat;
 
 pub use receipt::CommitReceipt;
+pub use space::SpaceStatus;
 
 /// Kinesis allows partition keys of 1 to 256 Unicode characters; we keep 256 bytes of ASCII-safe text.
 pub type PartitionKey = heapless::String<256>;
@@ -251,6 +253,7 @@ pub struct Spool {
     depth: Arc<Depth>,
     commits: Arc<CommitSignal>,
     writer_heartbeat: Heartbeat,
+    space: Arc<SpaceStatus>,
 }
 
 /// Bumped after every commit that added records, so the drain can sleep until there is work.
@@ -275,6 +278,7 @@ impl Spool {
         let (appends, append_rx) = async_channel::bounded(queue_capacity.max(1));
         let (settlements, settle_rx) = async_channel::bounded(16);
         let bell = Arc::new(writer::Bell::default());
+        let space = Arc::new(SpaceStatus::default());
         let context = writer::Writer::new(
             connection,
             config.clone(),
@@ -282,6 +286,7 @@ impl Spool {
             Arc::clone(&commits),
             writer_heartbeat.clone(),
             Arc::clone(&bell),
+            Arc::clone(&space),
         )?;
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -300,6 +305,7 @@ impl Spool {
                 depth,
                 commits,
                 writer_heartbeat,
+                space,
             },
             handle,
         ))
@@ -331,6 +337,11 @@ impl Spool {
 
     pub fn depth(&self) -> &Depth {
         &self.depth
+    }
+
+    /// Room on the spool's filesystem and whether appends wait for it, as the writer last measured.
+    pub fn space(&self) -> Arc<SpaceStatus> {
+        Arc::clone(&self.space)
     }
 
     /// Applies `settlement` in one transaction; returns once it is committed.
@@ -482,6 +493,19 @@ impl SpoolReader {
                 })
             })
             .map_err(|error| sqlite_error(&self.path, error))
+    }
+
+    /// Bytes of free pages inside the spool file, which new rows reuse.
+    pub fn free_page_bytes(&self) -> Result<u64, SpoolError> {
+        let free_pages: i64 = self
+            .connection
+            .query_row("PRAGMA freelist_count", [], |row| row.get(0))
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        let page_size: i64 = self
+            .connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        Ok((free_pages.max(0) as u64).saturating_mul(page_size.max(0) as u64))
     }
 
     /// Dead letters as (record id, error), oldest first.

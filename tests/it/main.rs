@@ -24,6 +24,9 @@ mod sessions;
 // The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
 mod gateway;
 
+// A full disk (issue 21): the spool on a small tmpfs, filled by the gateway or another program.
+mod full_disk;
+
 // The operator's options as the real binary: check, the status table and command, sealed passwords.
 mod gateway_options;
 

@@ -203,6 +203,8 @@ struct FakeState {
     secret: Option<String>,
     /// Requests refused for a signature that did not match, with why.
     bad_signatures: Vec<String>,
+    /// Every request is answered 503, until this is cleared (an outage of any length).
+    down: bool,
 }
 
 /// An in-process PutRecords endpoint with scripted faults.
@@ -255,6 +257,11 @@ impl FakeKinesis {
     /// Why each refused signature was wrong.
     pub fn bad_signatures(&self) -> Vec<String> {
         self.lock().bad_signatures.clone()
+    }
+
+    /// While `down`, every request is answered `503 ServiceUnavailable`; nothing is accepted.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
     }
 
     /// Requests refused as signed at the wrong time.
@@ -493,6 +500,12 @@ fn respond(fault: Option<Fault>, body: &[u8], state: &Mutex<FakeState>) -> (u16,
         })
         .unwrap_or_default();
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if state.down {
+        return (
+            503,
+            json!({"__type": "ServiceUnavailable", "message": "injected: down"}),
+        );
+    }
     match fault {
         Some(Fault::Status(status)) => {
             return (

@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod sigv4;
 pub mod tls;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
