@@ -66,10 +66,23 @@ impl std::error::Error for DbError {}
 
 impl From<postgres::Error> for DbError {
     fn from(error: postgres::Error) -> Self {
-        // postgres::Error's Display names the failing step and the server's
-        // message; it does not echo the connection parameters.
-        DbError::new(DbErrorKind::Database, error.to_string())
+        DbError::new(DbErrorKind::Database, describe(&error))
     }
+}
+
+/// postgres::Error's Display names only the failing step (`db error`, `error
+/// connecting to server`); the reason is in its sources: the server's message,
+/// an IO or a TLS error. None of them echoes the connection parameters. One
+/// line: the server's DETAIL and HINT lines are joined.
+fn describe(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string().replace('\n', "; "));
+        source = cause.source();
+    }
+    text
 }
 
 /// What protects the link to the database.
@@ -232,7 +245,7 @@ fn encrypted(config: &postgres::Config, url: &DatabaseUrl) -> Result<(Client, Li
                 DbErrorKind::Database
             };
             Err(Failure {
-                error: DbError::new(kind, error.to_string()),
+                error: DbError::new(kind, describe(&error)),
                 reached_server: progress != Progress::NotConnected,
             })
         }
