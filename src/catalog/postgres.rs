@@ -7,9 +7,8 @@
 //! (`database_url`), with rustls (`postgres_tls`).
 
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime};
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use postgres::config::SslMode as PgSslMode;
 use postgres::fallible_iterator::FallibleIterator;
