@@ -34,9 +34,9 @@ help=$("${run[@]}" --help) || fail "--help exited $?"
 check_help=$("${run[@]}" check --help) || fail "check --help exited $?"
 [[ $check_help == *"mqtt-kinesis-bridge check --config FILE"* ]] || fail "check --help printed: $check_help"
 key=$("${run[@]}" new-key) || fail "new-key exited $?"
-sealed=$(echo "smoke-password" | MKB_PASSWORD_KEY=$key "${run[@]}" encrypt-password) ||
+sealed=$(echo "smoke-password" | MKB_PASSWORD_KEY=$key "${run[@]}" encrypt-password --broker 7) ||
     fail "encrypt-password exited $?"
-[[ $sealed == enc:v1:* && $sealed != *smoke-password* ]] || fail "encrypt-password printed: $sealed"
+[[ $sealed == enc:v2:* && $sealed != *smoke-password* ]] || fail "encrypt-password printed: $sealed"
 
 cat > "$work/gateway.toml" <<TOML
 gateway_id = "smoke"

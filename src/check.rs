@@ -7,6 +7,9 @@
 //! not disturbed), Kinesis (a signed DescribeStreamSummary of the stream) and
 //! the spool (its directory writable, the file readable). Broker probes run
 //! concurrently. When the database is down the brokers come from the snapshot.
+//! The machine's clock is compared with the database's (`clock_timestamp()`)
+//! and AWS's (the answer's `Date`); while it is known to be off, a TLS
+//! certificate refused as expired or not yet valid is named a clock problem.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -17,8 +20,9 @@ use serde_json::{json, Value};
 use crate::catalog::database_url::DatabaseUrl;
 use crate::catalog::postgres::DbErrorKind;
 use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
+use crate::clock::describe_offset;
 use crate::config::Config;
-use crate::drain::{client::Client, credentials};
+use crate::drain::{client::Client, credentials, skew};
 use crate::sessions::connect::{self, ConnectSettings};
 use crate::spool::SpoolReader;
 
@@ -71,14 +75,94 @@ impl Check {
 /// Runs every check; the report is in the order above.
 pub fn run(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
-    let catalog = check_database(config, &mut checks);
+    let mut clocks = Vec::new();
+    let catalog = check_database(config, &mut checks, &mut clocks);
     checks.extend(check_brokers(config, &catalog));
-    checks.push(check_kinesis(config));
+    checks.push(check_kinesis(config, &mut clocks));
     checks.push(check_spool(&config.spool.path));
+    checks.extend(clocks.iter().map(ClockReading::check));
+    name_clock_problems(&mut checks, &clocks);
     checks
 }
 
-fn check_database(config: &Config, checks: &mut Vec<Check>) -> Catalog {
+/// Our clock against another's: `offset_ms` is theirs minus ours.
+#[derive(Clone, Debug, PartialEq)]
+struct ClockReading {
+    /// `the database`, `AWS`.
+    against: &'static str,
+    /// Where their time came from.
+    source: &'static str,
+    offset_ms: i64,
+}
+
+impl ClockReading {
+    fn is_off(&self) -> bool {
+        self.offset_ms.abs() >= skew::WARN_MS
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}", describe_offset(self.offset_ms), self.against)
+    }
+
+    fn check(&self) -> Check {
+        let target = format!("gateway vs {} ({})", self.against, self.source);
+        if self.is_off() {
+            return Check::fail(
+                "clock",
+                target,
+                "clock",
+                format!(
+                    "the clock is {}; fix NTP (the drain signs with corrected time, \
+                     but received_at and certificate checks use this clock)",
+                    self.describe()
+                ),
+            );
+        }
+        let detail = if self.offset_ms.abs() < 2_000 {
+            "agrees".to_owned()
+        } else {
+            format!("{}, within {} s", self.describe(), skew::WARN_MS / 1000)
+        };
+        Check::pass("clock", target, detail, None)
+    }
+}
+
+/// A certificate "expired" or "not yet valid" while our clock is known to be
+/// off is most likely our clock's fault: say so instead of blaming the peer.
+fn name_clock_problems(checks: &mut [Check], clocks: &[ClockReading]) {
+    // AWS's word first: its Date is what signing is corrected by.
+    let Some(off) = clocks
+        .iter()
+        .filter(|clock| clock.is_off())
+        .min_by_key(|clock| clock.against != "AWS")
+    else {
+        return;
+    };
+    for check in checks.iter_mut() {
+        if check.kind.as_deref() == Some("tls") && is_validity_refusal(&check.detail) {
+            check.kind = Some("clock".to_owned());
+            check.detail = format!(
+                "{}; the clock is {}: the certificate is probably fine, fix the clock (NTP)",
+                check.detail,
+                off.describe()
+            );
+        }
+    }
+}
+
+/// rustls's words for a certificate outside its validity period.
+fn is_validity_refusal(detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    ["expired", "not valid yet", "notvalidyet", "not yet valid"]
+        .iter()
+        .any(|words| detail.contains(words))
+}
+
+fn check_database(
+    config: &Config,
+    checks: &mut Vec<Check>,
+    clocks: &mut Vec<ClockReading>,
+) -> Catalog {
     let target = "iot_data.mqtt_broker, iot_data.mqtt_topic".to_owned();
     let key = config.catalog.password_key.as_ref();
     let started = Instant::now();
@@ -96,12 +180,27 @@ fn check_database(config: &Config, checks: &mut Vec<Check>) -> Catalog {
             ));
             let rows = postgres::read_rows(&mut client)?;
             let status_table = postgres::status_table_readable(&mut client);
-            Ok((rows, status_table))
+            let clock = postgres::clock_offset_ms(&mut client);
+            Ok((rows, status_table, clock))
         });
     match read {
-        Ok(((broker_rows, topic_rows), status_table)) => {
-            let (catalog, problems) =
-                catalog::rows::validate_with_key(&broker_rows, &topic_rows, key);
+        Ok((read, status_table, clock)) => {
+            match clock {
+                Ok(offset_ms) => clocks.push(ClockReading {
+                    against: "the database",
+                    source: "clock_timestamp()",
+                    offset_ms,
+                }),
+                Err(error) => checks.push(Check::fail(
+                    "clock",
+                    "gateway vs the database (clock_timestamp())".into(),
+                    "unreadable",
+                    error.to_string(),
+                )),
+            }
+            let (catalog, mut problems) =
+                catalog::rows::validate_with_key(&read.brokers, &read.topics, key);
+            problems.extend(read.unnamed);
             let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
             checks.push(Check::pass(
                 "database",
@@ -210,14 +309,13 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
 }
 
 fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, String> {
-    let mut settings =
-        ConnectSettings::for_broker(broker, &config.gateway_id, config.mqtt.keep_alive)?;
+    let mut settings = ConnectSettings::for_broker(broker, &config.gateway_id, &config.mqtt)?;
     // Not the running session's id, or the broker would drop that session.
     settings.client_id = format!("{}-check", settings.client_id);
     Ok(settings)
 }
 
-fn check_kinesis(config: &Config) -> Check {
+fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
     let kinesis = &config.kinesis;
     let target = format!(
         "stream {} in {} via {}",
@@ -231,6 +329,13 @@ fn check_kinesis(config: &Config) -> Check {
     let mut client = Client::new(kinesis);
     let answer = client.describe_stream_summary(&credentials);
     // The answer's Date against this machine's clock: SigV4 allows 5 minutes.
+    if let Some(offset_ms) = client.last_clock_sample_ms() {
+        clocks.push(ClockReading {
+            against: "AWS",
+            source: "Date of DescribeStreamSummary",
+            offset_ms,
+        });
+    }
     let clock = client
         .last_clock_sample_ms()
         .filter(|offset| offset.abs() >= 2_000)
@@ -274,8 +379,10 @@ fn check_spool(path: &Path) -> Check {
         _ => Path::new("."),
     };
     let probe = dir.join(format!(".mkb-check-{}", std::process::id()));
-    if let Err(error) = std::fs::write(&probe, b"check").and_then(|()| std::fs::remove_file(&probe))
-    {
+    let written = crate::files::create_private(&probe)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"check"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    if let Err(error) = written {
         return Check::fail(
             "spool",
             target,
@@ -359,4 +466,75 @@ pub fn as_text(checks: &[Check]) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(against: &'static str, offset_ms: i64) -> ClockReading {
+        ClockReading {
+            against,
+            source: "test",
+            offset_ms,
+        }
+    }
+
+    fn tls_failure(detail: &str) -> Check {
+        Check::fail("broker", "broker 1".into(), "tls", detail.into())
+    }
+
+    #[test]
+    fn a_clock_within_tolerance_passes_and_one_beyond_fails() {
+        assert!(reading("AWS", 800).check().ok);
+        assert_eq!(reading("AWS", 800).check().detail, "agrees");
+        let near = reading("the database", -12_000).check();
+        assert!(near.ok, "{near:?}");
+        assert!(
+            near.detail.contains("12s ahead of the database"),
+            "{near:?}"
+        );
+        let far = reading("the database", 7_200_000).check();
+        assert_eq!(far.kind.as_deref(), Some("clock"));
+        assert!(
+            far.detail
+                .contains("the clock is 2h0m0s behind the database"),
+            "{far:?}"
+        );
+    }
+
+    #[test]
+    fn an_expired_certificate_is_named_a_clock_problem_only_while_the_clock_is_off() {
+        let not_yet = "tls: invalid peer certificate: certificate not valid yet: \
+                       verification time 1000 (UNIX), but certificate is not valid before 8200";
+        let unknown_ca = "tls: invalid peer certificate: UnknownIssuer";
+
+        let mut checks = vec![tls_failure(not_yet), tls_failure(unknown_ca)];
+        name_clock_problems(&mut checks, &[reading("AWS", 1_000)]);
+        assert_eq!(checks[0].kind.as_deref(), Some("tls"), "clock is fine");
+
+        let clocks = [
+            reading("the database", -9_000_000),
+            reading("AWS", 7_200_000),
+        ];
+        name_clock_problems(&mut checks, &clocks);
+        assert_eq!(checks[0].kind.as_deref(), Some("clock"));
+        assert!(
+            checks[0].detail.ends_with(
+                "the clock is 2h0m0s behind AWS: the certificate is probably fine, fix the clock (NTP)"
+            ),
+            "AWS's offset is named first: {:?}",
+            checks[0]
+        );
+        assert_eq!(
+            checks[1].kind.as_deref(),
+            Some("tls"),
+            "not a validity refusal"
+        );
+
+        let mut expired = vec![tls_failure("certificate expired: verification time …")];
+        name_clock_problems(&mut expired, &[reading("the database", -9_000_000)]);
+        assert_eq!(expired[0].kind.as_deref(), Some("clock"));
+        assert!(expired[0].detail.contains("2h30m0s ahead of the database"));
+    }
 }

@@ -129,7 +129,14 @@ pub struct MqttConfig {
     /// messages wait for their acknowledgement: below the broker's in-flight
     /// window, so a broker never stops sending to wait for a timer.
     pub commit_at_unacked: usize,
+    /// The largest MQTT packet a session reads; a larger one kills the
+    /// connection (and, redelivered, wedges the broker: README "A wedged broker").
+    pub max_packet_size: usize,
 }
+
+/// `mqtt.max_packet_size` by default: a 1 MiB payload (Kinesis's record limit)
+/// with its topic and headers.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024 + 64 * 1024;
 
 /// Where the live session status goes: a local file and the central database.
 #[derive(Debug, Clone)]
@@ -171,6 +178,15 @@ pub enum ConfigError {
         key: &'static str,
         message: String,
     },
+    /// A required key is absent (`spool.max_bytes`).
+    Missing {
+        key: String,
+    },
+    /// A key's value is not TOML of the right type.
+    Syntax {
+        key: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -182,7 +198,12 @@ impl fmt::Display for ConfigError {
             ConfigError::Parse { path, message } => {
                 write!(f, "config file {}: {message}", path.display())
             }
-            ConfigError::Invalid { key, message } => write!(f, "config key `{key}`: {message}"),
+            // A value in the wrong key may be a URL with its password.
+            ConfigError::Invalid { key, message } => {
+                write!(f, "config key `{key}`: {}", redact_urls(message))
+            }
+            ConfigError::Missing { key } => write!(f, "config key `{key}`: is required"),
+            ConfigError::Syntax { key, message } => write!(f, "config key `{key}`: {message}"),
         }
     }
 }
@@ -255,6 +276,7 @@ struct RawMqtt {
     channel_capacity: Option<usize>,
     primary_recheck: Option<String>,
     commit_at_unacked: Option<usize>,
+    max_packet_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,10 +310,8 @@ impl Config {
         path: &Path,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: redact_urls(text, error.to_string().trim_end()),
-        })?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|error| parse_error(text, path, &error))?;
         Config::validate(raw, env)
     }
 
@@ -337,6 +357,35 @@ impl Config {
         let catalog = validate_database(raw.database, &spool.path, &env)?;
         let mqtt = validate_mqtt(raw.mqtt)?;
         let status = validate_status(raw.status, &spool.path)?;
+        let beside = |path: &Path, suffix: &str| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        distinct_files(&[
+            (
+                "spool.path",
+                vec![
+                    spool.path.clone(),
+                    beside(&spool.path, "-wal"),
+                    beside(&spool.path, "-shm"),
+                    beside(&spool.path, "-journal"),
+                ],
+            ),
+            (
+                "database.snapshot_path",
+                vec![
+                    catalog.snapshot_path.clone(),
+                    beside(&catalog.snapshot_path, "-journal"),
+                    // What snapshot::save and live_status write first, then rename.
+                    catalog.snapshot_path.with_extension("db.new"),
+                ],
+            ),
+            (
+                "status.file",
+                vec![status.file.clone(), status.file.with_extension("json.new")],
+            ),
+        ])?;
         let level = match raw.log.level {
             None => log::LevelFilter::Info,
             Some(text) => text.parse().map_err(|_| {
@@ -475,10 +524,18 @@ fn validate_kinesis(
                 Some(host) if !host.is_empty() && !host.contains('@') => {
                     url.trim_end_matches('/').to_owned()
                 }
+                Some(host) if host.contains('@') => {
+                    // Not echoed: what is before '@' may be a password.
+                    return Err(invalid(
+                        "kinesis.endpoint",
+                        "holds user info (before '@'), which is never sent: credentials \
+                         come from the AWS credential chain; give the URL without it",
+                    ));
+                }
                 _ => {
                     return Err(invalid(
                         "kinesis.endpoint",
-                        format!("{url:?} is not an http:// or https:// URL without user info"),
+                        format!("{url:?} is not an http:// or https:// URL"),
                     ))
                 }
             }
@@ -626,6 +683,20 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if primary_recheck < Duration::from_secs(1) {
         return Err(invalid("mqtt.primary_recheck", "must be at least 1s"));
     }
+    let max_packet_size = match raw.max_packet_size {
+        None => DEFAULT_MAX_PACKET_SIZE,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("mqtt.max_packet_size", m))?;
+            // MQTT's own ceiling is 256 MiB; below 16 KiB a SUBACK could not fit.
+            if !(16 * 1024..=256 * 1024 * 1024).contains(&bytes) {
+                return Err(invalid(
+                    "mqtt.max_packet_size",
+                    format!("{text:?} is outside 16KiB..256MiB"),
+                ));
+            }
+            bytes as usize
+        }
+    };
     Ok(MqttConfig {
         partition_key,
         min_backoff,
@@ -633,6 +704,7 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         keep_alive,
         primary_recheck,
         commit_at_unacked,
+        max_packet_size,
     })
 }
 
@@ -667,6 +739,42 @@ fn optional_duration(
         None => Ok(default),
         Some(text) => parse_duration(&text).map_err(|m| invalid(key, m)),
     }
+}
+
+/// Each file (with the files written beside it: a journal, a temporary
+/// copy) must be its own: a status file written over the spool would
+/// destroy every message in it.
+fn distinct_files(files: &[(&'static str, Vec<PathBuf>)]) -> Result<(), ConfigError> {
+    // Directories exist by now (ensure_parent_dir): compare their real paths,
+    // so `./spool.db` and `/var/lib/x/spool.db` or a linked directory match.
+    let real = |path: &PathBuf| -> PathBuf {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let name = path.file_name().unwrap_or_default();
+        std::fs::canonicalize(dir).map_or_else(|_| path.clone(), |dir| dir.join(name))
+    };
+    for (i, (key, paths)) in files.iter().enumerate() {
+        let mine: Vec<PathBuf> = paths.iter().map(real).collect();
+        for (other_key, other_paths) in &files[..i] {
+            if other_paths
+                .iter()
+                .map(real)
+                .any(|file| mine.contains(&file))
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} is (or is written beside) {other_key} {}: give each file its own path",
+                        paths[0].display(),
+                        other_paths[0].display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `path`'s directory if missing, so a bad path fails before start-up.
@@ -748,18 +856,84 @@ fn split_number(text: &str) -> (&str, &str) {
 }
 
 /// toml's messages quote the offending line; a `url = ...` line may hold a password.
-fn redact_urls(text: &str, message: &str) -> String {
-    let mut message = message.to_owned();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
+/// A TOML error in words that never quote the file: toml's own message
+/// shows the offending line, which may hold `database.url`'s password (in an
+/// inline table, say). A missing key reads like every other key's error.
+fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim_end();
+    let start = error.span().map_or(0, |span| span.start.min(text.len()));
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        // The span is the table that lacks it: `[spool]` → `spool.max_bytes`.
+        let table = text[start..]
+            .strip_prefix('[')
+            .and_then(|rest| rest.split_once(']'))
+            .map(|(name, _)| name.trim());
+        let key = match table {
+            Some(table) if !table.is_empty() => format!("{table}.{field}"),
+            _ => field.to_owned(),
         };
-        let value = value.trim();
-        if key.trim() == "url" && !value.is_empty() {
-            message = message.replace(value, "\"***\"");
-        }
+        return ConfigError::Missing { key };
     }
-    message
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[..start]
+        .rsplit('\n')
+        .next()
+        .map_or(1, |before| before.chars().count() + 1);
+    let message = format!("{} (line {line}, column {column})", redact_urls(message));
+    // The key of that line (the text before `=`: a name, never a value),
+    // with its table, when the line is `key = value`.
+    let key = text.lines().nth(line - 1).and_then(|source| {
+        let (key, _) = source.split_once('=')?;
+        let key = key.trim();
+        let bare = |c: char| c.is_ascii_alphanumeric() || "_-.".contains(c);
+        (!key.is_empty() && key.chars().all(bare)).then_some(key)
+    });
+    match key {
+        Some(key) => {
+            let table = text
+                .lines()
+                .take(line - 1)
+                .filter_map(|l| l.trim().strip_prefix('[')?.split_once(']'))
+                .map(|(name, _)| name.trim())
+                .last();
+            ConfigError::Syntax {
+                key: table.map_or_else(|| key.to_owned(), |table| format!("{table}.{key}")),
+                message,
+            }
+        }
+        None => ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        },
+    }
+}
+
+/// A URL with user info (`scheme://user:password@host`) quoted in an error
+/// message, its user info replaced: serde quotes a value of the wrong type.
+fn redact_urls(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || "\"'`".contains(c))
+            .unwrap_or(after.len());
+        let authority_end = after[..end].find('/').unwrap_or(end);
+        match after[..authority_end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                out.push_str(&after[at..end]);
+            }
+            None => out.push_str(&after[..end]),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn default_gateway_id() -> String {

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod ids;
 pub mod limits;
 pub mod live_status;
@@ -107,6 +108,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         board: board.clone(),
         gateway_id: config.gateway_id.clone(),
         interval: config.status.report_interval,
+        aws_offset: aws_offset.clone(),
     };
     let (catalogs, catalog) =
         catalog::start_with_status(config.catalog.clone(), shutdown.clone(), Some(upload))

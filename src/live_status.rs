@@ -43,6 +43,7 @@ pub fn broker_json(id: BrokerId, status: &SessionStatus) -> Value {
         "lost": status.n_lost,
         "last_message_at_ms": status.last_message_at.map(epoch_ms),
         "subscribed_topics": status.n_subscribed,
+        "wedged_since_ms": status.wedged_since.map(epoch_ms),
     })
 }
 
@@ -121,8 +122,12 @@ fn keep_file(
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
     let temporary = path.with_extension("json.new");
-    std::fs::write(&temporary, text)?;
+    // Made anew each time (a link planted at the temporary name is removed,
+    // not followed), 0600, then renamed over the status file.
+    let _ = std::fs::remove_file(&temporary);
+    crate::files::create_private(&temporary)?.write_all(text.as_bytes())?;
     std::fs::rename(&temporary, path)
 }
 

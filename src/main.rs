@@ -19,7 +19,7 @@ usage: mqtt-kinesis-bridge run --config FILE
        mqtt-kinesis-bridge status --config FILE [--json]
        mqtt-kinesis-bridge check --config FILE [--json]
        mqtt-kinesis-bridge new-key
-       mqtt-kinesis-bridge encrypt-password [--key-file FILE | --config FILE] < password
+       mqtt-kinesis-bridge encrypt-password --broker ID [--column COLUMN] [--key-file FILE | --config FILE] < secret
        mqtt-kinesis-bridge --version | --help
 
 commands:
@@ -29,14 +29,19 @@ commands:
   check             try everything the config points at (database, every broker endpoint,
                     Kinesis, spool) without running the gateway; exit 1 if anything fails
   new-key           print a new key for broker passwords (base64 of 32 random bytes)
-  encrypt-password  read a broker password from stdin's first line and print it sealed,
-                    as `enc:v1:...` for the catalog; the key is, first found:
-                    --key-file FILE, $MKB_PASSWORD_KEY, the config's database.password_key_file
+  encrypt-password  read a secret from stdin and print it sealed for one row and column of
+                    iot_data.mqtt_broker, as `enc:v2:...` (a copy in another row does not
+                    open); mqtt_password: stdin's first line, client_key: all of stdin (PEM);
+                    the key is, first found: --key-file FILE, $MKB_PASSWORD_KEY,
+                    the config's database.password_key_file
 
 options:
   -c, --config FILE   the TOML config file (see README.md, examples/gateway.toml)
       --json          status or check as one JSON object
       --key-file FILE the key for encrypt-password, as new-key prints it
+      --broker ID     encrypt-password: the row's mqtt_id
+      --column COLUMN encrypt-password: mqtt_password (the default) or client_key
+      --v1            encrypt-password: the old `enc:v1:` format, bound to no row
   -V, --version       print the version
   -h, --help          print this help";
 
@@ -56,6 +61,8 @@ enum Command {
     EncryptPassword {
         key_file: Option<PathBuf>,
         config: Option<PathBuf>,
+        /// `None`: `--v1`.
+        seal_for: Option<(i64, &'static str)>,
     },
     Help,
     Version,
@@ -67,6 +74,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
     let mut config: Option<PathBuf> = None;
     let mut key_file: Option<PathBuf> = None;
     let mut json = false;
+    let mut broker: Option<i64> = None;
+    let mut column: Option<&'static str> = None;
+    let mut v1 = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -78,6 +88,27 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
                 key_file = Some(args.next().ok_or("--key-file needs a file path")?.into());
             }
             "--json" => json = true,
+            "--broker" => {
+                let id = args.next().ok_or("--broker needs the row's mqtt_id")?;
+                broker = Some(
+                    id.parse()
+                        .map_err(|_| format!("--broker {id:?} is not an mqtt_id (an integer)"))?,
+                );
+            }
+            "--column" => {
+                let name = args
+                    .next()
+                    .ok_or("--column needs mqtt_password or client_key")?;
+                column = Some(
+                    sealed::COLUMNS
+                        .into_iter()
+                        .find(|known| *known == name)
+                        .ok_or_else(|| {
+                            format!("--column {name:?} is not mqtt_password or client_key")
+                        })?,
+                );
+            }
+            "--v1" => v1 = true,
             "run" | "status" | "check" | "new-key" | "encrypt-password" if command.is_none() => {
                 command = Some(arg)
             }
@@ -87,8 +118,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
     let Some(command) = command else {
         return Err("no command given".into());
     };
-    if key_file.is_some() && command != "encrypt-password" {
-        return Err("--key-file goes with encrypt-password".into());
+    if (key_file.is_some() || broker.is_some() || column.is_some() || v1)
+        && command != "encrypt-password"
+    {
+        return Err("--key-file, --broker, --column and --v1 go with encrypt-password".into());
     }
     match command.as_str() {
         "run" | "status" | "check" => {
@@ -103,7 +136,20 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
         _ if json => Err("--json goes with status or check".into()),
         "new-key" if config.is_some() => Err("new-key takes no --config".into()),
         "new-key" => Ok(Command::NewKey),
-        _ => Ok(Command::EncryptPassword { key_file, config }),
+        _ => {
+            let seal_for = match (broker, v1) {
+                (Some(_), true) => return Err("--v1 values are bound to no row: give --broker or --v1, not both".into()),
+                (None, true) if column.is_some() => return Err("--column goes with --broker, not --v1".into()),
+                (None, true) => None,
+                (None, false) => return Err("encrypt-password needs --broker ID (the row's mqtt_id the value is sealed for; --v1 for the old format bound to no row)".into()),
+                (Some(id), false) => Some((id, column.unwrap_or("mqtt_password"))),
+            };
+            Ok(Command::EncryptPassword {
+                key_file,
+                config,
+                seal_for,
+            })
+        }
     }
 }
 
@@ -124,9 +170,11 @@ fn main() -> ExitCode {
             println!("{}", SealKey::generate());
             return ExitCode::SUCCESS;
         }
-        Ok(Command::EncryptPassword { key_file, config }) => {
-            return encrypt_password(key_file.as_deref(), config.as_deref())
-        }
+        Ok(Command::EncryptPassword {
+            key_file,
+            config,
+            seal_for,
+        }) => return encrypt_password(key_file.as_deref(), config.as_deref(), seal_for),
         Err(message) => {
             eprintln!("error: {message}\n\n{USAGE}");
             return ExitCode::from(2);
@@ -205,14 +253,28 @@ fn check(config_path: &Path, json: bool) -> ExitCode {
 const NO_KEY: &str = "no key: give --key-file FILE, set MKB_PASSWORD_KEY, \
                       or --config FILE whose database.password_key_file is set";
 
-/// Prints the password on stdin sealed. It never comes from argv, which
-/// shell history and `ps` would show.
-fn encrypt_password(key_file: Option<&Path>, config_path: Option<&Path>) -> ExitCode {
+/// Prints the secret on stdin sealed for `seal_for` (broker id, column), or
+/// as `enc:v1:` when `None`. It never comes from argv, which shell history
+/// and `ps` would show.
+fn encrypt_password(
+    key_file: Option<&Path>,
+    config_path: Option<&Path>,
+    seal_for: Option<(i64, &'static str)>,
+) -> ExitCode {
     // Without it, a warning about the key file's mode would go nowhere.
     mqtt_kinesis_bridge::logger::init(log::LevelFilter::Warn);
     let sealed = find_key(key_file, config_path).and_then(|key| {
-        let password = read_password(std::io::stdin().lock())?;
-        Ok(key.seal(password.expose()))
+        let stdin = std::io::stdin().lock();
+        Ok(match seal_for {
+            None => key.seal(read_password(stdin)?.expose()),
+            Some((broker_id, column)) => {
+                let secret = match column {
+                    "client_key" => read_pem(stdin)?,
+                    _ => read_password(stdin)?,
+                };
+                key.seal_for(secret.expose(), sealed::Binding { broker_id, column })
+            }
+        })
     });
     match sealed {
         Ok(sealed) => {
@@ -224,6 +286,19 @@ fn encrypt_password(key_file: Option<&Path>, config_path: Option<&Path>) -> Exit
             ExitCode::from(2)
         }
     }
+}
+
+/// All of `input` (a PEM key), trailing line ending removed; empty is an error.
+fn read_pem(mut input: impl std::io::Read) -> Result<Secret, String> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .map_err(|error| format!("cannot read the key from stdin: {error}"))?;
+    let text = text.trim_end_matches(['\n', '\r']);
+    if text.trim().is_empty() {
+        return Err("no key on stdin: give the client key's PEM".into());
+    }
+    Ok(Secret::new(text))
 }
 
 /// The first key source given: --key-file, the environment, the config's key file.

@@ -143,6 +143,7 @@ impl Report<'_> {
                         "received",
                         "last_message_at_ms",
                         "subscribed_topics",
+                        "wedged_since_ms",
                     ] {
                         line.insert(key.to_owned(), session[key].clone());
                     }
@@ -268,11 +269,13 @@ impl Report<'_> {
     }
 }
 
-/// `connected`, `disconnected`, `not running` (gateway down), `inactive` (not in the catalog now).
+/// `connected`, `disconnected`, `wedged` (every connection dies on one
+/// unreadable message), `not running` (gateway down), `inactive` (not in the catalog now).
 fn state(session: Option<&Value>, running: bool) -> &'static str {
     match (session, running) {
         (_, false) => "not running",
         (None, true) => "inactive",
+        (Some(session), true) if !session["wedged_since_ms"].is_null() => "wedged",
         (Some(session), true) if session["connected"] == json!(true) => "connected",
         (Some(_), true) => "disconnected",
     }

@@ -43,6 +43,9 @@ pub struct Broker {
     pub keep_alive: Option<Duration>,
     /// False (the default) keeps the broker's queue for us while we are away.
     pub clean_session: bool,
+    /// The password or client key was sealed in the catalog: someone meant it
+    /// to stay secret, so sending it without TLS is worth a warning.
+    pub sealed_secret: bool,
     /// Sorted by filter, no duplicate filters; `topic_prefix` and
     /// `$share/{group}/` already applied.
     pub topics: Vec<Topic>,
@@ -63,6 +66,7 @@ impl Broker {
             client_id: None,
             keep_alive: None,
             clean_session: false,
+            sealed_secret: false,
             topics,
         }
     }
@@ -90,6 +94,18 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Endpoint {
+    /// This machine: `localhost` or a loopback address. Traffic to it never
+    /// crosses a network.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.host.contains(':') {
@@ -102,7 +118,10 @@ impl fmt::Display for Endpoint {
 
 /// True when a certificate or key value is PEM text rather than a file path.
 pub fn is_pem(value: &str) -> bool {
-    value.trim_start().starts_with("-----BEGIN")
+    // Anywhere, not only at the start: a byte-order mark or OpenSSL's
+    // `Bag Attributes` lines before it still make it PEM text, never a path
+    // (a path is echoed in errors; a key must not be).
+    value.contains("-----BEGIN")
 }
 
 /// How to speak TLS to a broker. Certificates and keys are each a file path
@@ -253,12 +272,14 @@ impl Refresher {
                 self.client.insert(client)
             }
         };
-        let (broker_rows, topic_rows) = postgres::read_rows(client)?;
-        Ok(rows::validate_with_key(
-            &broker_rows,
-            &topic_rows,
+        let read = postgres::read_rows(client)?;
+        let (catalog, mut problems) = rows::validate_with_key(
+            &read.brokers,
+            &read.topics,
             self.config.password_key.as_ref(),
-        ))
+        );
+        problems.extend(read.unnamed);
+        Ok((catalog, problems))
     }
 
     /// Logs the bad rows when the set of them changes, not on every poll.
@@ -372,6 +393,9 @@ impl Refresher {
                     human_age(snapshot.age()),
                     snapshot.catalog.brokers.len()
                 );
+                for skipped in &snapshot.skipped {
+                    log::warn!("catalog: snapshot: skipped {skipped}");
+                }
                 self.saved = Some(snapshot.catalog.clone());
                 self.send(snapshot.catalog)
             }

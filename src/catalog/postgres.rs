@@ -17,7 +17,7 @@ use postgres::{Client, Row};
 
 use super::database_url::{DatabaseUrl, SslMode, Verify};
 use super::postgres_tls::{Connector, Progress};
-use super::rows::{BrokerRow, TopicRow};
+use super::rows::{BrokerRow, RowProblem, TopicRow};
 use crate::secret::Secret;
 
 const SELECT_BROKERS: &str = "SELECT * FROM iot_data.mqtt_broker WHERE status IS TRUE";
@@ -252,20 +252,42 @@ fn encrypted(config: &postgres::Config, url: &DatabaseUrl) -> Result<(Client, Li
 }
 
 /// The active broker and topic rows.
-pub fn read_rows(client: &mut Client) -> Result<(Vec<BrokerRow>, Vec<TopicRow>), DbError> {
+/// The active rows of both catalog tables, as read.
+pub struct CatalogRows {
+    pub brokers: Vec<BrokerRow>,
+    pub topics: Vec<TopicRow>,
+    /// Broker rows skipped before validation: they cannot be named.
+    pub unnamed: Vec<RowProblem>,
+}
+
+/// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems; a
+/// column of the wrong type fails the whole read, so the gateway keeps its
+/// last good catalog and snapshot rather than running without, say, `use_tls`.
+pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
     let mut transaction = client.build_transaction().read_only(true).start()?;
-    let brokers = transaction
-        .query(SELECT_BROKERS, &[])?
-        .iter()
-        .map(broker_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut brokers = Vec::new();
+    let mut unnamed = Vec::new();
+    for row in transaction.query(SELECT_BROKERS, &[])?.iter() {
+        if int(row, "mqtt_id")?.is_none() {
+            unnamed.push(RowProblem::Unnamed {
+                table: "mqtt_broker",
+                message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
+            });
+            continue;
+        }
+        brokers.push(broker_row(row)?);
+    }
     let topics = transaction
         .query(SELECT_TOPICS, &[])?
         .iter()
         .map(topic_row)
         .collect::<Result<Vec<_>, _>>()?;
     transaction.commit()?;
-    Ok((brokers, topics))
+    Ok(CatalogRows {
+        brokers,
+        topics,
+        unnamed,
+    })
 }
 
 /// Waits up to `timeout` for a NOTIFY; true when one (or more) arrived.
@@ -372,6 +394,24 @@ pub fn status_table_readable(client: &mut Client) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The database's clock minus ours, in ms: its `clock_timestamp()` against
+/// the middle of the round trip (one simple query, so one round trip).
+pub fn clock_offset_ms(client: &mut Client) -> Result<i64, DbError> {
+    let before = crate::clock::unix_ms();
+    let messages =
+        client.simple_query("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8")?;
+    let after = crate::clock::unix_ms();
+    let server = messages
+        .iter()
+        .find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .and_then(|text| text.parse::<i64>().ok())
+        .ok_or_else(|| DbError::new(DbErrorKind::Database, "the database did not say its time"))?;
+    Ok(server - before - (after - before) / 2)
+}
+
 /// One `iot_data.mqtt_connection_status` row, as the gateway writes it.
 pub struct StatusRow {
     pub mqtt_id: i64,
@@ -402,14 +442,26 @@ const UPSERT_STATUS: &str = "
 const DELETE_OTHER_STATUS: &str = "
     DELETE FROM iot_data.mqtt_connection_status WHERE gateway_id = $1 AND mqtt_id <> ALL($2)";
 
+/// Whether the status table has the clock column (0005): catalogs made
+/// before it keep working without it.
+const HAS_CLOCK_COLUMN: &str = "
+    SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'iot_data'
+        AND table_name = 'mqtt_connection_status' AND column_name = 'clock_offset_ms')";
+/// The gateway's clock against AWS's, on every row of this gateway.
+const SET_CLOCK_OFFSET: &str = "
+    UPDATE iot_data.mqtt_connection_status SET clock_offset_ms = $2 WHERE gateway_id = $1";
+
 /// Said once per process: a broker id too wide for the status table.
 static WARNED_WIDE_ID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Writes `rows` for `gateway_id` and removes its rows of other brokers, in one transaction.
+/// Writes `rows` for `gateway_id` and removes its rows of other brokers, in
+/// one transaction; `clock_offset_ms` (AWS's clock minus the gateway's) goes
+/// on every row where the table has the column.
 pub fn write_status(
     client: &mut Client,
     gateway_id: &str,
     rows: &[StatusRow],
+    clock_offset_ms: i64,
 ) -> Result<(), DbError> {
     let int4 = |value: i64, what: &str| {
         i32::try_from(value).map_err(|_| {
@@ -454,6 +506,14 @@ pub fn write_status(
         )?;
     }
     transaction.execute(DELETE_OTHER_STATUS, &[&gateway_id, &ids])?;
+    // Asked on every write (once a minute, or on a change), so a column added
+    // while the gateway runs is filled without a restart.
+    if transaction
+        .query_one(HAS_CLOCK_COLUMN, &[])?
+        .get::<_, bool>(0)
+    {
+        transaction.execute(SET_CLOCK_OFFSET, &[&gateway_id, &clock_offset_ms])?;
+    }
     transaction.commit()?;
     Ok(())
 }

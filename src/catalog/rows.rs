@@ -54,8 +54,19 @@ pub struct TopicRow {
 /// A row that was skipped, and why. Never holds a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RowProblem {
-    Broker { mqtt_id: BrokerId, message: String },
-    Topic { topic_id: i64, message: String },
+    Broker {
+        mqtt_id: BrokerId,
+        message: String,
+    },
+    Topic {
+        topic_id: i64,
+        message: String,
+    },
+    /// A row that cannot even be named (its `mqtt_id` is NULL).
+    Unnamed {
+        table: &'static str,
+        message: String,
+    },
 }
 
 impl RowProblem {
@@ -64,6 +75,7 @@ impl RowProblem {
         match self {
             RowProblem::Broker { mqtt_id, .. } => format!("mqtt_broker mqtt_id={mqtt_id}"),
             RowProblem::Topic { topic_id, .. } => format!("mqtt_topic topic_id={topic_id}"),
+            RowProblem::Unnamed { table, .. } => format!("{table} row"),
         }
     }
 }
@@ -77,6 +89,7 @@ impl fmt::Display for RowProblem {
             RowProblem::Topic { topic_id, message } => {
                 write!(f, "mqtt_topic row topic_id={topic_id}: {message}")
             }
+            RowProblem::Unnamed { table, message } => write!(f, "{table} row: {message}"),
         }
     }
 }
@@ -236,17 +249,26 @@ fn validate_broker(
         }
     }
     let username = row.username.clone().filter(|name| !name.is_empty());
+    let mut sealed_secret = false;
+    let mut open = |column: &'static str, value: &Secret| {
+        let (secret, format) = unseal(row.mqtt_id, column, value, key)?;
+        sealed_secret |= format.is_some();
+        if format == Some(sealed::Format::V1) {
+            warn_v1_once(row.mqtt_id, column);
+        }
+        Ok::<Secret, String>(secret)
+    };
     let password = row
         .password
         .as_ref()
         .filter(|password| !password.expose().is_empty())
-        .map(|password| unseal("mqtt_password", password, key))
+        .map(|password| open("mqtt_password", password))
         .transpose()?;
     if password.is_some() && username.is_none() {
         return Err("mqtt_password is set but mqtt_username is empty".into());
     }
     let tls = if row.use_tls == Some(true) {
-        Some(validate_tls(row, key)?)
+        Some(validate_tls(row, &mut open)?)
     } else {
         None
     };
@@ -298,6 +320,7 @@ fn validate_broker(
         client_id,
         keep_alive,
         clean_session: row.clean_session == Some(true),
+        sealed_secret,
         topics: Vec::new(),
     };
     let subscriptions = Subscriptions {
@@ -308,14 +331,17 @@ fn validate_broker(
     Ok((broker, subscriptions))
 }
 
-fn validate_tls(row: &BrokerRow, key: Option<&SealKey>) -> Result<TlsSettings, String> {
+fn validate_tls(
+    row: &BrokerRow,
+    open: &mut impl FnMut(&'static str, &Secret) -> Result<Secret, String>,
+) -> Result<TlsSettings, String> {
     let text = |value: &Option<String>| value.clone().filter(|text| !text.trim().is_empty());
     let client_cert = text(&row.client_cert);
     let client_key = row
         .client_key
         .as_ref()
         .filter(|key| !key.expose().trim().is_empty())
-        .map(|client_key| unseal("client_key", client_key, key))
+        .map(|client_key| open("client_key", client_key))
         .transpose()?;
     match (&client_cert, &client_key) {
         (Some(_), None) => return Err("client_cert is set but client_key is empty".into()),
@@ -330,23 +356,43 @@ fn validate_tls(row: &BrokerRow, key: Option<&SealKey>) -> Result<TlsSettings, S
     })
 }
 
-/// The plain value of a column that may be `enc:v1:` sealed; errors start with `column`.
+/// The plain value of a column of broker `broker_id` that may be sealed,
+/// with the format it was sealed in (`None`: it was plain); errors start
+/// with `column`.
 pub(super) fn unseal(
-    column: &str,
+    broker_id: BrokerId,
+    column: &'static str,
     value: &Secret,
     key: Option<&SealKey>,
-) -> Result<Secret, String> {
+) -> Result<(Secret, Option<sealed::Format>), String> {
     if !sealed::is_sealed(value.expose()) {
-        return Ok(value.clone());
+        return Ok((value.clone(), None));
     }
     match key {
         None => Err(format!(
-            "{column} is encrypted (enc:v1:) but the gateway has no key: set database.password_key_file or {}",
+            "{column} is encrypted ({}) but the gateway has no key: set database.password_key_file or {}",
+            &value.expose()[..7],
             sealed::KEY_ENV
         )),
         Some(key) => key
-            .open(value.expose())
+            .open_for(value.expose(), sealed::Binding { broker_id, column })
+            .map(|(secret, format)| (secret, Some(format)))
             .map_err(|error| format!("{column}: {error}")),
+    }
+}
+
+/// An `enc:v1:` value opens in any row: said once per row and column per
+/// process (the catalog is read again on every change).
+fn warn_v1_once(broker_id: BrokerId, column: &'static str) {
+    static WARNED: std::sync::Mutex<std::collections::BTreeSet<(BrokerId, &str)>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if warned.insert((broker_id, column)) {
+        log::warn!(
+            "catalog: mqtt_broker mqtt_id={broker_id}: {column} is sealed as enc:v1, which \
+             is not bound to its row (a copy in another row would open too): seal it again \
+             with `encrypt-password --broker {broker_id} --column {column}`"
+        );
     }
 }
 
@@ -432,6 +478,55 @@ impl fmt::Debug for Excerpt<'_> {
             Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
         }
     }
+}
+
+/// The row rules, applied again to a broker that did not come from a row
+/// (the snapshot, a file anyone with the gateway's rights could have edited):
+/// endpoints, client id, keep-alive, filters and QoS as [`validate_with_key`]
+/// would have let them through.
+pub fn check_broker(broker: &Broker) -> Result<(), String> {
+    if broker.endpoints.is_empty() {
+        return Err("no endpoint".into());
+    }
+    for endpoint in &broker.endpoints {
+        check_host(&endpoint.host).map_err(|why| format!("endpoint host {why}"))?;
+        if endpoint.port == 0 {
+            return Err(format!("endpoint {endpoint} has port 0"));
+        }
+    }
+    if let Some(id) = &broker.client_id {
+        if id.trim().is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+            return Err(format!(
+                "client_id {:?} is not a usable MQTT client id (1 to 128 printable characters)",
+                Excerpt(id)
+            ));
+        }
+    }
+    if let Some(keep_alive) = broker.keep_alive {
+        if !(1..=65_535).contains(&keep_alive.as_secs()) {
+            return Err(format!(
+                "keep_alive {}s is not 1..65535 seconds",
+                keep_alive.as_secs()
+            ));
+        }
+    }
+    for topic in &broker.topics {
+        let filter = topic
+            .filter
+            .strip_prefix("$share/")
+            .and_then(|rest| rest.split_once('/'))
+            .map_or(topic.filter.as_str(), |(_, filter)| filter);
+        check_filter(filter).map_err(|why| {
+            format!(
+                "topic filter {:?} is not usable: {why}",
+                Excerpt(&topic.filter)
+            )
+        })?;
+        if topic.qos > 2 {
+            return Err(format!("topic qos {} is not 0, 1 or 2", topic.qos));
+        }
+    }
+    Ok(())
 }
 
 /// The longest topic filter the gateway subscribes to, prefix and share group included.

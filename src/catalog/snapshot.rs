@@ -15,7 +15,7 @@ use rusqlite::{params, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::{is_pem, Broker, Catalog, Endpoint, TlsSettings, Topic};
-use crate::sealed::SealKey;
+use crate::sealed::{Binding, SealKey};
 use crate::secret::Secret;
 
 /// Bumped when the layout changes; an older file is not read (the next good
@@ -60,6 +60,8 @@ fn error(path: &Path, message: impl fmt::Display) -> SnapshotError {
 pub struct Snapshot {
     pub catalog: Catalog,
     pub taken_at: SystemTime,
+    /// Brokers in the file that the row rules refuse, and why: left out.
+    pub skipped: Vec<String>,
 }
 
 impl Snapshot {
@@ -76,12 +78,16 @@ struct StoredBroker {
     id: i64,
     endpoints: Vec<(String, u16)>,
     username: Option<String>,
-    /// `enc:v1:` only, never plain.
+    /// Sealed (`enc:v2:` for this broker; `enc:v1:` in snapshots written
+    /// before it), never plain.
     password: Option<String>,
     tls: Option<StoredTls>,
     client_id: Option<String>,
     keep_alive_s: Option<u64>,
     clean_session: bool,
+    /// Absent in snapshots written before it.
+    #[serde(default)]
+    sealed_secret: bool,
     topics: Vec<(String, u8)>,
 }
 
@@ -90,7 +96,7 @@ struct StoredTls {
     verify_cert: bool,
     ca: Option<String>,
     client_cert: Option<String>,
-    /// A path, or `enc:v1:` sealed PEM; never plain PEM.
+    /// A path, or sealed PEM; never plain PEM.
     client_key: Option<String>,
 }
 
@@ -144,21 +150,30 @@ pub fn save(
 /// The stored form of `broker`; false when a secret had to be left out.
 fn store(broker: &Broker, key: Option<&SealKey>) -> (StoredBroker, bool) {
     let mut complete = true;
-    let mut seal = |secret: &Secret| match key {
-        Some(key) => Some(key.seal(secret.expose())),
+    let mut seal = |secret: &Secret, column: &str| match key {
+        Some(key) => Some(key.seal_for(
+            secret.expose(),
+            Binding {
+                broker_id: broker.id,
+                column,
+            },
+        )),
         None => {
             complete = false;
             None
         }
     };
-    let password = broker.password.as_ref().and_then(&mut seal);
+    let password = broker
+        .password
+        .as_ref()
+        .and_then(|password| seal(password, "mqtt_password"));
     let tls = broker.tls.as_ref().map(|tls| StoredTls {
         verify_cert: tls.verify_cert,
         ca: tls.ca.clone(),
         client_cert: tls.client_cert.clone(),
         client_key: tls.client_key.as_ref().and_then(|client_key| {
             if is_pem(client_key.expose()) {
-                seal(client_key)
+                seal(client_key, "client_key")
             } else {
                 // A path names the key; it is not the key.
                 Some(client_key.expose().to_owned())
@@ -178,6 +193,7 @@ fn store(broker: &Broker, key: Option<&SealKey>) -> (StoredBroker, bool) {
         client_id: broker.client_id.clone(),
         keep_alive_s: broker.keep_alive.map(|d| d.as_secs()),
         clean_session: broker.clean_session,
+        sealed_secret: broker.sealed_secret,
         topics: broker
             .topics
             .iter()
@@ -215,14 +231,22 @@ pub fn load(path: &Path, key: Option<&SealKey>) -> Result<Option<Snapshot>, Snap
         return Ok(None);
     }
     let (taken_at_ms, stored) = read_file(path).map_err(|e| error(path, e))?;
-    let brokers = stored
-        .into_iter()
-        .map(|broker| restore(broker, key))
-        .collect::<Result<Vec<Broker>, String>>()
-        .map_err(|message| error(path, message))?;
+    let mut brokers = Vec::new();
+    let mut skipped = Vec::new();
+    for stored in stored {
+        let id = stored.id;
+        let broker = restore(stored, key).map_err(|message| error(path, message))?;
+        // The row rules again: the file is not the database, and a value the
+        // rules refuse must not reach a session from here either.
+        match super::rows::check_broker(&broker) {
+            Ok(()) => brokers.push(broker),
+            Err(why) => skipped.push(format!("broker {id}: {why}")),
+        }
+    }
     Ok(Some(Snapshot {
         catalog: Catalog { brokers },
         taken_at: UNIX_EPOCH + Duration::from_millis(taken_at_ms.max(0) as u64),
+        skipped,
     }))
 }
 
@@ -253,12 +277,16 @@ fn read_file(path: &Path) -> Result<(i64, Vec<StoredBroker>), String> {
 
 fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String> {
     let id = stored.id;
-    let open = |what: &str, value: String| {
-        super::rows::unseal(&format!("broker {id}: {what}"), &Secret::new(value), key)
+    // A snapshot's own v1 values (written before v2) open without a warning:
+    // the next good read replaces them.
+    let open = |column: &'static str, value: String| {
+        super::rows::unseal(id, column, &Secret::new(value), key)
+            .map(|(secret, _)| secret)
+            .map_err(|error| format!("broker {id}: {error}"))
     };
     let password = stored
         .password
-        .map(|value| open("password", value))
+        .map(|value| open("mqtt_password", value))
         .transpose()?;
     let tls = match stored.tls {
         None => None,
@@ -268,7 +296,7 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
             client_cert: tls.client_cert,
             client_key: tls
                 .client_key
-                .map(|value| open("client key", value))
+                .map(|value| open("client_key", value))
                 .transpose()?,
         }),
     };
@@ -288,6 +316,7 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
         client_id: stored.client_id,
         keep_alive: stored.keep_alive_s.map(Duration::from_secs),
         clean_session: stored.clean_session,
+        sealed_secret: stored.sealed_secret,
         topics: stored
             .topics
             .into_iter()
@@ -304,6 +333,13 @@ mod tests {
 
     fn key() -> SealKey {
         SealKey::from_base64(&SealKey::generate()).unwrap()
+    }
+
+    fn topic(filter: &str, qos: u8) -> crate::catalog::Topic {
+        crate::catalog::Topic {
+            filter: filter.into(),
+            qos,
+        }
     }
 
     fn catalog() -> Catalog {
@@ -356,11 +392,11 @@ mod tests {
         assert!(!path.with_extension("db.new").exists());
         let bytes = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
         assert!(!bytes.contains("pw-plain-123") && !bytes.contains("key-plain-456"));
-        assert!(bytes.contains("enc:v1:"));
+        assert!(bytes.contains("enc:v2:") && !bytes.contains("enc:v1:"));
 
         // Another key cannot open it, and says which broker.
         let error = load(&path, Some(&self::key())).unwrap_err().to_string();
-        assert!(error.contains("broker 3: password"), "{error}");
+        assert!(error.contains("broker 3: mqtt_password"), "{error}");
         let error = load(&path, None).unwrap_err().to_string();
         assert!(error.contains("no key"), "{error}");
 
@@ -382,6 +418,49 @@ mod tests {
         let loaded = load(&path, None).unwrap().unwrap().catalog;
         assert_eq!(loaded.brokers[0].password, None);
         assert_eq!(loaded.brokers[0].endpoints, catalog().brokers[0].endpoints);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_broker_the_row_rules_refuse_is_left_out_of_a_loaded_snapshot() {
+        let dir = std::env::temp_dir().join(format!("mkb-snapshot-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("catalog-snapshot.db");
+        let good = Broker::plain(1, "h", 1883, vec![topic("a/#", 1)]);
+        let bad = |id: i64, change: &dyn Fn(&mut Broker)| {
+            let mut broker = Broker::plain(id, "h", 1883, vec![topic("a/#", 1)]);
+            change(&mut broker);
+            broker
+        };
+        let catalog = Catalog {
+            brokers: vec![
+                good.clone(),
+                bad(2, &|b| b.topics = vec![topic("a/#/b", 1)]),
+                bad(3, &|b| b.topics = vec![topic("a", 7)]),
+                bad(4, &|b| b.keep_alive = Some(Duration::ZERO)),
+                bad(5, &|b| b.client_id = Some(String::new())),
+                bad(6, &|b| b.endpoints[0].host = "a b".into()),
+                bad(7, &|b| b.endpoints[0].port = 0),
+                bad(8, &|b| b.topics = vec![topic(&"x".repeat(2000), 1)]),
+            ],
+        };
+        save(&path, &catalog, None).unwrap();
+        let snapshot = load(&path, None).unwrap().unwrap();
+        assert_eq!(snapshot.catalog.brokers, vec![good]);
+        let skipped: Vec<&str> = snapshot
+            .skipped
+            .iter()
+            .map(|why| why.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            skipped,
+            ["broker 2", "broker 3", "broker 4", "broker 5", "broker 6", "broker 7", "broker 8"]
+        );
+        assert!(
+            snapshot.skipped[0].contains("not usable"),
+            "{:?}",
+            snapshot.skipped
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::postgres::{self, StatusRow};
 use super::BrokerId;
+use crate::clock::AwsOffset;
 use crate::sessions::{SessionStatus, StatusBoard};
 
 /// What to upload and how often.
@@ -20,10 +21,18 @@ pub struct StatusUpload {
     pub board: StatusBoard,
     pub gateway_id: String,
     pub interval: Duration,
+    /// The drain's view of the clock, for the `clock_offset_ms` column.
+    pub aws_offset: AwsOffset,
 }
 
-/// Changes that are worth a write of their own (counters wait for the interval).
-type Fingerprint = BTreeMap<BrokerId, (bool, Option<String>, Option<String>, usize)>;
+/// Changes that are worth a write of their own (counters wait for the
+/// interval): per broker, and the clock offset in steps of half a minute
+/// (the Date header's second of jitter is no change).
+#[derive(PartialEq)]
+struct Fingerprint {
+    brokers: BTreeMap<BrokerId, (bool, Option<String>, Option<String>, usize)>,
+    clock_offset_step: i64,
+}
 
 const MIN_SPACING: Duration = Duration::from_secs(1);
 
@@ -49,7 +58,11 @@ impl Uploader {
     /// Writes the status if it changed or the interval passed.
     pub(super) fn upload_if_due(&mut self, client: &mut ::postgres::Client) {
         let statuses = self.upload.board.snapshot();
-        let fingerprint = fingerprint(&statuses);
+        let clock_offset_ms = self.upload.aws_offset.get();
+        let fingerprint = Fingerprint {
+            brokers: fingerprint(&statuses),
+            clock_offset_step: (clock_offset_ms + 15_000).div_euclid(30_000),
+        };
         let since_last = self.last_write.map(|at| at.elapsed());
         let due = match since_last {
             None => true,
@@ -65,7 +78,7 @@ impl Uploader {
             .iter()
             .map(|(id, status)| row(*id, status))
             .collect();
-        match postgres::write_status(client, &self.upload.gateway_id, &rows) {
+        match postgres::write_status(client, &self.upload.gateway_id, &rows, clock_offset_ms) {
             Ok(()) => {
                 if self.failing.take().is_some() {
                     log::info!("status: iot_data.mqtt_connection_status written again");
@@ -87,7 +100,9 @@ impl Uploader {
     }
 }
 
-fn fingerprint(statuses: &BTreeMap<BrokerId, SessionStatus>) -> Fingerprint {
+fn fingerprint(
+    statuses: &BTreeMap<BrokerId, SessionStatus>,
+) -> BTreeMap<BrokerId, (bool, Option<String>, Option<String>, usize)> {
     statuses
         .iter()
         .map(|(id, s)| {

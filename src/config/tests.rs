@@ -94,7 +94,7 @@ fn bad_input_names_the_key() {
     );
     check_error(
         &base.replace("stream = \"telemetry\"\n", ""),
-        "missing field `stream`",
+        "config key `kinesis.stream`: is required",
     );
     check_error(&base.replace("\"64MiB\"", "64"), "max_bytes");
     check_error(&base.replace("64MiB", "64 lots"), "`spool.max_bytes`");
@@ -133,11 +133,18 @@ fn bad_input_names_the_key() {
         "`mqtt.partition_key`",
     );
     check_error(&format!("{base}\n[log]\nlevel = \"loud\"\n"), "`log.level`");
-    check_error("gateway_id = \"a b\"\n", "missing field `spool`");
-    // A syntax error on the URL's line must not quote the password.
+    check_error("gateway_id = \"a b\"\n", "config key `spool`: is required");
     check_error(
-        &base.replace("s3cret-pw@db.example/iot\"", "s3cret-pw@db.example/iot"),
-        "gateway.toml",
+        &base.replace("max_bytes = \"64MiB\"\n", ""),
+        "config key `spool.max_bytes`: is required",
+    );
+    // A syntax error on the URL's line names the key and does not quote the password.
+    let broken = base.replace("s3cret-pw@db.example/iot\"", "s3cret-pw@db.example/iot");
+    check_error(&broken, "config key `database.url`: invalid basic string");
+    assert!(!parse(&broken).unwrap_err().to_string().contains("s3cret"));
+    check_error(
+        "[spool\n",
+        "config file gateway.toml: unclosed table, expected `]` (line 1, column 7)",
     );
 }
 
@@ -237,5 +244,81 @@ fn the_old_queue_key_still_works_with_a_warning() {
         &(minimal().replace("[spool]", "[spool]\nqueue_capacity = 64")
             + "[mqtt]\nchannel_capacity = 32\n"),
         "set only spool.queue_capacity",
+    );
+}
+
+#[test]
+fn spool_snapshot_and_status_files_must_differ() {
+    let dir = dir();
+    let spool = format!("{}/spool.db", dir.display());
+    check_error(
+        &format!("{}\n[status]\nfile = \"{spool}\"\n", minimal()),
+        &format!("config key `status.file`: {spool} is (or is written beside) spool.path {spool}"),
+    );
+    // The same file by another spelling, and a file SQLite writes beside the spool.
+    let other_spelling = format!("{}/./spool.db", dir.display());
+    check_error(
+        &minimal().replace(
+            "url = ",
+            &format!("snapshot_path = \"{other_spelling}\"\nurl = "),
+        ),
+        "config key `database.snapshot_path`",
+    );
+    check_error(
+        &format!("{}\n[status]\nfile = \"{spool}-wal\"\n", minimal()),
+        "config key `status.file`",
+    );
+    // Each its own: fine.
+    let config = parse(&format!(
+        "{}\n[status]\nfile = \"{}/status-own.json\"\n",
+        minimal(),
+        dir.display()
+    ))
+    .unwrap();
+    assert_ne!(config.status.file, config.spool.path);
+}
+
+#[test]
+fn errors_never_quote_a_password_or_user_info() {
+    let base = minimal();
+    let password = "s3cret-pw";
+    let url = "postgres://gateway:s3cret-pw@db.example/iot";
+    for text in [
+        // An inline table with a syntax error after the URL.
+        base.replace(
+            &format!("[database]\nurl = \"{url}\""),
+            &format!("database = {{ url = \"{url}\", 5 }}"),
+        ),
+        // A dotted key, the syntax error on its line.
+        base.replace(
+            &format!("[database]\nurl = \"{url}\""),
+            &format!("database.url = \"{url}\" x"),
+        ),
+        // The URL where a number belongs: serde quotes the value.
+        base.replace("\"64MiB\"", &format!("\"{url}\"")),
+        base.replace("max_bytes = \"64MiB\"", &format!("max_bytes = [\"{url}\"]")),
+        // User info in the Kinesis endpoint.
+        base.replace(
+            "[kinesis]",
+            "[kinesis]\nendpoint = \"https://AKID:s3cret-pw@kinesis.example\"",
+        ),
+    ] {
+        let message = parse(&text).expect_err(&text).to_string();
+        assert!(!message.contains(password), "{message}\nfrom:\n{text}");
+    }
+    check_error(
+        &base.replace(
+            "[kinesis]",
+            "[kinesis]\nendpoint = \"https://AKID:s3cret-pw@kinesis.example\"",
+        ),
+        "config key `kinesis.endpoint`: holds user info",
+    );
+    assert_eq!(
+        redact_urls("invalid type: string \"postgres://u:p@h/x\", expected u64"),
+        "invalid type: string \"postgres://***@h/x\", expected u64"
+    );
+    assert_eq!(
+        redact_urls("see https://example.com/a@b"),
+        "see https://example.com/a@b"
     );
 }

@@ -75,6 +75,10 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 /// Refused single records in a row, without a delivery between them, before
 /// the drain stops blaming the records and treats the refusal as systemic.
 const MAX_REFUSED_IN_A_ROW: u32 = 3;
+/// Slow retries (each `kinesis.max_backoff` apart) the systemic mode lasts
+/// before the drain blames single records again: a run of more than
+/// [`MAX_REFUSED_IN_A_ROW`] bad records must not stall the spool for good.
+const SYSTEMIC_RETRIES: u32 = 5;
 
 /// Starts the drain thread. It sends the oldest records until shutdown, then
 /// finishes the request in flight and returns.
@@ -426,10 +430,21 @@ impl Drain {
             return None;
         }
         self.max_records = batch::MAX_RECORDS;
-        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
-            log::error!(
-                "drain: {failure}; every request is refused, keeping the records and retrying slowly"
+        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW + SYSTEMIC_RETRIES {
+            // Long enough: maybe it was the records after all.
+            log::warn!(
+                "drain: {failure}; still refused after {SYSTEMIC_RETRIES} slow retries: \
+                 blaming single records again"
             );
+            self.refused_in_a_row = 0;
+        }
+        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+            if self.refused_in_a_row == MAX_REFUSED_IN_A_ROW {
+                log::error!(
+                    "drain: {failure}; every request is refused, keeping the records and retrying slowly"
+                );
+            }
+            self.refused_in_a_row += 1;
             settlement.retry = ids;
             return Some(self.config.max_backoff);
         }

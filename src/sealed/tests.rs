@@ -16,8 +16,10 @@ struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(name: &str, content: &str) -> TempFile {
+        use std::os::unix::fs::PermissionsExt;
         let path = std::env::temp_dir().join(format!("mkb-sealed-{}-{name}", std::process::id()));
         std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         TempFile(path)
     }
 }
@@ -88,7 +90,8 @@ fn malformed_values_name_what_is_wrong() {
         assert_eq!(key().open(value), Err(expected), "{value}");
     };
     check("hunter2", OpenError::NotSealed);
-    check("enc:v2:AAAA", OpenError::NotSealed);
+    check("enc:v2:AAAA", OpenError::NeedsRow);
+    check("enc:v3:AAAA", OpenError::NotSealed);
     check(" enc:v1:AAAA", OpenError::NotSealed);
     check("enc:v1:not base64!", OpenError::NotBase64);
     check("enc:v1:AAA", OpenError::NotBase64);
@@ -104,7 +107,7 @@ fn malformed_values_name_what_is_wrong() {
 #[test]
 fn authentic_bytes_that_are_not_text_are_refused() {
     let key = key();
-    let value = key.seal_bytes(&[0xff, 0xfe]);
+    let value = key.seal_with(PREFIX, AAD, &[0xff, 0xfe]);
     assert_eq!(key.open(&value), Err(OpenError::NotUtf8));
 }
 
@@ -220,4 +223,100 @@ fn nothing_printed_holds_the_key_or_the_password() {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains(&KEY[..8]), "{text}");
     }
+}
+
+fn row(broker_id: BrokerId, column: &str) -> Binding<'_> {
+    Binding { broker_id, column }
+}
+
+#[test]
+fn a_v2_value_opens_only_in_its_row_and_column() {
+    let key = key();
+    let value = key.seal_for("hunter2", row(7, "mqtt_password"));
+    assert!(value.starts_with(PREFIX_V2), "{value}");
+    assert!(is_sealed(&value));
+    let (secret, format) = key.open_for(&value, row(7, "mqtt_password")).unwrap();
+    assert_eq!((secret.expose(), format), ("hunter2", Format::V2));
+    for elsewhere in [
+        row(8, "mqtt_password"),
+        row(7, "client_key"),
+        row(70, "mqtt_password"),
+    ] {
+        assert_eq!(
+            key.open_for(&value, elsewhere),
+            Err(OpenError::NotForHere),
+            "{elsewhere:?}"
+        );
+    }
+    let other = SealKey::from_base64(OTHER_KEY).unwrap();
+    assert_eq!(
+        other.open_for(&value, row(7, "mqtt_password")),
+        Err(OpenError::NotForHere)
+    );
+    assert!(OpenError::NotForHere
+        .to_string()
+        .contains("sealed for another broker row or column"));
+    // Without a row it cannot open at all.
+    assert_eq!(key.open(&value), Err(OpenError::NeedsRow));
+}
+
+#[test]
+fn a_v1_value_still_opens_anywhere_and_says_it_is_v1() {
+    let key = key();
+    let value = key.seal("hunter2");
+    for binding in [row(1, "mqtt_password"), row(2, "client_key")] {
+        let (secret, format) = key.open_for(&value, binding).unwrap();
+        assert_eq!((secret.expose(), format), ("hunter2", Format::V1));
+    }
+}
+
+#[test]
+fn a_v2_value_cut_or_garbled_names_what_is_wrong() {
+    let key = key();
+    let here = row(7, "mqtt_password");
+    assert_eq!(
+        key.open_for("enc:v2:not base64!", here),
+        Err(OpenError::NotBase64)
+    );
+    assert_eq!(
+        key.open_for(&format!("{PREFIX_V2}{}", b64(20)), here),
+        Err(OpenError::TooShort { n_bytes: 20 })
+    );
+    assert_eq!(key.open_for("plain", here), Err(OpenError::NotSealed));
+}
+
+#[test]
+fn a_key_file_must_be_a_small_private_regular_file() {
+    use std::os::unix::fs::PermissionsExt;
+    // A directory, a device, an oversized file: named, never read whole.
+    for (path, what) in [
+        (std::env::temp_dir(), "is not a regular file"),
+        (PathBuf::from("/dev/zero"), "is not a regular file"),
+    ] {
+        let error = SealKey::load(Some(&path), None).unwrap_err();
+        assert_eq!(
+            error,
+            KeyError::NotAKeyFile {
+                path: path.clone(),
+                what: what.into()
+            }
+        );
+    }
+    let big = TempFile::new("big", &"A".repeat(5000));
+    let message = SealKey::load(Some(&big.0), None).unwrap_err().to_string();
+    assert!(message.contains("is 5000 bytes, not a key"), "{message}");
+
+    // Readable by others: refused (the override is an environment variable,
+    // tested on the binary in tests/it/cli_sealed.rs, not set here).
+    let open = TempFile::new("open", KEY);
+    std::fs::set_permissions(&open.0, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let error = SealKey::load(Some(&open.0), None).unwrap_err();
+    assert_eq!(
+        error,
+        KeyError::OpenToOthers {
+            path: open.0.clone(),
+            mode: 0o640
+        }
+    );
+    assert!(error.to_string().contains("chmod 600"));
 }

@@ -16,6 +16,7 @@ mod reconcile;
 mod session;
 mod status;
 pub mod tls;
+mod wedge;
 
 pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
@@ -187,6 +188,7 @@ impl Supervisor {
             ticket: self.status.issue_ticket(broker.id),
             commands: command_rx,
             running: true,
+            wedge: Default::default(),
         };
         let min_backoff = self.config.min_backoff;
         let max_backoff = self.config.max_backoff;

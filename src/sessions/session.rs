@@ -35,6 +35,7 @@ use super::backoff::Backoff;
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
 use super::status::{SessionTicket, StatusBoard};
+use super::wedge::{self, WedgeWatch};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
@@ -77,6 +78,8 @@ pub struct Session {
     pub commands: async_channel::Receiver<Command>,
     /// False once the command channel closed or said Stop.
     pub running: bool,
+    /// Whether one unreadable message keeps killing the connection.
+    pub wedge: WedgeWatch,
 }
 
 impl Session {
@@ -100,14 +103,45 @@ impl Session {
         )
     }
 
-    fn connect_settings(&self) -> Result<ConnectSettings, String> {
+    async fn connect_settings(&self) -> Result<ConnectSettings, String> {
         if self.broker.tls.as_ref().is_some_and(|tls| !tls.verify_cert) {
             log::warn!(
                 "broker {}: verify_cert is false: any server certificate is accepted",
                 self.broker.id
             );
         }
-        ConnectSettings::for_broker(&self.broker, &self.gateway_id, self.config.keep_alive)
+        if self.broker.sealed_secret && self.broker.tls.is_none() {
+            if let Some(remote) = self.broker.endpoints.iter().find(|e| !e.is_loopback()) {
+                log::warn!(
+                    "broker {}: its password is sealed in the catalog but goes to {remote} \
+                     without TLS, readable on the way; set use_tls",
+                    self.broker.id
+                );
+            }
+        }
+        let reads_files = self.broker.tls.as_ref().is_some_and(|tls| {
+            [tls.ca.as_ref(), tls.client_cert.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|value| !crate::catalog::is_pem(value))
+                || tls
+                    .client_key
+                    .as_ref()
+                    .is_some_and(|key| !crate::catalog::is_pem(key.expose()))
+                || tls.ca.is_none()
+        });
+        if !reads_files {
+            return ConnectSettings::for_broker(&self.broker, &self.gateway_id, &self.config);
+        }
+        // Certificate and key files (and the system's roots, the first time)
+        // are read on a blocking-pool thread: a slow or stuck file stalls this
+        // broker, not every session on this thread.
+        let (broker, gateway_id, config) = (
+            self.broker.clone(),
+            self.gateway_id.clone(),
+            self.config.clone(),
+        );
+        smol::unblock(move || ConnectSettings::for_broker(&broker, &gateway_id, &config)).await
     }
 }
 
@@ -120,7 +154,7 @@ pub async fn run(session: &mut Session) {
     }
     // Every run walks the endpoints from the primary.
     session.endpoint_idx = 0;
-    let settings = match session.connect_settings() {
+    let settings = match session.connect_settings().await {
         Ok(settings) => settings,
         Err(message) => {
             // Logged once; the retries (after each pause) only at debug.
@@ -527,6 +561,17 @@ impl Link {
                 let urgent = ack.qos != QoS::AtMostOnce
                     && self.unacked.len() + 1 >= session.config.commit_at_unacked;
                 let receipt = deliver(publish, urgent, session).await;
+                let up_for = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+                if let wedge::Change::Freed { n_connections } = session.wedge.on_message(up_for) {
+                    log::info!(
+                        "{}: messages flow again after {n_connections} connections died \
+                         on unreadable data",
+                        session.label()
+                    );
+                    session.status.update(session.ticket, |status| {
+                        status.wedged_since = None;
+                    });
+                }
                 if let (true, Some(receipt)) = (ack.qos != QoS::AtMostOnce, receipt) {
                     self.unacked.push_back((ack, receipt));
                 }
@@ -649,13 +694,46 @@ impl Link {
                 self.backoff.after_failure(up_for, self.rng.f64())
             }
         };
+        let malformed = matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::StateError::Deserialization(_))
+        );
+        let change = match up_for {
+            Some(up_for) => session.wedge.on_disconnect(
+                up_for,
+                malformed.then_some(description.as_str()),
+                SystemTime::now(),
+            ),
+            None => wedge::Change::None,
+        };
+        if let wedge::Change::Wedged { since, reason } = &change {
+            log::error!(
+                "broker {}: wedged: the broker redelivers, at every reconnect, a message the \
+                 gateway cannot read ({reason}); {} connections in a row died on it; other \
+                 brokers are unaffected. Remedy: if it is only large, raise \
+                 mqtt.max_packet_size; otherwise remove it from the broker's queue for client \
+                 {} (see README \"A wedged broker\")",
+                session.broker.id,
+                wedge::WEDGED_AFTER,
+                connect::client_id(&session.broker, &session.gateway_id),
+            );
+            let since = *since;
+            session.status.update(session.ticket, |status| {
+                status.wedged_since = Some(since);
+            });
+        }
+        let wedged = session.wedge.is_wedged();
         session.status.update(session.ticket, |status| {
             if status.connected {
                 status.since = SystemTime::now();
             }
             status.connected = false;
             status.n_subscribed = 0;
-            status.last_error = Some(description.clone());
+            status.last_error = Some(if wedged {
+                format!("wedged: {description} (redelivered at every reconnect)")
+            } else {
+                description.clone()
+            });
             status.auth_refused = auth_refused;
         });
         let failed = if n_endpoints > 1 {

@@ -5,7 +5,7 @@
 //! roots are used. `verify_cert = false` accepts any server certificate: it
 //! exists for test benches, and every session using it logs a warning.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -51,7 +51,19 @@ fn roots(ca: Option<&str>) -> Result<RootCertStore, String> {
                     .map_err(|e| format!("ca_cert: unusable certificate: {e}"))?;
             }
         }
-        None => {
+        None => return system_roots(),
+    }
+    Ok(store)
+}
+
+/// The system's trusted roots, read once per process (a few hundred
+/// certificates: not worth reading again at every connection attempt of
+/// every broker). A change to the system's store counts from the next start.
+fn system_roots() -> Result<RootCertStore, String> {
+    static ROOTS: OnceLock<Result<RootCertStore, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut store = RootCertStore::empty();
             let found = rustls_native_certs::load_native_certs();
             let (n_added, _) = store.add_parsable_certificates(found.certs);
             if n_added == 0 {
@@ -60,17 +72,34 @@ fn roots(ca: Option<&str>) -> Result<RootCertStore, String> {
                         .into(),
                 );
             }
-        }
-    }
-    Ok(store)
+            Ok(store)
+        })
+        .clone()
 }
 
-/// PEM text, or the contents of the file it names.
+/// A certificate or key file: far larger than any chain or key.
+const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
+
+/// PEM text, or the contents of the file it names (a regular file of at most 1 MiB).
 fn pem_text(column: &str, value: &str) -> Result<Vec<u8>, String> {
     if crate::catalog::is_pem(value) {
-        return Ok(value.as_bytes().to_vec());
+        // A byte-order mark would hide the first BEGIN line from the parser.
+        return Ok(value.trim_start_matches('\u{feff}').as_bytes().to_vec());
     }
-    std::fs::read(value.trim()).map_err(|e| format!("{column}: cannot read {}: {e}", value.trim()))
+    let path = value.trim();
+    if path.len() > 4096 || path.chars().any(char::is_control) {
+        // Not a path, and not PEM either: whatever it is, it is not echoed.
+        return Err(format!(
+            "{column}: neither PEM text nor a file path ({} characters, not shown)",
+            value.chars().count()
+        ));
+    }
+    crate::files::read_regular(std::path::Path::new(path), MAX_PEM_FILE_BYTES).map_err(|error| {
+        match error {
+            crate::files::ReadError::Io(error) => format!("{column}: cannot read {path}: {error}"),
+            other => format!("{column}: {path} {other}"),
+        }
+    })
 }
 
 fn certificates(column: &str, value: &str) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -105,6 +105,11 @@ pub enum SpoolError {
     },
     /// `user_version` is no version any gateway writes (a damaged or foreign file).
     UnknownVersion { path: PathBuf, found: i64 },
+    /// spool.path is not a file the gateway can take (a symbolic link, a directory).
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     /// The writer has stopped (shutdown, or it failed and logged why).
     Closed,
 }
@@ -127,6 +132,7 @@ impl fmt::Display for SpoolError {
                 "spool {} has schema version {found}, which no gateway writes: the file is damaged or not a spool; move it away",
                 path.display()
             ),
+            SpoolError::Io { path, error } => write!(f, "spool {}: {error}", path.display()),
             SpoolError::Closed => f.write_str("spool writer has stopped"),
         }
     }
@@ -562,6 +568,12 @@ pub struct BrokerCounters {
 
 /// Opens the writer's connection with the durability settings the README documents.
 fn open_connection(path: &Path) -> Result<Connection, SpoolError> {
+    // SQLite would follow a link at spool.path and create the file with the
+    // umask's mode; the spool holds every message, so: a regular file, 0600.
+    crate::files::ensure_private_file(path).map_err(|error| SpoolError::Io {
+        path: path.to_owned(),
+        error,
+    })?;
     let connection = Connection::open(path).map_err(|error| sqlite_error(path, error))?;
     // WAL: readers never block the writer. synchronous=FULL: every commit fsyncs
     // the WAL, so a committed record survives power loss, not only a crash.

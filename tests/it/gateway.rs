@@ -15,6 +15,9 @@ use crate::support::*;
 
 const STREAM: &str = "e2e";
 
+/// The secret key the harness gives the gateway (the Kinesis stand-in checks signatures with it).
+pub const SECRET_ACCESS_KEY: &str = "e2e-secret-key";
+
 /// The gateway binary running with a config in its own directory; killed on drop.
 pub struct Gateway {
     child: Child,
@@ -62,7 +65,23 @@ impl Gateway {
         limit: (u64, u64),
     ) -> Gateway {
         let spool_keys = "max_bytes = \"64MiB\"";
+        let limit = (libc::RLIMIT_NOFILE, limit.0, limit.1);
         Gateway::spawn(dir, &db.url(), endpoint, spool_keys, &[], Some(limit))
+    }
+
+    /// [`Gateway::start_with_env`], its address space limited to `bytes`
+    /// (`prlimit --as`): a hostile input that makes it allocate without bound
+    /// fails its allocation instead of taking the machine.
+    pub fn start_with_memory_limit(
+        dir: &TempDir,
+        db: &TestDb,
+        endpoint: &str,
+        env: &[(&str, String)],
+        bytes: u64,
+    ) -> Gateway {
+        let spool_keys = "max_bytes = \"64MiB\"";
+        let limit = (libc::RLIMIT_AS, bytes, bytes);
+        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, env, Some(limit))
     }
 
     fn spawn(
@@ -71,7 +90,8 @@ impl Gateway {
         endpoint: &str,
         spool_keys: &str,
         env: &[(&str, String)],
-        open_files: Option<(u64, u64)>,
+        // (resource, soft, hard), set in the child before exec.
+        rlimit: Option<(libc::__rlimit_resource_t, u64, u64)>,
     ) -> Gateway {
         let spool = dir.join("spool.db");
         let config = dir.join("gateway.toml");
@@ -91,7 +111,7 @@ impl Gateway {
         .expect("write config");
         let log = dir.join("gateway.log");
         let mut command = gateway_command();
-        if let Some((soft, hard)) = open_files {
+        if let Some((resource, soft, hard)) = rlimit {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit {
                 rlim_cur: soft as libc::rlim_t,
@@ -100,7 +120,7 @@ impl Gateway {
             // SAFETY: setrlimit is async-signal-safe and touches nothing else.
             unsafe {
                 command.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    if libc::setrlimit(resource, &limit) == 0 {
                         Ok(())
                     } else {
                         Err(std::io::Error::last_os_error())
@@ -113,7 +133,7 @@ impl Gateway {
             .arg(&config)
             .envs(env.iter().map(|(key, value)| (key, value)))
             .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "e2e-secret-key")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -138,6 +158,11 @@ impl Gateway {
     pub fn status(&self) -> Value {
         let config = self.log.with_file_name("gateway.toml");
         status_json(&config)
+    }
+
+    /// [`Gateway::status`], or `None` while it cannot answer yet (no spool).
+    pub fn try_status(&self) -> Option<Value> {
+        try_status_json(&self.log.with_file_name("gateway.toml"))
     }
 
     /// SIGTERM, then the exit code.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::gateway::{status_json, Gateway};
+use crate::gateway::{status_json, Gateway, SECRET_ACCESS_KEY};
 use crate::support::kinesis::KinesisLocal;
 use crate::support::mosquitto::{publish, publish_lines, BrokerSetup, Mosquitto};
 use crate::support::postgres::TestDb;
@@ -53,8 +53,18 @@ fn check_config(dir: &TempDir, name: &str, db_url: &str, endpoint: &str, stream:
 
 /// `check --config FILE [--json]`: exit code, stdout, stderr.
 fn run_check(config: &Path, json: bool) -> (Option<i32>, String, String) {
+    run_check_with_env(config, json, &[])
+}
+
+/// [`run_check`] with extra environment variables.
+fn run_check_with_env(
+    config: &Path,
+    json: bool,
+    env: &[(&str, String)],
+) -> (Option<i32>, String, String) {
     let mut command = bin();
     command.arg("check").arg("--config").arg(config);
+    command.envs(env.iter().map(|(key, value)| (key, value)));
     if json {
         command.arg("--json");
     }
@@ -351,6 +361,11 @@ fn status_rows_reach_postgres_and_status_false_disconnects() {
             && row_connected(&rows[1], ports[1])
     });
 
+    // kinesis-local's clock is this machine's: no correction.
+    wait_until("clock_offset_ms 0 on both rows", WAIT, || {
+        status_clock_offsets(&db) == [Some(0), Some(0)]
+    });
+
     publish(ports[0], "st/a", "one", 5);
     publish(ports[1], "st/b", "two", 3);
     wait_until(
@@ -459,8 +474,12 @@ fn run_line(args: &[&str], key: Option<&str>, stdin: &str) -> String {
         .to_owned()
 }
 
-/// Issue: `enc:v1:` passwords open with the gateway's key; one sealed with
-/// another key skips only its broker, and no plaintext is logged or stored.
+/// Issue: sealed passwords open with the gateway's key in the row they were
+/// sealed for (`enc:v2:`, `encrypt-password --broker`); one sealed with another
+/// key, or a v2 value copied into another row, skips only its broker; `enc:v1:`
+/// still opens, with one warning to seal it again; a sealed password sent
+/// without TLS to a host that is not this machine is warned about; no
+/// plaintext is logged or stored.
 #[test]
 fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
     const PASSWORD_1: &str = "plain-Broker1-pw-7f3a";
@@ -473,24 +492,33 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
     let key = run_line(&["new-key"], None, "");
     let other_key = run_line(&["new-key"], None, "");
     assert_ne!(key, other_key);
-    let sealed_1 = run_line(
-        &["encrypt-password"],
-        Some(&key),
-        &format!("{PASSWORD_1}\n"),
-    );
-    let sealed_2 = run_line(
-        &["encrypt-password"],
-        Some(&other_key),
-        &format!("{PASSWORD_2}\n"),
-    );
-    for sealed in [&sealed_1, &sealed_2] {
-        assert!(sealed.starts_with("enc:v1:"), "{sealed}");
+    let seal = |args: &[&str], key: &str, password: &str| {
+        run_line(
+            &[&["encrypt-password"], args].concat(),
+            Some(key),
+            &format!("{password}\n"),
+        )
+    };
+    let sealed_1 = seal(&["--broker", "1"], &key, PASSWORD_1);
+    let sealed_2 = seal(&["--broker", "2"], &other_key, PASSWORD_2);
+    let sealed_v1 = seal(&["--v1"], &key, PASSWORD_1);
+    let sealed_5 = seal(&["--broker", "5"], &key, PASSWORD_1);
+    for sealed in [&sealed_1, &sealed_2, &sealed_5] {
+        assert!(sealed.starts_with("enc:v2:"), "{sealed}");
     }
+    assert!(sealed_v1.starts_with("enc:v1:"), "{sealed_v1}");
     assert!(!sealed_1.contains(PASSWORD_1));
-    for (mqtt_id, sealed) in [(1, &sealed_1), (2, &sealed_2)] {
+    // 3 holds 1's value, copied: it must not open there. 5 is not this machine.
+    for (mqtt_id, host, sealed) in [
+        (1, "127.0.0.1", &sealed_1),
+        (2, "127.0.0.1", &sealed_2),
+        (3, "127.0.0.1", &sealed_1),
+        (4, "127.0.0.1", &sealed_v1),
+        (5, "192.0.2.1", &sealed_5),
+    ] {
         db.execute(&format!(
             "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, mqtt_username, mqtt_password, status) \
-             VALUES ({mqtt_id}, '127.0.0.1', {}, 'gw', '{sealed}', TRUE)",
+             VALUES ({mqtt_id}, '{host}', {}, 'gw', '{sealed}', TRUE)",
             broker.port()
         ));
     }
@@ -523,19 +551,56 @@ fn sealed_password_connects_and_a_wrong_key_fails_only_that_broker() {
             broker["received"] == n && broker["spooled"] == n && broker["delivered"] == n
         })
     });
-    wait_until("the log names mqtt_id=2 with the wrong key", WAIT, || {
-        gateway
-            .log()
-            .lines()
-            .any(|line| line.contains("mqtt_id=2") && line.contains("wrong key"))
+    wait_until(
+        "the log names mqtt_id=2 and 3, not sealed for them",
+        WAIT,
+        || {
+            let log = gateway.log();
+            [2, 3].iter().all(|id| {
+                log.lines().any(|line| {
+                    line.contains(&format!("mqtt_id={id}: mqtt_password"))
+                        && line.contains("sealed for another broker row or column")
+                })
+            })
+        },
+    );
+    wait_until("status --json: broker 4 (enc:v1) connected", WAIT, || {
+        status_now(&dir)
+            .and_then(|status| status_broker(&status, 4))
+            .is_some_and(|broker| broker["state"] == "connected")
     });
+    wait_until(
+        "the warning about broker 5's password without TLS",
+        WAIT,
+        || {
+            gateway.log().contains(&format!(
+            "broker 5: its password is sealed in the catalog but goes to 192.0.2.1:{} without TLS",
+            broker.port()
+        ))
+        },
+    );
+    let log = gateway.log();
+    assert_eq!(
+        log.matches("mqtt_id=4: mqtt_password is sealed as enc:v1")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("seal it again with `encrypt-password --broker 4 --column mqtt_password`"),
+        "{log}"
+    );
+    assert!(!log.contains("broker 1: its password is sealed"), "{log}");
     let status = gateway.status();
     assert!(status_broker(&status, 2).is_none(), "{status:#}");
-    assert!(
-        !broker.log().contains("as it-gw-2"),
-        "broker 2 connected:\n{}",
-        broker.log()
-    );
+    assert!(status_broker(&status, 3).is_none(), "{status:#}");
+    for id in [2, 3] {
+        assert!(
+            !broker.log().contains(&format!("as it-gw-{id}")),
+            "broker {id} connected:\n{}",
+            broker.log()
+        );
+    }
 
     let snapshot = dir.join("catalog-snapshot.db");
     wait_until("the catalog snapshot written", WAIT, || snapshot.exists());
@@ -693,6 +758,7 @@ fn a_gateway_two_hours_behind_delivers_and_says_so() {
     db.add_topic(None, "clock/#", 1);
     let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
     kinesis.set_clock_offset(2 * 3600);
+    kinesis.check_signatures(SECRET_ACCESS_KEY);
     let gateway =
         Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), "max_bytes = \"64MiB\"", &[]);
     wait_until("broker 1 connected", WAIT, || {
@@ -705,6 +771,7 @@ fn a_gateway_two_hours_behind_delivers_and_says_so() {
         kinesis.accepted().len() == 20
     });
     assert_eq!(kinesis.n_refused_for_time(), 1);
+    assert_eq!(kinesis.bad_signatures(), Vec::<String>::new());
     wait_until("status --json shows the offset", WAIT, || {
         status_now(&dir).is_some_and(|status| {
             status["gateway"]["clock_offset_ms"]
@@ -743,15 +810,139 @@ fn check_names_a_clock_two_hours_off() {
     assert!(detail.contains("behind AWS"), "{detail}");
 }
 
-/// The same with the gateway's own clock moved by libfaketime (the monotonic
-/// clock left alone), two hours back and two hours forward.
-#[test]
-fn a_gateway_under_faketime_delivers_and_says_so() {
-    let library = Path::new("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1");
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// libfaketime's variables that move this process's wall clock by `faketime`
+/// (`-2h`) and leave the monotonic clock alone.
+fn faketime_env(faketime: &str) -> [(&'static str, String); 3] {
     assert!(
-        library.exists(),
+        Path::new(LIBFAKETIME).exists(),
         "libfaketime is missing: apt-get install libfaketime (.ci/setup does)"
     );
+    [
+        ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+        ("FAKETIME", faketime.to_owned()),
+        ("DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]
+}
+
+/// `check` on a machine whose clock is two hours behind: the clock lines name
+/// the offset against the database and AWS, and a broker certificate that is
+/// "not valid yet" only because of that clock is named a clock problem, not a
+/// TLS one.
+#[test]
+fn check_names_a_wrong_clock_against_the_database_aws_and_certificates() {
+    let dir = TempDir::new("check-faketime");
+    let pki_dir = TempDir::new("check-faketime-pki");
+    let pki = TestPki::new(pki_dir.path());
+    let db = TestDb::new();
+    let tls = Mosquitto::start_with(BrokerSetup {
+        tls: Some(pki.tls_listener(false)),
+        ..BrokerSetup::default()
+    });
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, use_tls, ca_cert, status) \
+         VALUES (1, '127.0.0.1', {port}, TRUE, '{ca}', TRUE), \
+                (2, '127.0.0.1', {port}, TRUE, '{other}', TRUE)",
+        port = tls.tls_port(),
+        ca = pki.ca_pem().display(),
+        other = pki.other_ca_pem().display(),
+    ));
+    let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
+    let config = check_config(&dir, "check.toml", &db.url(), &kinesis.endpoint(), STREAM);
+
+    // The right clock first: the same brokers are fine but for the wrong CA.
+    let (_, report) = check_json(&config);
+    let broker_kinds: Vec<_> = kinds(&report, "broker").into_values().collect();
+    assert_eq!(
+        broker_kinds,
+        vec![None, Some("tls".to_owned())],
+        "{report:#}"
+    );
+    assert!(
+        kinds(&report, "clock").values().all(Option::is_none),
+        "{report:#}"
+    );
+    assert_eq!(kinds(&report, "clock").len(), 2, "{report:#}");
+
+    let (code, stdout, stderr) = run_check_with_env(&config, true, &faketime_env("-2h"));
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("no JSON ({error}): {stdout}\n{stderr}"));
+    assert_eq!(code, Some(1), "{report:#}");
+    let clocks = kinds(&report, "clock");
+    assert_eq!(
+        clocks.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            "gateway vs AWS (Date of DescribeStreamSummary)".to_owned(),
+            "gateway vs the database (clock_timestamp())".to_owned(),
+        ],
+        "{report:#}"
+    );
+    assert!(
+        clocks.values().all(|kind| kind.as_deref() == Some("clock")),
+        "{report:#}"
+    );
+    let details: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|check| check["area"] == "clock")
+        .filter_map(|check| check["detail"].as_str())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("the clock is 2h0m") && d.contains("behind the database")),
+        "{details:?}"
+    );
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("the clock is 2h0m") && d.contains("behind AWS")),
+        "{details:?}"
+    );
+    let brokers: Vec<&Value> = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|check| check["area"] == "broker")
+        .collect();
+    assert_eq!(brokers.len(), 2, "{report:#}");
+    assert_eq!(brokers[0]["kind"], "clock", "{report:#}");
+    let detail = brokers[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("not valid yet"), "{detail}");
+    assert!(
+        detail.contains("behind AWS: the certificate is probably fine, fix the clock (NTP)"),
+        "{detail}"
+    );
+    // webpki checks the validity period before the issuer: under this clock
+    // the wrong CA's answer is "not valid yet" too (the unit test covers a
+    // TLS failure of another kind staying `tls`).
+    assert_eq!(brokers[1]["kind"], "clock", "{report:#}");
+}
+
+/// `clock_offset_ms` of the gateway's rows in the status table; `None` where
+/// the column is NULL (or there are no rows).
+fn status_clock_offsets(db: &TestDb) -> Vec<Option<i64>> {
+    db.client()
+        .query(
+            "SELECT clock_offset_ms FROM iot_data.mqtt_connection_status \
+             WHERE gateway_id = 'it-gw' ORDER BY mqtt_id",
+            &[],
+        )
+        .expect("read clock_offset_ms")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// The same with the gateway's own clock moved by libfaketime (the monotonic
+/// clock left alone), two hours back and two hours forward. The offset also
+/// reaches the status table; the second gateway starts on a catalog without
+/// that column (made before 0005), writes its rows anyway, and fills the
+/// column once it is added, without a restart.
+#[test]
+fn a_gateway_under_faketime_delivers_and_says_so() {
     for (faketime, offset_ms, words) in [
         ("-2h", 7_200_000i64, "behind AWS"),
         ("+2h", -7_200_000, "ahead of AWS"),
@@ -762,18 +953,14 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
         db.add_broker(1, broker.port());
         db.add_topic(None, "clock/#", 1);
         let kinesis = crate::support::kinesis::FakeKinesis::start(vec![]);
-        let env = [
-            ("LD_PRELOAD", library.display().to_string()),
-            ("FAKETIME", faketime.to_owned()),
-            ("DONT_FAKE_MONOTONIC", "1".to_owned()),
-        ];
-        let gateway = Gateway::start_with_env(
-            &dir,
-            &db,
-            &kinesis.endpoint(),
-            "max_bytes = \"64MiB\"",
-            &env,
-        );
+        kinesis.check_signatures(SECRET_ACCESS_KEY);
+        let env = faketime_env(faketime);
+        let without_column = faketime == "+2h";
+        if without_column {
+            db.execute("ALTER TABLE iot_data.mqtt_connection_status DROP COLUMN clock_offset_ms");
+        }
+        let gateway =
+            Gateway::start_with_env(&dir, &db, &kinesis.endpoint(), REPORT_EVERY_SECOND, &env);
         wait_until("broker 1 subscribed", WAIT, || {
             gateway.log().contains("connected, subscribed")
         });
@@ -782,6 +969,7 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
             kinesis.accepted().len() == 20
         });
         assert_eq!(kinesis.n_refused_for_time(), 1, "FAKETIME={faketime}");
+        assert_eq!(kinesis.bad_signatures(), Vec::<String>::new());
         let log = gateway.log();
         assert_eq!(log.matches("the clock is 2h0m").count(), 1, "{log}");
         assert!(log.contains(words), "FAKETIME={faketime}: {log}");
@@ -794,6 +982,26 @@ fn a_gateway_under_faketime_delivers_and_says_so() {
                 .as_i64()
                 .is_some_and(|offset| (offset - offset_ms).abs() < 5_000)
         });
+        if without_column {
+            wait_until("the status row written without the column", WAIT, || {
+                status_rows(&db).iter().any(|row| row.0 == 1 && row.4 == 20)
+            });
+            db.execute(include_str!(
+                "../../buffer-schema/catalog/0005_clock_offset.sql"
+            ));
+        }
+        wait_until("the offset in the status table", WAIT, || {
+            let offsets = status_clock_offsets(&db);
+            !offsets.is_empty()
+                && offsets
+                    .iter()
+                    .all(|offset| offset.is_some_and(|o| (o - offset_ms).abs() < 5_000))
+        });
+        let log = gateway.log();
+        assert!(
+            !log.contains("cannot write iot_data.mqtt_connection_status"),
+            "{log}"
+        );
         assert_eq!(gateway.terminate(), Some(0));
     }
 }

@@ -44,3 +44,6 @@ mod deb;
 
 // The module graph flows one way; checked on the source text.
 mod layering;
+
+// Hostile and broken inputs against the real binary, its address space limited.
+mod hostile;

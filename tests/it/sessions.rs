@@ -78,6 +78,7 @@ impl Gateway {
             // Short, so the return to a primary endpoint is seen quickly.
             primary_recheck: Duration::from_millis(500),
             commit_at_unacked: 16,
+            max_packet_size: mqtt_kinesis_bridge::config::DEFAULT_MAX_PACKET_SIZE,
         };
         tune(&mut spool_config, &mut config);
         let (spool, spool_writer) = Spool::open(&spool_config).expect("open spool");

@@ -341,3 +341,52 @@ fn sealed_passwords_open_with_the_key_and_fail_only_their_broker() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_v2_value_opens_in_its_row_only_and_a_copy_elsewhere_skips_that_broker() {
+    use crate::sealed::{Binding, SealKey};
+    let key = SealKey::from_base64(&SealKey::generate()).unwrap();
+    let for_row = |id: i64, column: &'static str, plaintext: &str| {
+        key.seal_for(
+            plaintext,
+            Binding {
+                broker_id: id,
+                column,
+            },
+        )
+    };
+    let sealed_for_1 = for_row(1, "mqtt_password", "pw-one");
+    let row = |id: i64, password: String| BrokerRow {
+        username: Some("gw".into()),
+        password: Some(Secret::new(password)),
+        ..broker(id, "h", 1883)
+    };
+    let mut key_in_password_column = row(3, for_row(3, "client_key", "pw-three"));
+    key_in_password_column.username = Some("gw".into());
+    let rows = [
+        row(1, sealed_for_1.clone()),
+        // Copied into another row: it must not open there.
+        row(2, sealed_for_1),
+        key_in_password_column,
+        row(4, "plain-four".into()),
+    ];
+    let (catalog, problems) = validate_with_key(&rows, &[], Some(&key));
+    let opened: Vec<(i64, &str, bool)> = catalog
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.password.as_ref().unwrap().expose(), b.sealed_secret))
+        .collect();
+    assert_eq!(opened, vec![(1, "pw-one", true), (4, "plain-four", false)]);
+    let messages: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("mqtt_broker row mqtt_id=2: mqtt_password: ")
+            && messages[0].contains("sealed for another broker row or column"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("mqtt_broker row mqtt_id=3: mqtt_password: "),
+        "{messages:?}"
+    );
+    assert!(messages.iter().all(|m| !m.contains("pw-")), "{messages:?}");
+}

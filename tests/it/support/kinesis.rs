@@ -3,7 +3,8 @@
 //!
 //! The emulator is a node process on free ports, killed on drop. The fake
 //! speaks just enough HTTP/1.1 for PutRecords, follows a script of faults,
-//! and records every record it accepted. Neither checks signatures.
+//! and records every record it accepted. kinesis-local does not check
+//! signatures; the fake does when told the secret ([`FakeKinesis::check_signatures`]).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -194,6 +195,10 @@ struct FakeState {
     clock_offset_s: i64,
     /// Requests refused because their X-Amz-Date was more than 5 minutes off this server's clock.
     n_refused_for_time: usize,
+    /// When set, signatures are recomputed with this secret and a wrong one refused.
+    secret: Option<String>,
+    /// Requests refused for a signature that did not match, with why.
+    bad_signatures: Vec<String>,
 }
 
 /// An in-process PutRecords endpoint with scripted faults.
@@ -234,6 +239,18 @@ impl FakeKinesis {
     /// says so, and it refuses signatures more than 5 minutes off it, as AWS does.
     pub fn set_clock_offset(&self, offset_s: i64) {
         self.lock().clock_offset_s = offset_s;
+    }
+
+    /// Check every request's SigV4 signature against `secret` from now on
+    /// (support/sigv4.rs); a wrong one is refused as AWS does (403
+    /// `InvalidSignatureException`) and listed in [`Self::bad_signatures`].
+    pub fn check_signatures(&self, secret: &str) {
+        self.lock().secret = Some(secret.to_owned());
+    }
+
+    /// Why each refused signature was wrong.
+    pub fn bad_signatures(&self) -> Vec<String> {
+        self.lock().bad_signatures.clone()
     }
 
     /// Requests refused as signed at the wrong time.
@@ -284,10 +301,12 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
         let mut content_length = 0usize;
         let mut has_auth = false;
         let mut amz_date: Option<i64> = None;
+        let mut headers: Vec<(String, String)> = Vec::new();
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let method = line.split_whitespace().next().unwrap_or("").to_owned();
         let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
         loop {
             line.clear();
@@ -307,12 +326,13 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
                 if name == "x-amz-date" {
                     amz_date = parse_amz_date(value.trim());
                 }
+                headers.push((name, value.trim().to_owned()));
             }
         }
         let fault = {
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             state.n_requests += 1;
-            state.paths.push(path);
+            state.paths.push(path.clone());
             state.script.pop_front()
         };
         if matches!(fault, Some(Fault::DropConnection)) {
@@ -331,12 +351,30 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
             }
             continue;
         }
-        let server_now = unix_now()
-            + state
+        let (server_now, secret) = {
+            let state = state.lock().unwrap_or_else(|e| e.into_inner());
+            (unix_now() + state.clock_offset_s, state.secret.clone())
+        };
+        let signature = secret.map(|secret| {
+            let received = super::sigv4::Received {
+                method: &method,
+                path: &path,
+                headers: &headers,
+                body: &body,
+            };
+            super::sigv4::verify(&received, &secret)
+        });
+        let (status, answer) = if let Some(Err(why)) = signature {
+            state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clock_offset_s;
-        let (status, answer) = if amz_date.is_some_and(|signed| (signed - server_now).abs() > 300) {
+                .bad_signatures
+                .push(why);
+            (
+                403,
+                json!({"__type": "InvalidSignatureException", "message": "The request signature we calculated does not match the signature you provided."}),
+            )
+        } else if amz_date.is_some_and(|signed| (signed - server_now).abs() > 300) {
             state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

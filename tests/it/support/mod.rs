@@ -7,6 +7,7 @@ pub mod mosquitto;
 pub mod pg_cluster;
 pub mod postgres;
 pub mod proxy;
+pub mod sigv4;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

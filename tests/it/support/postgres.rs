@@ -20,6 +20,7 @@ impl TestDb {
         for sql in [
             include_str!("../../../buffer-schema/catalog/0003_broker_options.sql"),
             include_str!("../../../buffer-schema/catalog/0004_connection_status.sql"),
+            include_str!("../../../buffer-schema/catalog/0005_clock_offset.sql"),
         ] {
             client.batch_execute(sql).expect("apply catalog schema");
         }
