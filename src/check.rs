@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::catalog::database_url::DatabaseUrl;
+use crate::catalog::postgres::DbErrorKind;
 use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
 use crate::clock::describe_offset;
 use crate::config::Config;
@@ -167,12 +169,23 @@ fn check_database(
     let target = "iot_data.mqtt_broker, iot_data.mqtt_topic".to_owned();
     let key = config.catalog.password_key.as_ref();
     let started = Instant::now();
-    let read = postgres::connect(&config.catalog.database_url, None).and_then(|mut client| {
-        let rows = postgres::read_rows(&mut client)?;
-        let status_table = postgres::status_table_readable(&mut client);
-        let clock = postgres::clock_offset_ms(&mut client);
-        Ok((rows, status_table, clock))
-    });
+    let link_target = match DatabaseUrl::parse(&config.catalog.database_url) {
+        Ok(url) => format!("link to {}", url.hosts()),
+        Err(_) => "link".to_owned(),
+    };
+    let read =
+        postgres::connect(&config.catalog.database_url, None).and_then(|(mut client, link)| {
+            checks.push(Check::pass(
+                "database",
+                link_target.clone(),
+                link.to_string(),
+                Some(started.elapsed()),
+            ));
+            let rows = postgres::read_rows(&mut client)?;
+            let status_table = postgres::status_table_readable(&mut client);
+            let clock = postgres::clock_offset_ms(&mut client);
+            Ok((rows, status_table, clock))
+        });
     match read {
         Ok((read, status_table, clock)) => {
             match clock {
@@ -227,12 +240,16 @@ fn check_database(
             catalog
         }
         Err(error) => {
-            checks.push(Check::fail(
-                "database",
-                target,
-                "unreachable",
-                error.to_string(),
-            ));
+            let kind = match error.kind() {
+                DbErrorKind::Tls => "tls",
+                DbErrorKind::Database => "unreachable",
+            };
+            // A failure after the link stood is the catalog's, not the link's.
+            let connected = checks
+                .last()
+                .is_some_and(|check| check.target == link_target);
+            let target = if connected { target } else { link_target };
+            checks.push(Check::fail("database", target, kind, error.to_string()));
             match snapshot::load(&config.catalog.snapshot_path, key) {
                 Ok(Some(snapshot)) => snapshot.catalog,
                 _ => Catalog::default(),

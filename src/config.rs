@@ -619,6 +619,9 @@ fn validate_database(
             "is not a PostgreSQL URL (postgres://user@host/db) or key=value string with host=",
         ));
     }
+    let url = Secret::new(url);
+    crate::catalog::database_url::DatabaseUrl::parse(&url)
+        .map_err(|error| invalid("database.url", error.to_string()))?;
     let snapshot_path = match raw.snapshot_path {
         Some(path) => {
             ensure_parent_dir("database.snapshot_path", &path)?;
@@ -657,7 +660,7 @@ fn validate_database(
             invalid(key, error.to_string())
         })?;
     Ok(CatalogConfig {
-        database_url: Secret::new(url),
+        database_url: url,
         snapshot_path,
         refresh_interval,
         notify_channel,

@@ -6,7 +6,9 @@
 //! [`Catalog`] to the sessions supervisor. When the database is unreachable it
 //! serves the snapshot. It never talks MQTT and never touches the spool.
 
+pub mod database_url;
 pub mod postgres;
+mod postgres_tls;
 pub mod rows;
 pub mod snapshot;
 mod status_upload;
@@ -192,6 +194,8 @@ struct Refresher {
     sender: async_channel::Sender<Catalog>,
     shutdown: Shutdown,
     client: Option<::postgres::Client>,
+    /// The link the last connection made, logged when it changes.
+    link: Option<postgres::Link>,
     /// What the sessions were last given.
     sent: Option<Catalog>,
     /// What the snapshot holds, so an unchanged catalog is not rewritten (flash wear).
@@ -215,6 +219,7 @@ impl Refresher {
             sender,
             shutdown,
             client: None,
+            link: None,
             sent: None,
             saved: None,
             problems: Vec::new(),
@@ -258,10 +263,17 @@ impl Refresher {
     fn read_database(&mut self) -> Result<(Catalog, Vec<RowProblem>), postgres::DbError> {
         let client = match &mut self.client {
             Some(client) => client,
-            None => self.client.insert(postgres::connect(
-                &self.config.database_url,
-                self.config.notify_channel.as_deref(),
-            )?),
+            None => {
+                let (client, link) = postgres::connect(
+                    &self.config.database_url,
+                    self.config.notify_channel.as_deref(),
+                )?;
+                if self.link.as_ref() != Some(&link) {
+                    log::info!("catalog: database link: {link}");
+                    self.link = Some(link);
+                }
+                self.client.insert(client)
+            }
         };
         let read = postgres::read_rows(client)?;
         let (catalog, mut problems) = rows::validate_with_key(

@@ -121,6 +121,14 @@ fn bad_input_names_the_key() {
     );
     check_error(&base.replace("postgres://", "mysql://"), "`database.url`");
     check_error(
+        &base.replace("db.example/iot", "db.example/iot?sslmode=verify-fool"),
+        "config key `database.url`: sslmode \"verify-fool\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
+    );
+    check_error(
+        &base.replace("db.example/iot", "db.example/iot?sslmode=verify-full"),
+        "config key `database.url`: sslmode verify-full needs sslrootcert",
+    );
+    check_error(
         &format!("{base}\n[mqtt]\npartition_key = \"random\"\n"),
         "`mqtt.partition_key`",
     );

@@ -9,6 +9,9 @@ mod spool;
 mod broker_options;
 mod catalog;
 
+// TLS to PostgreSQL: libpq's sslmodes against throw-away clusters, the gateway over verify-full.
+mod catalog_tls;
+
 // Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
 mod drain;
 

@@ -4,6 +4,7 @@
 
 pub mod kinesis;
 pub mod mosquitto;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod proxy;
 pub mod sigv4;
