@@ -20,6 +20,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod systemd;
+pub mod trust;
 pub mod watchdog;
 
 pub mod catalog;

@@ -192,24 +192,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
-/// The system's trusted roots (`sslrootcert=system`), read once per process:
-/// the store is a few hundred certificates parsed from disk.
-fn system_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    Arc::clone(ROOTS.get_or_init(|| {
-        let mut store = RootCertStore::empty();
-        store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        Arc::new(store)
-    }))
-}
-
 fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
     let provider = provider();
     let verify = tls.verify();
     let roots = match (&tls.root_cert, verify) {
         (_, Verify::Nothing) => None,
         (Some(RootCert::System), _) => {
-            let roots = system_roots();
+            let roots = crate::trust::system_roots();
             if roots.is_empty() {
                 return Err("database.url sslrootcert=system: no system roots found (install ca-certificates or name a CA file)".into());
             }
