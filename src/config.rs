@@ -45,6 +45,9 @@ pub struct SpoolConfig {
     pub commit_interval: Duration,
     /// Records waiting for the writer at most; sessions wait beyond it.
     pub queue_capacity: usize,
+    /// Bytes of records accepted but not yet committed (queued or in the
+    /// writer's group) at most; sessions wait beyond it.
+    pub queue_max_bytes: u64,
     /// Upper bound of the bytes held by dead letters; the oldest go beyond it.
     pub dead_letter_max_bytes: u64,
     /// Appends pause while the spool's filesystem has less room than this;
@@ -62,6 +65,7 @@ impl SpoolConfig {
             overflow,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             dead_letter_max_bytes: default_dead_letter_max_bytes(max_bytes),
             min_free_bytes: None,
         }
@@ -248,6 +252,7 @@ struct RawSpool {
     overflow: Option<String>,
     commit_interval: Option<String>,
     queue_capacity: Option<usize>,
+    queue_max_bytes: Option<String>,
     dead_letter_max_bytes: Option<String>,
     min_free_bytes: Option<String>,
 }
@@ -425,6 +430,9 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Lower bound of `spool.min_free_bytes`: below it a delete could find no room.
 const MIN_MIN_FREE_BYTES: u64 = 1 << 20;
+/// Bytes of accepted, uncommitted records at most, by default: a few
+/// maximum-size messages, or thousands of small ones.
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 8 << 20;
 /// Upper bound of `spool.queue_capacity`: each queued record may hold a large payload.
 const MAX_QUEUE_CAPACITY: usize = 65_536;
 /// Upper bound of `spool.commit_interval` and `kinesis.linger`: beyond it the
@@ -466,6 +474,19 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
             format!("must be between 1 and {MAX_QUEUE_CAPACITY}"),
         ));
     }
+    let queue_max_bytes = match raw.queue_max_bytes {
+        None => DEFAULT_QUEUE_MAX_BYTES,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("spool.queue_max_bytes", m))?;
+            if !(64 * 1024..=1 << 30).contains(&bytes) {
+                return Err(invalid(
+                    "spool.queue_max_bytes",
+                    format!("{text:?} is outside 64KiB..1GiB"),
+                ));
+            }
+            bytes
+        }
+    };
     let dead_letter_max_bytes = match raw.dead_letter_max_bytes {
         None => default_dead_letter_max_bytes(max_bytes),
         Some(text) => {
@@ -500,6 +521,7 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
         overflow,
         commit_interval,
         queue_capacity,
+        queue_max_bytes,
         dead_letter_max_bytes,
         min_free_bytes,
     })

@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::config::KinesisConfig;
 use crate::shutdown::Shutdown;
-use crate::spool::{PendingSettlement, Record, Settlement, Spool, SpoolError, SpoolReader};
+use crate::spool::{
+    PendingSettlement, ReadLimits, Record, Settlement, Spool, SpoolError, SpoolReader,
+};
 use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
@@ -277,7 +279,14 @@ impl Drain {
         }
         // Read the generation first, so a commit after the read is not missed.
         let generation = self.spool.commit_generation();
-        let (records, damaged) = match self.reader.read_oldest(0, batch::MAX_RECORDS) {
+        // Memory: about one request's worth, and never a payload that
+        // Kinesis could not take anyway (it goes to dead letters unread).
+        let limits = ReadLimits {
+            records: batch::MAX_RECORDS,
+            bytes: batch::MAX_REQUEST_BYTES as u64,
+            max_payload_bytes: batch::MAX_RECORD_BYTES as u64,
+        };
+        let (records, damaged) = match self.reader.read_oldest(0, limits) {
             Ok(oldest) => (oldest.records, oldest.damaged),
             Err(error) => {
                 log::error!("drain: cannot read the spool: {error}");

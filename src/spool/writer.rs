@@ -271,6 +271,7 @@ pub(super) struct Writer {
     bytes: u64,
     /// Room on the spool's filesystem, the floor and the reserve.
     space: Space,
+    budget: Arc<super::budget::ByteBudget>,
     held: Option<Held>,
     /// Set while held appends keep failing for another reason than a full
     /// disk (an I/O error, a lock held elsewhere): the writer is then wedged
@@ -297,16 +298,31 @@ impl Drop for DropQueued<'_> {
     }
 }
 
+/// What the writer shares with the spool's other handles.
+pub(super) struct Shared {
+    pub(super) depth: Arc<Depth>,
+    pub(super) commits: Arc<CommitSignal>,
+    pub(super) heartbeat: Heartbeat,
+    pub(super) bell: Arc<Bell>,
+    pub(super) space: Arc<super::space::SpaceStatus>,
+    /// The bytes of accepted, uncommitted records; given back after each commit.
+    pub(super) budget: Arc<super::budget::ByteBudget>,
+}
+
 impl Writer {
     pub(super) fn new(
         connection: Connection,
         config: SpoolConfig,
-        depth: Arc<Depth>,
-        commits: Arc<CommitSignal>,
-        heartbeat: Heartbeat,
-        bell: Arc<Bell>,
-        space: Arc<super::space::SpaceStatus>,
+        shared: Shared,
     ) -> Result<Writer, SpoolError> {
+        let Shared {
+            depth,
+            commits,
+            heartbeat,
+            bell,
+            space,
+            budget,
+        } = shared;
         let (n_records, bytes): (i64, i64) = connection
             .query_row(TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(|error| sqlite_error(&config.path, error))?;
@@ -322,6 +338,7 @@ impl Writer {
         );
         let writer = Writer {
             space,
+            budget,
             held: None,
             stuck: None,
             bell,
@@ -441,6 +458,9 @@ impl Writer {
         group.urgent
             || group.appends.len() >= MAX_GROUP
             || (!group.appends.is_empty() && group.bytes >= self.space.group_budget())
+            // Half the memory budget in one group: commit, so senders never
+            // wait for an interval with the budget full.
+            || group.bytes >= self.budget.max() / 2
             || appends.is_closed()
             || self.would_be_full(self.bytes + group.bytes)
             || self.config.commit_interval.is_zero()
@@ -484,6 +504,8 @@ impl Writer {
                 self.stuck = None;
                 resolve_appends(&appends);
                 resolve_settles(settles);
+                // Their bytes leave memory with them: senders may go on.
+                self.budget.give(bytes);
                 self.after_commit();
             }
             Err(error) => {
