@@ -544,3 +544,37 @@ fn a_kinesis_answering_nonsense_loses_nothing() {
     assert!(log.contains("kinesis answers again"), "{log}");
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
 }
+
+/// A PUBLISH whose topic is not UTF-8 (sent by a raw-socket broker: Mosquitto
+/// refuses such a topic from any publisher) fails the decoder at every
+/// reconnect: that broker is reported wedged naming why; a healthy broker
+/// next to it delivers.
+#[test]
+fn a_topic_that_is_not_utf8_wedges_only_its_broker() {
+    use crate::support::fake_broker::{publish_packet, FakeBroker};
+    let dir = TempDir::new("hostile-utf8");
+    let db = TestDb::new();
+    let healthy = Mosquitto::start();
+    let hostile = FakeBroker::start(publish_packet(b"hostile/\xff\xfe", b"{}"));
+    db.add_broker(1, healthy.port());
+    db.add_broker(2, hostile.port());
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("broker 2 wedged", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 2))
+            .is_some_and(|broker| broker["state"] == "wedged")
+    });
+    assert!(hostile.n_connections() >= 3, "{}", hostile.n_connections());
+    publish(healthy.port(), "hostile/ok", "fine", 10);
+    wait_until("broker 1's 10 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 10
+    });
+    let log = gateway.log();
+    assert_eq!(log.matches("broker 2: wedged").count(), 1, "{log}");
+    assert!(log.to_lowercase().contains("utf"), "{log}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_broker;
 pub mod kinesis;
 pub mod mosquitto;
 pub mod pg_cluster;
