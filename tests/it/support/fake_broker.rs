@@ -125,11 +125,7 @@ fn serve(mut stream: TcpStream, publish: &[u8]) {
                 }
             }
             // PINGREQ → PINGRESP.
-            0xc0 => {
-                if stream.write_all(&[0xd0, 0x00]).is_err() {
-                    return;
-                }
-            }
+            0xc0 if stream.write_all(&[0xd0, 0x00]).is_err() => return,
             // DISCONNECT, or anything else: keep reading until the client goes.
             _ => {}
         }
