@@ -393,7 +393,7 @@ impl Config {
                 vec![
                     catalog.snapshot_path.clone(),
                     beside(&catalog.snapshot_path, "-journal"),
-                    // What snapshot::save and live_status write first, then rename.
+                    // What snapshot::save and status::file write first, then rename.
                     catalog.snapshot_path.with_extension("db.new"),
                 ],
             ),

@@ -12,7 +12,6 @@ pub mod disk;
 pub mod files;
 pub mod ids;
 pub mod limits;
-pub mod live_status;
 pub mod logger;
 pub mod repeating;
 pub mod sealed;
@@ -105,7 +104,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         drain_heartbeat.clone(),
         aws_offset.clone(),
     )?;
-    let board = sessions::StatusBoard::new();
+    let board = status::StatusBoard::new();
     let upload = catalog::StatusUpload {
         board: board.clone(),
         gateway_id: config.gateway_id.clone(),
@@ -144,13 +143,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
                 .detach();
         }
     }
-    let status_file = live_status::start(
+    let status_file = status::file::start(
         config.status.file.clone(),
-        config.gateway_id.clone(),
-        board.clone(),
-        config.spool.path.clone(),
-        spool.space(),
-        aws_offset,
+        status::file::Sources {
+            gateway_id: config.gateway_id.clone(),
+            board: board.clone(),
+            spool_path: config.spool.path.clone(),
+            space: spool.space(),
+            aws_offset,
+        },
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;

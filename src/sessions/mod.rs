@@ -14,14 +14,12 @@ pub mod connect;
 mod partition_key;
 mod reconcile;
 mod session;
-mod status;
 pub mod tls;
 mod wedge;
 
 pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
 pub use reconcile::{reconcile, Change};
-pub use status::{SessionStatus, StatusBoard};
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -34,6 +32,7 @@ use crate::catalog::{Broker, BrokerId, Catalog};
 use crate::config::MqttConfig;
 use crate::shutdown::Shutdown;
 use crate::spool::Appender;
+use crate::status::StatusBoard;
 use session::{Command, Session};
 
 /// How long shutdown waits for all sessions together, beyond each one's own

@@ -34,11 +34,11 @@ use rumqttc::{
 use super::backoff::Backoff;
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
-use super::status::{SessionTicket, StatusBoard};
 use super::wedge::{self, WedgeWatch};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
+use crate::status::{SessionTicket, StatusBoard};
 
 /// How long a stopping session waits for its DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,9 +11,10 @@ use std::time::Duration;
 use mqtt_kinesis_bridge::catalog::{Broker, Catalog, Topic};
 use mqtt_kinesis_bridge::config::{MqttConfig, OverflowPolicy, PartitionKeyScheme, SpoolConfig};
 use mqtt_kinesis_bridge::secret::Secret;
-use mqtt_kinesis_bridge::sessions::{self, SessionStatus, StatusBoard};
+use mqtt_kinesis_bridge::sessions;
 use mqtt_kinesis_bridge::shutdown::Shutdown;
 use mqtt_kinesis_bridge::spool::{Record, Settlement, Spool, SpoolReader};
+use mqtt_kinesis_bridge::status::{SessionStatus, StatusBoard};
 
 use crate::support::mosquitto::{publish, Mosquitto};
 use crate::support::*;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::catalog::BrokerId;
+use crate::ids::BrokerId;
 
 /// One broker's session, as last reported by the session itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,6 @@
-//! The running gateway's session state, written where other processes can
-//! read it: a small JSON file (`status.file`, read by `mqtt-kinesis-bridge
-//! status`). The same per-broker lines feed `iot_data.mqtt_connection_status`
-//! through the catalog thread, which owns the database connection.
+//! The running gateway's state, written where other processes can read it:
+//! the [`StatusDocument`] as a small JSON file (`status.file`, read by
+//! `mqtt-kinesis-bridge status`).
 //!
 //! The file is rewritten when something changes and at least every
 //! [`REWRITE_EVERY`], so `status` can tell a live gateway from a dead one by
@@ -18,12 +17,10 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde_json::{json, Value};
-
-use crate::catalog::BrokerId;
+use super::board::StatusBoard;
+use super::document::{BrokerLine, DiskLine, StatusDocument};
 use crate::clock::{epoch_ms, AwsOffset};
 use crate::disk;
-use crate::sessions::{SessionStatus, StatusBoard};
 use crate::shutdown::Shutdown;
 use crate::spool::{SpaceStatus, SpoolReader};
 
@@ -34,93 +31,60 @@ pub const REWRITE_EVERY: Duration = Duration::from_secs(10);
 /// The window the drain rate is averaged over.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// One broker's line, as the file and the status table hold it.
-pub fn broker_json(id: BrokerId, status: &SessionStatus) -> Value {
-    json!({
-        "broker_id": id,
-        "connected": status.connected,
-        "endpoint": status.endpoint,
-        // 1-based, as the logs say "endpoint 2/3".
-        "endpoint_index": status.endpoint_index + 1,
-        "endpoint_count": status.n_endpoints,
-        "since_ms": epoch_ms(status.since),
-        "last_error": status.last_error,
-        "received": status.n_received,
-        "lost": status.n_lost,
-        "last_message_at_ms": status.last_message_at.map(epoch_ms),
-        "subscribed_topics": status.n_subscribed,
-        "wedged_since_ms": status.wedged_since.map(epoch_ms),
-    })
+/// What the status file is made from.
+pub struct Sources {
+    pub gateway_id: String,
+    pub board: StatusBoard,
+    pub spool_path: PathBuf,
+    pub space: std::sync::Arc<SpaceStatus>,
+    pub aws_offset: AwsOffset,
 }
 
 /// Starts the thread that keeps the status file current until shutdown; its
 /// last write marks the gateway stopped.
 pub fn start(
     path: PathBuf,
-    gateway_id: String,
-    board: StatusBoard,
-    spool_path: PathBuf,
-    space: std::sync::Arc<SpaceStatus>,
-    aws_offset: AwsOffset,
+    sources: Sources,
     shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("status-file".into())
-        .spawn(move || {
-            keep_file(
-                path, gateway_id, board, spool_path, &space, aws_offset, shutdown,
-            )
-        })
+        .spawn(move || keep_file(path, sources, shutdown))
 }
 
-/// The spool's filesystem as the writer last measured it.
-pub fn space_json(space: &SpaceStatus) -> Value {
-    json!({
-        "free_bytes": space.fs_free(),
-        "total_bytes": space.fs_total(),
-        "spool_free_page_bytes": space.spool_free(),
-        "min_free_bytes": space.min_free_bytes(),
-        "appends_paused": space.appends_paused(),
-        "reserve_in_place": space.reserve_in_place(),
-    })
-}
-
-fn keep_file(
-    path: PathBuf,
-    gateway_id: String,
-    board: StatusBoard,
-    spool_path: PathBuf,
-    space: &SpaceStatus,
-    aws_offset: AwsOffset,
-    shutdown: Shutdown,
-) {
-    let mut drain_rate = DrainRate::new(spool_path);
-    let mut last_written: Option<(Value, Instant)> = None;
+fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
+    let mut drain_rate = DrainRate::new(sources.spool_path.clone());
+    let mut last_written: Option<(StatusDocument, Instant)> = None;
     let mut n_failures: u32 = 0;
     loop {
         let stopping = shutdown.is_requested();
-        let brokers: Vec<Value> = board
-            .snapshot()
-            .iter()
-            .map(|(id, status)| broker_json(*id, status))
-            .collect();
-        let state = json!({
-            "gateway_id": gateway_id,
-            "pid": std::process::id(),
-            "running": !stopping,
-            "drain_records_per_s": drain_rate.sample(),
-            "clock_offset_ms": aws_offset.get(),
-            "disk": space_json(space),
-            "brokers": brokers,
-        });
+        let state = StatusDocument {
+            gateway_id: sources.gateway_id.clone(),
+            pid: std::process::id(),
+            running: !stopping,
+            // Set at the write; left out of the comparison with the last one.
+            written_at_ms: 0,
+            drain_records_per_s: drain_rate.sample(),
+            clock_offset_ms: sources.aws_offset.get(),
+            disk: Some(DiskLine::new(&sources.space)),
+            brokers: sources
+                .board
+                .snapshot()
+                .iter()
+                .map(|(id, status)| BrokerLine::new(*id, status))
+                .collect(),
+        };
         let due = match &last_written {
             None => true,
             Some((written, at)) => *written != state || at.elapsed() >= REWRITE_EVERY,
         };
         if due || stopping {
-            let mut document = state.clone();
-            document["written_at_ms"] = json!(epoch_ms(SystemTime::now()));
-            let text = document.to_string();
+            let document = StatusDocument {
+                written_at_ms: epoch_ms(SystemTime::now()),
+                ..state.clone()
+            };
+            let text = serde_json::to_string(&document).expect("a status document serializes");
+            let space = &sources.space;
             let low = space.appends_paused()
                 || !disk::leaves_room(&path, 2 * text.len() as u64, space.min_free_bytes());
             let written = if low {
