@@ -15,6 +15,7 @@ mod partition_key;
 mod reconcile;
 mod session;
 pub mod tls;
+mod walk;
 mod wedge;
 
 pub use backoff::{Backoff, STABLE_AFTER};

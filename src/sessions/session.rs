@@ -31,9 +31,9 @@ use rumqttc::{
     SubscribeFilter, SubscribeReasonCode,
 };
 
-use super::backoff::Backoff;
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
+use super::walk::{self, Walk};
 use super::wedge::{self, WedgeWatch};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
@@ -418,7 +418,8 @@ enum Outbound {
 struct Link {
     client: AsyncClient,
     settings: ConnectSettings,
-    backoff: Backoff,
+    /// The endpoint walk and backoff (pure), across this run's errors.
+    walk: Walk,
     rng: fastrand::Rng,
     /// Set at CONNACK, cleared on error.
     connected_at: Option<Instant>,
@@ -430,15 +431,11 @@ struct Link {
     awaiting_subacks: VecDeque<Vec<String>>,
     /// Logged "connected, subscribed" for the current connection.
     announced: bool,
-    /// The last error we logged at warn/error level, so a repeating one is logged once.
-    last_logged_error: Option<String>,
     /// Set once a DISCONNECT is queued: end when it is written or by this time.
     stop_deadline: Option<Instant>,
     /// QoS 1/2 messages of this connection handed to the spool and not yet
     /// acknowledged, oldest first; the writer commits in order, so they resolve in order.
     unacked: VecDeque<(Ack, CommitReceipt)>,
-    /// Endpoint walks that failed in a row; the first walk's attempts are logged at info.
-    n_failed_walks: u32,
     /// Runs while connected to a secondary endpoint.
     primary_probe: Option<PrimaryProbe>,
 }
@@ -448,17 +445,15 @@ impl Link {
         Link {
             client,
             settings,
-            backoff: Backoff::new(session.config.min_backoff, session.config.max_backoff),
+            walk: Walk::new(session.config.min_backoff, session.config.max_backoff),
             rng: fastrand::Rng::new(),
             connected_at: None,
             outbox: VecDeque::new(),
             acks: VecDeque::new(),
             awaiting_subacks: VecDeque::new(),
             announced: false,
-            last_logged_error: None,
             stop_deadline: None,
             unacked: VecDeque::new(),
-            n_failed_walks: 0,
             primary_probe: None,
         }
     }
@@ -468,11 +463,11 @@ impl Link {
         let n_endpoints = session.broker.endpoints.len();
         if n_endpoints > 1 {
             let words = session.endpoint_words();
-            if self.n_failed_walks == 0 {
-                log::info!("broker {}: trying {words}", session.broker.id);
-            } else {
-                log::debug!("broker {}: trying {words}", session.broker.id);
-            }
+            log::log!(
+                self.walk.attempt_level(),
+                "broker {}: trying {words}",
+                session.broker.id
+            );
         }
         let endpoint = session.endpoint().to_string();
         let endpoint_idx = session.endpoint_idx;
@@ -592,8 +587,7 @@ impl Link {
     fn on_connack(&mut self, session: &Session) {
         self.connected_at = Some(Instant::now());
         self.announced = false;
-        self.last_logged_error = None;
-        self.n_failed_walks = 0;
+        self.walk.on_connected();
         if session.broker.endpoints.len() > 1 {
             log::info!(
                 "broker {}: connected to {}",
@@ -675,25 +669,29 @@ impl Link {
                 ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
             )
         );
-        let n_endpoints = session.broker.endpoints.len();
-        let failed_idx = session.endpoint_idx;
-        // Another endpoint is tried at once; after the last, the walk starts
-        // again from the primary, after a backoff.
-        let next_in_walk = up_for.is_none() && failed_idx + 1 < n_endpoints;
-        let delay = if next_in_walk {
-            session.endpoint_idx += 1;
-            Duration::ZERO
-        } else {
-            session.endpoint_idx = 0;
-            if up_for.is_none() {
-                self.n_failed_walks += 1;
-            }
-            if auth_refused {
-                self.backoff.after_refusal()
-            } else {
-                self.backoff.after_failure(up_for, self.rng.f64())
-            }
+        // Where next, how long to wait and what to say: decided by the walk (pure).
+        let endpoints: Vec<String> = session
+            .broker
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let failure = walk::Failure {
+            up_for,
+            description: description.clone(),
+            auth_refused,
+            out_of_descriptors: connect::is_out_of_descriptors(error).then(|| {
+                walk::OpenFilesLimit(crate::limits::open_files().ok().map(|(soft, _)| soft))
+            }),
         };
+        let position = walk::Position {
+            broker_id: session.broker.id,
+            endpoints: &endpoints,
+            index: session.endpoint_idx,
+            username: session.broker.username.as_deref(),
+        };
+        let decision = self.walk.after_error(&position, &failure, self.rng.f64());
+        session.endpoint_idx = decision.next_index;
         let malformed = matches!(
             error,
             ConnectionError::MqttState(rumqttc::StateError::Deserialization(_))
@@ -736,58 +734,8 @@ impl Link {
             });
             status.auth_refused = auth_refused;
         });
-        let failed = if n_endpoints > 1 {
-            format!(
-                "broker {}: endpoint {}/{n_endpoints} {}",
-                session.broker.id,
-                failed_idx + 1,
-                session.broker.endpoints[failed_idx]
-            )
-        } else {
-            format!(
-                "broker {} ({})",
-                session.broker.id,
-                session.broker.primary()
-            )
-        };
-        let next = if next_in_walk {
-            "trying the next endpoint".to_owned()
-        } else if n_endpoints > 1 {
-            format!("retrying from endpoint 1/{n_endpoints} in {delay:.1?}")
-        } else {
-            format!("retrying in {delay:.1?}")
-        };
-        let logged = format!("{failed_idx} {description}");
-        let repeated = self.last_logged_error.as_deref() == Some(logged.as_str());
-        // `broker 7: endpoint 1/2 10.0.0.5:1883 failed: …` / `broker 7 (10.0.0.5:1883): cannot connect: …`
-        let cannot = if n_endpoints > 1 {
-            " failed"
-        } else {
-            ": cannot connect"
-        };
-        if connect::is_out_of_descriptors(error) && !repeated {
-            // EMFILE: not the broker's fault, and no retry will help by itself.
-            let limit = crate::limits::open_files()
-                .map_or("unknown".to_owned(), |(soft, _)| soft.to_string());
-            log::error!(
-                "{failed}: cannot connect: the gateway has used up its open files limit \
-                 ({limit}, one per broker connection): raise LimitNOFILE in the unit or \
-                 `ulimit -n`; {next}"
-            );
-        } else if up_for.is_some() {
-            log::warn!("{failed}: disconnected: {description}; {next}");
-        } else if repeated {
-            log::debug!("{failed}{cannot}: {description}; {next}");
-        } else if auth_refused {
-            let user = session.broker.username.as_deref().unwrap_or("(none)");
-            log::error!(
-                "{failed}: {description} (user {user:?}): fix the credentials in the catalog; {next}"
-            );
-        } else {
-            log::warn!("{failed}{cannot}: {description}; {next}");
-        }
-        self.last_logged_error = Some(logged);
-        delay
+        log::log!(decision.level, "{}", decision.line);
+        decision.delay
     }
 
     fn on_command(&mut self, command: Option<Command>, session: &mut Session) -> Flow {
