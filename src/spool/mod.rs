@@ -30,6 +30,9 @@ use crate::watchdog::Heartbeat;
 
 pub use receipt::CommitReceipt;
 pub use space::SpaceStatus;
+/// The most appends one commit carries: with `spool.queue_capacity`, the most
+/// records accepted and not yet committed.
+pub use writer::MAX_GROUP;
 
 /// Kinesis allows partition keys of 1 to 256 Unicode characters; we keep 256 bytes of ASCII-safe text.
 pub type PartitionKey = heapless::String<256>;

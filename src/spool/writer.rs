@@ -42,7 +42,7 @@ const COMMIT_RETRY_MIN: Duration = Duration::from_millis(50);
 const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Appends committed together at most; bounds the time a commit holds the lock.
-pub(super) const MAX_GROUP: usize = 2048;
+pub const MAX_GROUP: usize = 2048;
 
 pub(super) struct Append {
     record: NewRecord,
