@@ -100,7 +100,7 @@ pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings)
 
 /// What kind of failure a connection attempt met; `check` reports these words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
+pub enum ConnectFailure {
     /// The host name did not resolve.
     Dns,
     /// Nothing listens on the port (TCP RST), or the network said no route.
@@ -117,56 +117,56 @@ pub enum FailureKind {
     Network,
 }
 
-impl FailureKind {
+impl ConnectFailure {
     pub fn as_str(self) -> &'static str {
         match self {
-            FailureKind::Dns => "dns",
-            FailureKind::Refused => "refused",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Tls => "tls",
-            FailureKind::Auth => "auth",
-            FailureKind::Protocol => "protocol",
-            FailureKind::Network => "network",
+            ConnectFailure::Dns => "dns",
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Tls => "tls",
+            ConnectFailure::Auth => "auth",
+            ConnectFailure::Protocol => "protocol",
+            ConnectFailure::Network => "network",
         }
     }
 }
 
-impl fmt::Display for FailureKind {
+impl fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
 /// The kind of a connection error.
-pub fn classify(error: &ConnectionError) -> FailureKind {
+pub fn classify(error: &ConnectionError) -> ConnectFailure {
     match error {
         ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
             io_kind(error)
         }
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-        ) => FailureKind::Auth,
-        ConnectionError::ConnectionRefused(_) => FailureKind::Refused,
-        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => FailureKind::Timeout,
-        ConnectionError::Tls(_) => FailureKind::Tls,
-        ConnectionError::MqttState(StateError::ConnectionAborted) => FailureKind::Network,
-        _ => FailureKind::Protocol,
+        ) => ConnectFailure::Auth,
+        ConnectionError::ConnectionRefused(_) => ConnectFailure::Refused,
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => ConnectFailure::Timeout,
+        ConnectionError::Tls(_) => ConnectFailure::Tls,
+        ConnectionError::MqttState(StateError::ConnectionAborted) => ConnectFailure::Network,
+        _ => ConnectFailure::Protocol,
     }
 }
 
-fn io_kind(error: &std::io::Error) -> FailureKind {
+fn io_kind(error: &std::io::Error) -> ConnectFailure {
     use std::io::ErrorKind;
     let text = error.to_string();
     // tokio's lookup_host reports resolver failures as plain io errors.
     if text.contains("lookup address") || text.contains("Name or service not known") {
-        return FailureKind::Dns;
+        return ConnectFailure::Dns;
     }
     match error.kind() {
         ErrorKind::ConnectionRefused
         | ErrorKind::HostUnreachable
-        | ErrorKind::NetworkUnreachable => FailureKind::Refused,
-        ErrorKind::TimedOut => FailureKind::Timeout,
-        _ => FailureKind::Network,
+        | ErrorKind::NetworkUnreachable => ConnectFailure::Refused,
+        ErrorKind::TimedOut => ConnectFailure::Timeout,
+        _ => ConnectFailure::Network,
     }
 }
 
@@ -224,7 +224,7 @@ fn lowercase_first(text: &str) -> String {
 /// Why a probe failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeFailure {
-    pub kind: FailureKind,
+    pub kind: ConnectFailure,
     pub message: String,
 }
 
@@ -260,7 +260,7 @@ pub async fn probe(
     let deadline = async {
         async_io::Timer::after(timeout).await;
         Err(ProbeFailure {
-            kind: FailureKind::Timeout,
+            kind: ConnectFailure::Timeout,
             message: format!("no CONNACK within {timeout:?}"),
         })
     };
