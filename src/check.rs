@@ -353,9 +353,10 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
             "kinesis",
             target,
             format!(
-                "{}, {} open shards; credentials from {}{clock}",
+                "{}, {} open shards; {}; credentials from {}{clock}",
                 summary.status,
                 summary.open_shards,
+                kinesis.aggregation,
                 credentials.source()
             ),
             Some(started.elapsed()),

@@ -98,6 +98,29 @@ pub struct KinesisConfig {
     pub max_backoff: Duration,
     /// Longest time the oldest waiting record waits for a fuller request.
     pub linger: Duration,
+    /// Whether small records share Kinesis records (KPL aggregation).
+    pub aggregation: Aggregation,
+}
+
+/// `kinesis.aggregation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// One Kinesis record per message.
+    None,
+    /// KPL aggregated records of at most `max_bytes` (data plus partition key).
+    Kpl { max_bytes: usize },
+}
+
+/// `no aggregation` / `KPL aggregation up to 51200 bytes`, for the startup line and `check`.
+impl std::fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aggregation::None => f.write_str("no aggregation"),
+            Aggregation::Kpl { max_bytes } => {
+                write!(f, "KPL aggregation up to {max_bytes} bytes")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +290,8 @@ struct RawKinesis {
     request_timeout: Option<String>,
     max_backoff: Option<String>,
     linger: Option<String>,
+    aggregation: Option<String>,
+    aggregation_max_bytes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -614,6 +639,33 @@ fn validate_kinesis(
     if linger > MAX_BATCHING_WAIT {
         return Err(invalid("kinesis.linger", "must be at most 10s"));
     }
+    let aggregation_max_bytes = match raw.aggregation_max_bytes {
+        None => crate::drain::kpl::DEFAULT_MAX_BYTES,
+        Some(text) => {
+            let bytes =
+                parse_bytes(&text).map_err(|m| invalid("kinesis.aggregation_max_bytes", m))?;
+            // A Kinesis record is at most 1 MiB with its partition key (256 bytes at most).
+            if !(1024..=(1 << 20) - 256).contains(&bytes) {
+                return Err(invalid(
+                    "kinesis.aggregation_max_bytes",
+                    format!("{text:?} is outside 1KiB..1MiB less 256 bytes (the partition key)"),
+                ));
+            }
+            bytes as usize
+        }
+    };
+    let aggregation = match raw.aggregation.as_deref() {
+        None | Some("none") => Aggregation::None,
+        Some("kpl") => Aggregation::Kpl {
+            max_bytes: aggregation_max_bytes,
+        },
+        Some(other) => {
+            return Err(invalid(
+                "kinesis.aggregation",
+                format!("{other:?} is not one of \"none\", \"kpl\""),
+            ))
+        }
+    };
     Ok(KinesisConfig {
         stream,
         region,
@@ -622,6 +674,7 @@ fn validate_kinesis(
         request_timeout,
         max_backoff,
         linger,
+        aggregation,
     })
 }
 

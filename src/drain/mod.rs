@@ -26,6 +26,7 @@ pub mod backoff;
 pub mod batch;
 pub mod client;
 pub mod credentials;
+pub mod kpl;
 mod linger;
 pub mod put_records;
 pub mod record_format;
@@ -39,7 +40,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::config::KinesisConfig;
+use crate::config::{Aggregation, KinesisConfig};
 use crate::shutdown::Shutdown;
 use crate::spool::{
     PendingSettlement, ReadLimits, Record, Settlement, Spool, SpoolError, SpoolReader,
@@ -111,11 +112,12 @@ pub fn start_watched(
         credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
     let reader = spool.reader().map_err(DrainError::Spool)?;
     log::info!(
-        "drain: stream {} in {} via {}, {:?} records, credentials from {}",
+        "drain: stream {} in {} via {}, {:?} records, {}, credentials from {}",
         config.stream,
         config.region,
         config.endpoint,
         config.record_format,
+        config.aggregation,
         credentials.source()
     );
     let drain = Drain {
@@ -320,7 +322,13 @@ impl Drain {
         let backlog = records.len() >= batch::MAX_RECORDS;
         let (format, uid) = (self.config.record_format, self.spool.uid());
         let clock_offset_ms = self.client.clock_offset_ms();
-        let batch = batch::pick(&records, self.max_records, |record| {
+        // Aggregation adds at most a few bytes per record (and saves each key
+        // but one): 64 KiB of room covers a request of 500.
+        let request_bytes = match self.config.aggregation {
+            Aggregation::None => batch::MAX_REQUEST_BYTES,
+            Aggregation::Kpl { .. } => batch::MAX_REQUEST_BYTES - (64 << 10),
+        };
+        let batch = batch::pick_within(&records, self.max_records, request_bytes, |record| {
             record_format::encode(format, uid, record, clock_offset_ms)
         });
         let mut settlement = Settlement {
@@ -333,9 +341,19 @@ impl Drain {
         let pause = if batch.entries.is_empty() {
             None
         } else {
-            let result = self.client.put_records(&batch.entries, &self.credentials);
-            self.aws_offset.set(self.client.clock_offset_ms());
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
+            let result = match self.config.aggregation {
+                Aggregation::None => self.client.put_records(&batch.entries, &self.credentials),
+                Aggregation::Kpl { max_bytes } => {
+                    // The answer speaks of Kinesis records: each aggregated
+                    // one's outcome is that of every spool record it carries.
+                    let (wire, carried) = kpl::aggregate(&batch.entries, max_bytes);
+                    self.client
+                        .put_records(&wire, &self.credentials)
+                        .map(|outcome| outcome.expand(&carried))
+                }
+            };
+            self.aws_offset.set(self.client.clock_offset_ms());
             self.react(result, ids, &mut settlement)
         };
         if !self.hand_over(settlement, backlog && pause.is_none()) {

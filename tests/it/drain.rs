@@ -35,6 +35,7 @@ pub fn kinesis_config(endpoint: String, record_format: RecordFormat) -> KinesisC
         max_backoff: Duration::from_millis(50),
         // Each test's records go at once: these tests are about what is sent, not when.
         linger: Duration::ZERO,
+        aggregation: mqtt_kinesis_bridge::config::Aggregation::None,
     }
 }
 
