@@ -96,12 +96,14 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     );
     let drain_heartbeat = Heartbeat::default();
     let aws_offset = clock::AwsOffset::default();
+    let credentials = drain::CredentialsHandle::new();
     let drain = drain::start_watched(
         config.kinesis.clone(),
         spool.clone(),
         shutdown.clone(),
         drain_heartbeat.clone(),
         aws_offset.clone(),
+        credentials.clone(),
     )?;
     let board = sessions::StatusBoard::new();
     let upload = catalog::StatusUpload {
@@ -143,6 +145,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         board.clone(),
         config.spool.path.clone(),
         aws_offset,
+        credentials,
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;

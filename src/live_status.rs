@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use crate::catalog::BrokerId;
 use crate::clock::{epoch_ms, AwsOffset};
+use crate::drain::{CredentialsHandle, CredentialsStatus};
 use crate::sessions::{SessionStatus, StatusBoard};
 use crate::shutdown::Shutdown;
 use crate::spool::SpoolReader;
@@ -55,21 +56,50 @@ pub fn start(
     board: StatusBoard,
     spool_path: PathBuf,
     aws_offset: AwsOffset,
+    credentials: CredentialsHandle,
     shutdown: Shutdown,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let sources = Sources {
+        board,
+        spool_path,
+        aws_offset,
+        credentials,
+    };
     std::thread::Builder::new()
         .name("status-file".into())
-        .spawn(move || keep_file(path, gateway_id, board, spool_path, aws_offset, shutdown))
+        .spawn(move || keep_file(path, gateway_id, sources, shutdown))
 }
 
-fn keep_file(
-    path: PathBuf,
-    gateway_id: String,
+/// What the file is made of.
+struct Sources {
     board: StatusBoard,
     spool_path: PathBuf,
     aws_offset: AwsOffset,
-    shutdown: Shutdown,
-) {
+    credentials: CredentialsHandle,
+}
+
+/// The credentials' source and expiry (never a key or token). The expiry is
+/// written in this machine's clock (now plus the time left), so `status`
+/// computes "expires in" with the same clock; a change of a few ms between
+/// rewrites is rounded away to the second so the file is not rewritten each tick.
+pub fn credentials_json(status: &CredentialsStatus, now_ms: i64) -> Value {
+    json!({
+        "source": status.source,
+        "valid": status.valid,
+        "expires_at_ms": status
+            .expires_in
+            .map(|left| (now_ms + left.as_millis() as i64) / 1000 * 1000),
+        "last_error": status.last_error,
+    })
+}
+
+fn keep_file(path: PathBuf, gateway_id: String, sources: Sources, shutdown: Shutdown) {
+    let Sources {
+        board,
+        spool_path,
+        aws_offset,
+        credentials,
+    } = sources;
     let mut drain_rate = DrainRate::new(spool_path);
     let mut last_written: Option<(Value, Instant)> = None;
     let mut n_failures: u32 = 0;
@@ -86,6 +116,7 @@ fn keep_file(
             "running": !stopping,
             "drain_records_per_s": drain_rate.sample(),
             "clock_offset_ms": aws_offset.get(),
+            "credentials": credentials_json(&credentials.status(), epoch_ms(SystemTime::now())),
             "brokers": brokers,
         });
         let due = match &last_written {

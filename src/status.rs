@@ -166,6 +166,10 @@ impl Report<'_> {
                 "clock_offset_ms": document
                     .filter(|_| self.live.running)
                     .map(|d| d["clock_offset_ms"].clone()),
+                // Where the AWS credentials came from and when they expire (no secrets).
+                "credentials": document
+                    .filter(|_| self.live.running)
+                    .map(|d| d["credentials"].clone()),
             },
             "spool": self.spool_path.display().to_string(),
             "total": {
@@ -212,6 +216,9 @@ impl Report<'_> {
         };
         let oldest = self.oldest_age_s().map_or("-".to_owned(), age);
         let _ = writeln!(out, "gateway: {gateway}");
+        if let Some(line) = self.credentials_line() {
+            let _ = writeln!(out, "credentials: {line}");
+        }
         let _ = writeln!(out, "spool {}", self.spool_path.display());
         let _ = writeln!(
             out,
@@ -266,6 +273,32 @@ impl Report<'_> {
             );
         }
         out
+    }
+}
+
+impl Report<'_> {
+    /// `iot credentials provider, role alias X, expires in 54m`, while the gateway runs.
+    fn credentials_line(&self) -> Option<String> {
+        if !self.live.running {
+            return None;
+        }
+        let credentials = &self.live.document.as_ref()?["credentials"];
+        let source = credentials["source"].as_str()?;
+        let mut line = source.to_owned();
+        if let Some(expires_at) = credentials["expires_at_ms"].as_i64() {
+            let left_ms = (expires_at - self.now_ms).max(0) as u64;
+            line.push_str(&format!(
+                ", expires in {}",
+                crate::clock::describe_duration(std::time::Duration::from_millis(left_ms))
+            ));
+        }
+        if credentials["valid"] == json!(false) {
+            line.push_str("; not valid: records wait");
+        }
+        if let Some(error) = credentials["last_error"].as_str() {
+            line.push_str(&format!("; last fetch failed: {error}"));
+        }
+        Some(line)
     }
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mqtt_kinesis_bridge::config::{KinesisConfig, OverflowPolicy, RecordFormat, SpoolConfig};
+use mqtt_kinesis_bridge::config::{
+    CredentialsConfig, KinesisConfig, OverflowPolicy, RecordFormat, SpoolConfig,
+};
 use mqtt_kinesis_bridge::drain;
 use mqtt_kinesis_bridge::shutdown::Shutdown;
 use mqtt_kinesis_bridge::spool::{NewRecord, Spool};
@@ -35,6 +37,7 @@ pub fn kinesis_config(endpoint: String, record_format: RecordFormat) -> KinesisC
         max_backoff: Duration::from_millis(50),
         // Each test's records go at once: these tests are about what is sent, not when.
         linger: Duration::ZERO,
+        credentials: CredentialsConfig::Auto,
     }
 }
 

@@ -54,7 +54,22 @@ impl Gateway {
         spool_keys: &str,
         env: &[(&str, String)],
     ) -> Gateway {
-        Gateway::spawn(dir, database_url, endpoint, spool_keys, env, None)
+        Gateway::spawn(dir, database_url, endpoint, spool_keys, env, None, ("", ""))
+    }
+
+    /// [`Gateway::start_with_env`] with `kinesis_keys` added to `[kinesis]`
+    /// and `tables` (say `[kinesis.iot]`) at the end of the config.
+    pub fn start_with_kinesis(
+        dir: &TempDir,
+        db: &TestDb,
+        endpoint: &str,
+        kinesis_keys: &str,
+        tables: &str,
+        env: &[(&str, String)],
+    ) -> Gateway {
+        let spool_keys = "max_bytes = \"64MiB\"";
+        let extra = (kinesis_keys, tables);
+        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, env, None, extra)
     }
 
     /// [`Gateway::start_with`], started with this open-files limit (soft, hard).
@@ -66,7 +81,15 @@ impl Gateway {
     ) -> Gateway {
         let spool_keys = "max_bytes = \"64MiB\"";
         let limit = (libc::RLIMIT_NOFILE, limit.0, limit.1);
-        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, &[], Some(limit))
+        Gateway::spawn(
+            dir,
+            &db.url(),
+            endpoint,
+            spool_keys,
+            &[],
+            Some(limit),
+            ("", ""),
+        )
     }
 
     /// [`Gateway::start_with_env`], its address space limited to `bytes`
@@ -81,7 +104,15 @@ impl Gateway {
     ) -> Gateway {
         let spool_keys = "max_bytes = \"64MiB\"";
         let limit = (libc::RLIMIT_AS, bytes, bytes);
-        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, env, Some(limit))
+        Gateway::spawn(
+            dir,
+            &db.url(),
+            endpoint,
+            spool_keys,
+            env,
+            Some(limit),
+            ("", ""),
+        )
     }
 
     fn spawn(
@@ -92,6 +123,8 @@ impl Gateway {
         env: &[(&str, String)],
         // (resource, soft, hard), set in the child before exec.
         rlimit: Option<(libc::__rlimit_resource_t, u64, u64)>,
+        // Lines for [kinesis], and tables after everything else.
+        (kinesis_keys, tables): (&str, &str),
     ) -> Gateway {
         let spool = dir.join("spool.db");
         let config = dir.join("gateway.toml");
@@ -100,9 +133,9 @@ impl Gateway {
             format!(
                 "gateway_id = \"it-gw\"\n\
                  [spool]\npath = \"{}\"\n{spool_keys}\n\
-                 [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nmax_backoff = \"1s\"\n\
+                 [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nmax_backoff = \"1s\"\n{kinesis_keys}\n\
                  [database]\nurl = \"{}\"\n\
-                 [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nprimary_recheck = \"1s\"\n",
+                 [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nprimary_recheck = \"1s\"\n{tables}\n",
                 spool.display(),
                 endpoint,
                 database_url

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod http_stub;
 pub mod kinesis;
 pub mod mosquitto;
 pub mod postgres;
