@@ -184,6 +184,33 @@ fn expired_token_exception_fetches_new_credentials_at_once() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn iot_expiration_is_read_in_aws_time_so_a_wrong_clock_does_not_expire_fresh_keys() -> TestResult {
+    let dir = TempDir::new("iot-clock");
+    let pki = TestPki::new(dir.path());
+    let provider = IotStandIn::start(
+        &pki,
+        ROLE_ALIAS,
+        KeyRing::default(),
+        Duration::from_secs(3600),
+    );
+    let config = iot_config(&pki, &provider.url());
+    // This machine's clock is 2 h ahead of AWS's (or behind): the
+    // expiration, an hour after AWS's now, is still an hour away.
+    for offset_s in [-7200, 7200] {
+        provider.set_clock_offset(offset_s);
+        let credentials = drain::refresher::fetch_once(&config)?;
+        let left = credentials
+            .expires_in(std::time::Instant::now())
+            .expect("expires");
+        assert!(
+            left > Duration::from_secs(3500) && left <= Duration::from_secs(3601),
+            "offset {offset_s}: {left:?}"
+        );
+    }
+    Ok(())
+}
+
 /// A config for `check` / `run` with `[kinesis.iot]` at the stand-in, the
 /// client certificate `cert`/`key` (paths or values).
 fn iot_tables(provider_url: &str, pki: &TestPki, cert: &str, key: &str) -> String {

@@ -40,6 +40,8 @@ pub struct Reply {
     pub status: u16,
     pub body: String,
     pub delay: Duration,
+    /// The server's clock minus the machine's, in seconds, as its `Date` says.
+    pub clock_offset_s: i64,
 }
 
 impl Reply {
@@ -48,6 +50,7 @@ impl Reply {
             status,
             body: body.into(),
             delay: Duration::ZERO,
+            clock_offset_s: 0,
         }
     }
 }
@@ -213,7 +216,7 @@ fn serve<S: Read + Write>(stream: S, handler: &Handler, requests: &Mutex<Vec<Req
     let answer = format!(
         "HTTP/1.1 {} Whatever\r\nDate: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         reply.status,
-        http_date(now),
+        http_date(now + reply.clock_offset_s),
         reply.body.len(),
         reply.body
     );
@@ -276,6 +279,9 @@ pub enum IotMode {
 
 struct IotState {
     mode: IotMode,
+    /// AWS's clock minus the machine's, in seconds: the answers' `Date` and
+    /// `expiration` are in AWS's time (the keys' real expiry is not moved).
+    clock_offset_s: i64,
     lifetime: Duration,
     n_served: usize,
     n_failed: usize,
@@ -293,6 +299,7 @@ impl IotStandIn {
     pub fn start(pki: &TestPki, role_alias: &str, ring: KeyRing, lifetime: Duration) -> IotStandIn {
         let state = Arc::new(Mutex::new(IotState {
             mode: IotMode::Serve,
+            clock_offset_s: 0,
             lifetime,
             n_served: 0,
             n_failed: 0,
@@ -318,16 +325,23 @@ impl IotStandIn {
                     let n = state.n_served;
                     let (key_id, key) = serve_key(&ring, "iot", n, state.lifetime);
                     state.served.push((key_id.clone(), key.clone()));
-                    Reply::new(
-                        200,
-                        json!({"credentials": {
-                            "accessKeyId": key_id,
-                            "secretAccessKey": key.secret,
-                            "sessionToken": key.token,
-                            "expiration": expiration(&key),
-                        }})
-                        .to_string(),
-                    )
+                    let expires_s = key
+                        .expires_at
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    Reply {
+                        clock_offset_s: state.clock_offset_s,
+                        ..Reply::new(
+                            200,
+                            json!({"credentials": {
+                                "accessKeyId": key_id,
+                                "secretAccessKey": key.secret,
+                                "sessionToken": key.token,
+                                "expiration": iso8601(expires_s + state.clock_offset_s),
+                            }})
+                            .to_string(),
+                        )
+                    }
                 }
             }
         });
@@ -341,6 +355,11 @@ impl IotStandIn {
     /// `https://localhost:{port}`: `kinesis.iot.endpoint` for the gateway.
     pub fn url(&self) -> String {
         self.stub.url()
+    }
+
+    /// Runs AWS's clock `offset_s` seconds off the machine's (a gateway whose clock is wrong).
+    pub fn set_clock_offset(&self, offset_s: i64) {
+        self.lock().clock_offset_s = offset_s;
     }
 
     pub fn set_mode(&self, mode: IotMode) {
