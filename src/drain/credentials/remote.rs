@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::document::{self, Document};
 use super::{Credentials, CredentialsError, Env};
 use crate::clock;
+use crate::drain::resolver::CachingResolver;
 use crate::drain::{roots, skew};
 use crate::secret::Secret;
 
@@ -47,15 +48,21 @@ pub(super) fn agent(timeout: Duration, tls: Option<ureq::tls::TlsConfig>) -> ure
             .root_certs(roots::kinesis_roots().0)
             .build()
     });
-    ureq::Agent::config_builder()
+    let config = ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_global(Some(timeout))
         .timeout_connect(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
         .user_agent(concat!("mqtt-kinesis-bridge/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .new_agent()
+        .build();
+    // The same parts as the Kinesis client's agent, so no second copy of ureq's
+    // request machinery is compiled in.
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        CachingResolver::default(),
+    )
 }
 
 /// An answer: status, body, and AWS's time from its `Date` (Unix ms), if any.
