@@ -21,6 +21,7 @@ use crate::drain::{append_all, counts, kinesis_config, new_record, open_spool, s
 use crate::gateway::Gateway;
 use crate::support::http_stub::{container_stand_in, imds_stand_in, iso8601, IotMode, IotStandIn};
 use crate::support::kinesis::{FakeKinesis, KeyRing};
+use crate::support::mosquitto::{publish, Mosquitto};
 use crate::support::postgres::TestDb;
 use crate::support::tls::TestPki;
 use crate::support::*;
@@ -103,7 +104,8 @@ fn iot_outage_is_ridden_out_then_expiry_pauses_and_recovery_resumes() -> TestRes
     let dir = TempDir::new("iot-outage");
     let pki = TestPki::new(dir.path());
     let fake = FakeKinesis::start(vec![]);
-    let provider = IotStandIn::start(&pki, ROLE_ALIAS, fake.key_ring(), Duration::from_secs(10));
+    // 14 s: refreshed after 7-8.4 s, used until 10.5 s, expired at 14 s.
+    let provider = IotStandIn::start(&pki, ROLE_ALIAS, fake.key_ring(), Duration::from_secs(14));
     let (spool, _writer) = open_spool(&dir);
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     config.credentials = iot_config(&pki, &provider.url());
@@ -329,11 +331,16 @@ fn check_names_the_iot_source_and_refuses_a_wrong_client_certificate() -> TestRe
     Ok(())
 }
 
+/// The real binary with `credentials = "iot"`: a broker's messages reach
+/// Kinesis signed with the served key, and `status` says where it came from.
 #[test]
-fn status_shows_where_credentials_came_from_and_when_they_expire() -> TestResult {
+fn the_gateway_delivers_with_iot_credentials_and_status_shows_source_and_expiry() -> TestResult {
     let dir = TempDir::new("iot-status");
     let pki = TestPki::new(dir.path());
     let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "plant/#", 1);
     let fake = FakeKinesis::start(vec![]);
     let provider = IotStandIn::start(&pki, ROLE_ALIAS, fake.key_ring(), Duration::from_secs(3600));
     let tables = iot_tables(
@@ -374,6 +381,16 @@ fn status_shows_where_credentials_came_from_and_when_they_expire() -> TestResult
     );
     // The thing name defaults to gateway_id.
     assert_eq!(provider.thing_names(), vec!["it-gw".to_owned()]);
+    gateway.wait_log("the broker subscribed", |log| {
+        log.contains("connected, subscribed")
+    });
+    publish(broker.port(), "plant/a", "iot", 20);
+    wait_until("20 records in Kinesis", DEADLINE, || {
+        fake.accepted().len() >= 20
+    });
+    let served_id = provider.served()[0].0.clone();
+    assert!(fake.accepted_key_ids().iter().all(|id| *id == served_id));
+    assert_eq!(fake.bad_signatures(), Vec::<String>::new());
     let (_, served) = provider.served()[0].clone();
     let everything = format!(
         "{text}{status}{}{}",
