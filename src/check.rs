@@ -24,7 +24,7 @@ use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
 use crate::clock::describe_offset;
 use crate::config::Config;
 use crate::disk::{self, describe_bytes};
-use crate::drain::{client::Client, credentials, skew};
+use crate::drain::{client::Client, refresher, skew};
 use crate::sessions::connect::{self, ConnectSettings};
 use crate::spool::space::{appends_allowed, Room};
 use crate::spool::SpoolReader;
@@ -324,9 +324,9 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
         "stream {} in {} via {}",
         kinesis.stream, kinesis.region, kinesis.endpoint
     );
-    let credentials = match credentials::load() {
+    let credentials = match refresher::fetch_once(&kinesis.credentials) {
         Ok(credentials) => credentials,
-        Err(error) => return Check::fail("kinesis", target, "credentials", error.to_string()),
+        Err(error) => return Check::fail("kinesis", target, "credentials", error),
     };
     let started = Instant::now();
     let mut client = Client::new(kinesis);
@@ -357,7 +357,7 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
                 summary.status,
                 summary.open_shards,
                 kinesis.aggregation,
-                credentials.source()
+                refresher::describe(&credentials)
             ),
             Some(started.elapsed()),
         ),

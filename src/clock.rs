@@ -46,3 +46,13 @@ pub fn describe_offset(offset_ms: i64) -> String {
     let direction = if offset_ms > 0 { "behind" } else { "ahead of" };
     format!("{amount} {direction}")
 }
+
+/// `45s`, `54m`, `2h5m`: how long something has left, for logs and `status`.
+pub fn describe_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        _ => format!("{}h{}m", secs / 3600, secs / 60 % 60),
+    }
+}

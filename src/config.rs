@@ -98,6 +98,8 @@ pub struct KinesisConfig {
     pub max_backoff: Duration,
     /// Longest time the oldest waiting record waits for a fuller request.
     pub linger: Duration,
+    /// Where AWS credentials come from (`kinesis.credentials`).
+    pub credentials: CredentialsConfig,
     /// Whether small records share Kinesis records (KPL aggregation).
     pub aggregation: Aggregation,
 }
@@ -121,6 +123,34 @@ impl std::fmt::Display for Aggregation {
             }
         }
     }
+}
+
+/// `kinesis.credentials`: where the drain gets AWS credentials.
+#[derive(Debug, Clone)]
+pub enum CredentialsConfig {
+    /// `"auto"`: the AWS SDKs' chain (environment, shared files and
+    /// `credential_process`, container endpoint, instance metadata).
+    Auto,
+    /// `"iot"`: the AWS IoT credentials provider, with `[kinesis.iot]`.
+    Iot(IotConfig),
+}
+
+/// `[kinesis.iot]`: the AWS IoT credentials provider and the device certificate.
+#[derive(Debug, Clone)]
+pub struct IotConfig {
+    /// `https://host[:port]`: a bare host name gets `https://`.
+    pub endpoint: String,
+    pub role_alias: String,
+    /// Sent as `x-amzn-iot-thingname`; `gateway_id` by default.
+    pub thing_name: String,
+    /// The device certificate (chain), PEM.
+    pub cert_pem: String,
+    /// The certificate's file, or "the PEM in kinesis.iot.cert", for messages.
+    pub cert_label: String,
+    /// The device's private key, PEM (opened if it was sealed).
+    pub key_pem: Secret,
+    /// The CA(s) the endpoint's certificate must chain to; `None`: the system's roots.
+    pub ca_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,8 +320,21 @@ struct RawKinesis {
     request_timeout: Option<String>,
     max_backoff: Option<String>,
     linger: Option<String>,
+    credentials: Option<String>,
+    iot: Option<RawIot>,
     aggregation: Option<String>,
     aggregation_max_bytes: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIot {
+    endpoint: String,
+    role_alias: String,
+    thing_name: Option<String>,
+    cert: String,
+    key: String,
+    ca: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -392,8 +435,13 @@ impl Config {
             (None, None) => DEFAULT_QUEUE_CAPACITY,
         };
         let spool = validate_spool(raw.spool, queue_capacity)?;
-        let kinesis = validate_kinesis(raw.kinesis, &env)?;
         let catalog = validate_database(raw.database, &spool.path, &env)?;
+        let kinesis = validate_kinesis(
+            raw.kinesis,
+            &env,
+            &gateway_id,
+            catalog.password_key.as_ref(),
+        )?;
         let mqtt = validate_mqtt(raw.mqtt)?;
         let status = validate_status(raw.status, &spool.path)?;
         let beside = |path: &Path, suffix: &str| {
@@ -555,6 +603,8 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
 fn validate_kinesis(
     raw: RawKinesis,
     env: &impl Fn(&str) -> Option<String>,
+    gateway_id: &str,
+    password_key: Option<&SealKey>,
 ) -> Result<KinesisConfig, ConfigError> {
     let stream = raw.stream;
     // Kinesis: 1..128 characters of [a-zA-Z0-9_.-].
@@ -666,6 +716,28 @@ fn validate_kinesis(
             ))
         }
     };
+    let credentials = match (raw.credentials.as_deref(), raw.iot) {
+        (None | Some("auto"), None) => CredentialsConfig::Auto,
+        (Some("iot"), Some(iot)) => {
+            CredentialsConfig::Iot(validate_iot(iot, gateway_id, password_key)?)
+        }
+        (Some("iot"), None) => {
+            return Err(invalid(
+                "kinesis.iot",
+                "is required with kinesis.credentials = \"iot\" (endpoint, role_alias, cert, key)",
+            ))
+        }
+        (None | Some("auto"), Some(_)) => return Err(invalid(
+            "kinesis.credentials",
+            "is \"auto\" but [kinesis.iot] is given: set kinesis.credentials = \"iot\" to use it",
+        )),
+        (Some(other), _) => {
+            return Err(invalid(
+                "kinesis.credentials",
+                format!("{other:?} is not one of \"auto\", \"iot\""),
+            ))
+        }
+    };
     Ok(KinesisConfig {
         stream,
         region,
@@ -674,8 +746,166 @@ fn validate_kinesis(
         request_timeout,
         max_backoff,
         linger,
+        credentials,
         aggregation,
     })
+}
+
+/// Certificates and keys are small; a larger file is not one.
+const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
+fn validate_iot(
+    raw: RawIot,
+    gateway_id: &str,
+    password_key: Option<&SealKey>,
+) -> Result<IotConfig, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let endpoint = match raw.endpoint.strip_prefix("https://") {
+        _ if raw.endpoint.contains('@') => {
+            return Err(invalid(
+                "kinesis.iot.endpoint",
+                "holds user info (before '@'); give the host name AWS IoT gives (describe-endpoint)",
+            ))
+        }
+        Some(rest) if !rest.is_empty() => raw.endpoint.trim_end_matches('/').to_owned(),
+        None if !raw.endpoint.is_empty()
+            && !raw.endpoint.contains("://")
+            && !raw.endpoint.contains('/') =>
+        {
+            format!("https://{}", raw.endpoint)
+        }
+        _ => {
+            return Err(invalid(
+                "kinesis.iot.endpoint",
+                format!(
+                    "{:?} is neither a host name (aws iot describe-endpoint --endpoint-type iot:CredentialProvider) \
+                     nor an https:// URL",
+                    raw.endpoint
+                ),
+            ))
+        }
+    };
+    let role_alias = raw.role_alias;
+    if role_alias.is_empty()
+        || role_alias.len() > 128
+        || !role_alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_=,@-".contains(c))
+    {
+        return Err(invalid(
+            "kinesis.iot.role_alias",
+            format!("{role_alias:?} is not a role alias name (1-128 of a-z A-Z 0-9 _ = , @ -)"),
+        ));
+    }
+    let (thing_name, thing_key) = match raw.thing_name {
+        Some(name) => (name, "kinesis.iot.thing_name"),
+        None => (
+            gateway_id.to_owned(),
+            "kinesis.iot.thing_name (here gateway_id)",
+        ),
+    };
+    if thing_name.is_empty()
+        || thing_name.len() > 128
+        || !thing_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":_-".contains(c))
+    {
+        return Err(invalid(
+            thing_key,
+            format!("{thing_name:?} is not a thing name (1-128 of a-z A-Z 0-9 : _ -)"),
+        ));
+    }
+    let (cert_pem, cert_label) = pem_or_file("kinesis.iot.cert", &raw.cert)?;
+    if !CertificateDer::pem_slice_iter(cert_pem.as_bytes()).any(|cert| cert.is_ok()) {
+        return Err(invalid(
+            "kinesis.iot.cert",
+            format!("{cert_label} holds no PEM certificate"),
+        ));
+    }
+    let key_pem = iot_key(&raw.key, password_key)?;
+    if PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes()).is_err() {
+        // Never echo the value: it is the private key.
+        return Err(invalid(
+            "kinesis.iot.key",
+            "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+        ));
+    }
+    let ca_pem = match raw.ca {
+        None => None,
+        Some(ca) => {
+            let (pem, label) = pem_or_file("kinesis.iot.ca", &ca)?;
+            if !CertificateDer::pem_slice_iter(pem.as_bytes()).any(|cert| cert.is_ok()) {
+                return Err(invalid(
+                    "kinesis.iot.ca",
+                    format!("{label} holds no PEM certificate"),
+                ));
+            }
+            Some(pem)
+        }
+    };
+    Ok(IotConfig {
+        endpoint,
+        role_alias,
+        thing_name,
+        cert_pem,
+        cert_label,
+        key_pem,
+        ca_pem,
+    })
+}
+
+/// PEM text given inline (it holds `-----BEGIN`), or the file it names; with
+/// a label for messages (the path, or "the PEM in {key}").
+fn pem_or_file(key: &'static str, value: &str) -> Result<(String, String), ConfigError> {
+    if value.contains("-----BEGIN") {
+        return Ok((value.to_owned(), format!("the PEM in {key}")));
+    }
+    let path = Path::new(value);
+    let text = read_small_file(key, path)?;
+    Ok((text, path.display().to_string()))
+}
+
+fn read_small_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|error| invalid(key, format!("cannot read {}: {error}", path.display())))?;
+    Ok(text)
+}
+
+/// `kinesis.iot.key`: PEM, a file holding PEM, or an `enc:v1:` value (inline
+/// or in the file) opened with the gateway's key. `enc:v2:` values are bound
+/// to a catalog row and column, which a config value has not: refused.
+fn iot_key(value: &str, password_key: Option<&SealKey>) -> Result<Secret, ConfigError> {
+    const KEY: &str = "kinesis.iot.key";
+    let text = if value.contains("-----BEGIN") || sealed::is_sealed(value) {
+        Secret::new(value)
+    } else {
+        Secret::new(read_small_file(KEY, Path::new(value))?)
+    };
+    let trimmed = text.expose().trim();
+    if trimmed.starts_with(sealed::PREFIX_V2) {
+        return Err(invalid(
+            KEY,
+            "is sealed as enc:v2:, which binds a value to a catalog row; seal the key for the \
+             config with `mqtt-kinesis-bridge encrypt-password --v1 < key.pem`",
+        ));
+    }
+    if !trimmed.starts_with(sealed::PREFIX) {
+        return Ok(text);
+    }
+    let Some(password_key) = password_key else {
+        return Err(invalid(
+            KEY,
+            "is sealed (enc:v1:) but no key is configured: set database.password_key_file or MKB_PASSWORD_KEY",
+        ));
+    };
+    password_key
+        .open(trimmed)
+        .map_err(|error| invalid(KEY, format!("sealed value cannot be opened: {error}")))
 }
 
 fn validate_database(

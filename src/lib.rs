@@ -97,12 +97,14 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     );
     let drain_heartbeat = Heartbeat::default();
     let aws_offset = clock::AwsOffset::default();
+    let credentials = drain::CredentialsHandle::new();
     let drain = drain::start_watched(
         config.kinesis.clone(),
         spool.clone(),
         shutdown.clone(),
         drain_heartbeat.clone(),
         aws_offset.clone(),
+        credentials.clone(),
     )?;
     let board = status::StatusBoard::new();
     let upload = catalog::StatusUpload {
@@ -151,6 +153,10 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
             spool_path: config.spool.path.clone(),
             space: spool.space(),
             aws_offset,
+            credentials: {
+                let credentials = credentials.clone();
+                Box::new(move || credentials_line(&credentials))
+            },
         },
         shutdown.clone(),
     )
@@ -197,5 +203,21 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
 fn join(name: &str, handle: JoinHandle<()>) {
     if handle.join().is_err() {
         log::error!("{name} thread panicked");
+    }
+}
+
+/// The drain's credentials as the status file shows them: the expiry in this
+/// machine's clock (now plus the time left), to the second, so a few ms
+/// between rewrites do not rewrite the file.
+fn credentials_line(credentials: &drain::CredentialsHandle) -> status::document::CredentialsLine {
+    let status = credentials.status();
+    let now_ms = clock::unix_ms();
+    status::document::CredentialsLine {
+        source: status.source,
+        valid: status.valid,
+        expires_at_ms: status
+            .expires_in
+            .map(|left| (now_ms + left.as_millis() as i64) / 1000 * 1000),
+        last_error: status.last_error,
     }
 }

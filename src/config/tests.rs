@@ -339,3 +339,165 @@ fn min_free_bytes_is_a_size_of_at_least_1mib() {
         "`spool.min_free_bytes`",
     );
 }
+
+/// A throwaway self-signed certificate and its key (never used for anything else).
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBgDCCASegAwIBAgIUPFEwbXye3bi72LBNtLDS8WgazXYwCgYIKoZIzj0EAwIw\nFjEUMBIGA1UEAwwLY29uZmlnLXRlc3QwHhcNMjYxMTMwMDkwODE5WhcNMzYxMTI3\nMDkwODE5WjAWMRQwEgYDVQQDDAtjb25maWctdGVzdDBZMBMGByqGSM49AgEGCCqG\nSM49AwEHA0IABHqVPeraYf659Hju13z5loiR5Fv83XQJ0GQunHKl2YH76XIGLV5T\n6OkgB012VuUsMe0MGxR+FSXPf37uge1mRNajUzBRMB0GA1UdDgQWBBTkK/VH9mp4\nMCtPcsXLOD04iKYuCTAfBgNVHSMEGDAWgBTkK/VH9mp4MCtPcsXLOD04iKYuCTAP\nBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIE2km33XQeouuXgZXHEh\no4FdN0ubmlJXyEiQjohVZEpbAiAmJQV1VoTU9X/f0vxemM4w8Z6fD7FEU+UBS+0+\ntyHifA==\n-----END CERTIFICATE-----\n";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg7cvdR656yLSMibOk\nh5Oav8Q7RY56+upObhj7NDif65qhRANCAAR6lT3q2mH+ufR47td8+ZaIkeRb/N10\nCdBkLpxypdmB++lyBi1eU+jpIAdNdlblLDHtDBsUfhUlz39+7oHtZkTW\n-----END PRIVATE KEY-----\n";
+
+/// `minimal()` with `credentials = "iot"` and `[kinesis.iot]` holding `iot_keys`.
+fn with_iot(iot_keys: &str) -> String {
+    minimal().replace(
+        "region = \"eu-west-1\"\n",
+        &format!("region = \"eu-west-1\"\ncredentials = \"iot\"\n\n[kinesis.iot]\n{iot_keys}\n"),
+    )
+}
+
+fn iot_files() -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir().join("device.pem"), dir().join("device.key"));
+    std::fs::write(&cert, TEST_CERT).unwrap();
+    std::fs::write(&key, TEST_KEY).unwrap();
+    (cert, key)
+}
+
+#[test]
+fn credentials_default_to_the_auto_chain() {
+    let config = parse(&minimal()).unwrap();
+    assert!(matches!(
+        config.kinesis.credentials,
+        CredentialsConfig::Auto
+    ));
+    let auto = minimal().replace(
+        "region = \"eu-west-1\"\n",
+        "region = \"eu-west-1\"\ncredentials = \"auto\"\n",
+    );
+    assert!(matches!(
+        parse(&auto).unwrap().kinesis.credentials,
+        CredentialsConfig::Auto
+    ));
+}
+
+#[test]
+fn iot_credentials_from_files_with_defaults() {
+    let (cert, key) = iot_files();
+    let text = with_iot(&format!(
+        "endpoint = \"c2abc.credentials.iot.eu-west-1.amazonaws.com\"\nrole_alias = \"gw-kinesis\"\n\
+         cert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    ));
+    let text = format!("gateway_id = \"gw-17\"\n{text}");
+    let config = parse(&text).unwrap();
+    let CredentialsConfig::Iot(iot) = &config.kinesis.credentials else {
+        panic!("not iot: {:?}", config.kinesis.credentials)
+    };
+    assert_eq!(
+        iot.endpoint,
+        "https://c2abc.credentials.iot.eu-west-1.amazonaws.com"
+    );
+    assert_eq!(iot.role_alias, "gw-kinesis");
+    assert_eq!(iot.thing_name, "gw-17", "gateway_id by default");
+    assert_eq!(iot.cert_label, cert.display().to_string());
+    assert!(iot.ca_pem.is_none(), "the system's roots");
+    assert!(
+        !format!("{config:?}").contains("MIGHAgEA"),
+        "the key is never printed"
+    );
+}
+
+#[test]
+fn an_iot_key_sealed_with_enc_v1_opens_with_the_gateway_key() {
+    let (cert, _) = iot_files();
+    let key_text = SealKey::generate();
+    let sealed = SealKey::from_base64(&key_text).unwrap().seal(TEST_KEY);
+    let text = with_iot(&format!(
+        "endpoint = \"https://127.0.0.1:8443\"\nrole_alias = \"a\"\nthing_name = \"t1\"\n\
+         cert = \"{}\"\nkey = \"{sealed}\"",
+        cert.display()
+    ));
+    let config = Config::parse(&text, Path::new("gateway.toml"), |name| {
+        (name == "MKB_PASSWORD_KEY").then(|| key_text.clone())
+    })
+    .unwrap();
+    let CredentialsConfig::Iot(iot) = &config.kinesis.credentials else {
+        panic!("not iot")
+    };
+    assert_eq!(iot.key_pem.expose(), TEST_KEY);
+    assert_eq!(iot.endpoint, "https://127.0.0.1:8443");
+    // Without the key it cannot be opened; enc:v2 is for catalog rows only.
+    check_error(
+        &text,
+        "kinesis.iot.key`: is sealed (enc:v1:) but no key is configured",
+    );
+    let v2 = text.replace("enc:v1:", "enc:v2:");
+    check_error(&v2, "encrypt-password --v1");
+}
+
+#[test]
+fn bad_iot_settings_name_the_key() {
+    let (cert, key) = iot_files();
+    let good = format!(
+        "endpoint = \"iot.example.com\"\nrole_alias = \"gw\"\ncert = \"{}\"\nkey = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    for (from, to, expected) in [
+        (
+            "endpoint = \"iot.example.com\"",
+            "endpoint = \"http://iot.example.com\"",
+            "kinesis.iot.endpoint",
+        ),
+        (
+            "endpoint = \"iot.example.com\"",
+            "endpoint = \"https://u:pw@iot.example.com\"",
+            "user info",
+        ),
+        (
+            "role_alias = \"gw\"",
+            "role_alias = \"gw/../x\"",
+            "kinesis.iot.role_alias",
+        ),
+        (
+            "role_alias = \"gw\"",
+            "role_alias = \"gw\"\nthing_name = \"a b\"",
+            "kinesis.iot.thing_name",
+        ),
+        (
+            "role_alias = \"gw\"",
+            "role_alias = \"gw\"\nca = \"/nonexistent/ca.pem\"",
+            "kinesis.iot.ca`: cannot read /nonexistent/ca.pem",
+        ),
+        (
+            "role_alias = \"gw\"",
+            "role_alias = \"gw\"\nport = 1",
+            "unknown field `port`",
+        ),
+    ] {
+        check_error(&with_iot(&good.replace(from, to)), expected);
+    }
+    let key_as_cert = good.replace(&cert.display().to_string(), &key.display().to_string());
+    check_error(&with_iot(&key_as_cert), "holds no PEM certificate");
+    let cert_as_key = good.replace(&key.display().to_string(), &cert.display().to_string());
+    check_error(
+        &with_iot(&cert_as_key),
+        "kinesis.iot.key`: holds no PEM private key",
+    );
+    // A gateway_id with a '.' is no thing name: say so, and where it came from.
+    let dotted = format!("gateway_id = \"gw.17\"\n{}", with_iot(&good));
+    check_error(&dotted, "kinesis.iot.thing_name (here gateway_id)");
+    // One without the other.
+    check_error(
+        &minimal().replace(
+            "region = \"eu-west-1\"\n",
+            "region = \"eu-west-1\"\ncredentials = \"iot\"\n",
+        ),
+        "kinesis.iot`: is required",
+    );
+    check_error(
+        &with_iot(&good).replace("credentials = \"iot\"\n", ""),
+        "kinesis.credentials`: is \"auto\" but [kinesis.iot] is given",
+    );
+    check_error(
+        &with_iot(&good).replace("credentials = \"iot\"", "credentials = \"sso\""),
+        "\"sso\" is not one of",
+    );
+}

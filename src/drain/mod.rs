@@ -30,6 +30,7 @@ pub mod kpl;
 mod linger;
 pub mod put_records;
 pub mod record_format;
+pub mod refresher;
 mod resolver;
 mod roots;
 pub mod sign;
@@ -49,6 +50,7 @@ use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
 use put_records::{FailureKind, Outcome, RequestFailure};
+pub use refresher::{CredentialsHandle, CredentialsStatus};
 
 /// Why the drain could not start.
 #[derive(Debug)]
@@ -96,21 +98,31 @@ pub fn start(
         shutdown,
         Heartbeat::default(),
         clock::AwsOffset::default(),
+        CredentialsHandle::new(),
     )
 }
 
 /// [`start`], marking `heartbeat` busy for each round (read, send, settle) so
-/// the watchdog sees a drain that hangs.
+/// the watchdog sees a drain that hangs, and publishing the credentials'
+/// source and expiry in `credentials` (for the status file).
 pub fn start_watched(
     config: KinesisConfig,
     spool: Spool,
     shutdown: Shutdown,
     heartbeat: Heartbeat,
     aws_offset: clock::AwsOffset,
+    credentials: CredentialsHandle,
 ) -> Result<JoinHandle<()>, DrainError> {
-    let credentials =
-        credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
     let reader = spool.reader().map_err(DrainError::Spool)?;
+    // Not joined: see the refresher's module docs.
+    let _refresher = refresher::start(
+        &config.credentials,
+        &credentials,
+        aws_offset.clone(),
+        config.max_backoff,
+        shutdown.clone(),
+    )
+    .map_err(DrainError::Credentials)?;
     log::info!(
         "drain: stream {} in {} via {}, {:?} records, {}, credentials from {}",
         config.stream,
@@ -118,7 +130,7 @@ pub fn start_watched(
         config.endpoint,
         config.record_format,
         config.aggregation,
-        credentials.source()
+        credentials.status().source
     );
     let drain = Drain {
         client: Client::new(&config),
@@ -136,6 +148,7 @@ pub fn start_watched(
         pending_settlement: None,
         oldest_seen: None,
         aws_offset,
+        waiting_for_credentials: None,
     };
     std::thread::Builder::new()
         .name("drain".into())
@@ -149,7 +162,8 @@ struct Drain {
     spool: Spool,
     reader: SpoolReader,
     client: Client,
-    credentials: Credentials,
+    /// The current credentials, kept fresh by the credentials thread.
+    credentials: CredentialsHandle,
     shutdown: Shutdown,
     /// Records per request; below 500 only while isolating a refused record.
     max_records: usize,
@@ -169,6 +183,9 @@ struct Drain {
     oldest_seen: Option<(i64, Instant)>,
     /// Where the clock offset the client learned is shown (status file).
     aws_offset: clock::AwsOffset,
+    /// Since when no valid credentials were at hand (records wait
+    /// meanwhile), and whether the log said so.
+    waiting_for_credentials: Option<(Instant, bool)>,
 }
 
 /// What the loop does after a round.
@@ -279,6 +296,10 @@ impl Drain {
             log::error!("drain: cannot settle with the spool, stopping: {error}");
             return Step::Stop;
         }
+        // Never sign with expired credentials: the records wait in the spool.
+        let Some(credentials) = self.usable_credentials() else {
+            return Step::Next;
+        };
         // Read the generation first, so a commit after the read is not missed.
         let generation = self.spool.commit_generation();
         // Memory: about one request's worth, and never a payload that
@@ -343,18 +364,18 @@ impl Drain {
         } else {
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
             let result = match self.config.aggregation {
-                Aggregation::None => self.client.put_records(&batch.entries, &self.credentials),
+                Aggregation::None => self.client.put_records(&batch.entries, &credentials),
                 Aggregation::Kpl { max_bytes } => {
                     // The answer speaks of Kinesis records: each aggregated
                     // one's outcome is that of every spool record it carries.
                     let (wire, carried) = kpl::aggregate(&batch.entries, max_bytes);
                     self.client
-                        .put_records(&wire, &self.credentials)
+                        .put_records(&wire, &credentials)
                         .map(|outcome| outcome.expand(&carried))
                 }
             };
             self.aws_offset.set(self.client.clock_offset_ms());
-            self.react(result, ids, &mut settlement)
+            self.react(result, ids, &mut settlement, &credentials)
         };
         if !self.hand_over(settlement, backlog && pause.is_none()) {
             return Step::Stop;
@@ -368,6 +389,7 @@ impl Drain {
         result: Result<Outcome, RequestFailure>,
         ids: Vec<i64>,
         settlement: &mut Settlement,
+        credentials: &Credentials,
     ) -> Option<Duration> {
         match result {
             Ok(outcome) => {
@@ -403,7 +425,7 @@ impl Drain {
                     (true, false) => Some(self.next_backoff()),
                 }
             }
-            Err(failure) => self.react_to_failure(failure, ids, settlement),
+            Err(failure) => self.react_to_failure(failure, ids, settlement, credentials),
         }
     }
 
@@ -412,6 +434,7 @@ impl Drain {
         failure: RequestFailure,
         ids: Vec<i64>,
         settlement: &mut Settlement,
+        credentials: &Credentials,
     ) -> Option<Duration> {
         if failure.kind == FailureKind::InvalidBatch {
             return self.isolate_refused(failure, ids, settlement);
@@ -420,11 +443,13 @@ impl Drain {
         settlement.retry = ids;
         match failure.kind {
             FailureKind::ExpiredCredentials => {
-                self.reload_credentials();
+                // Not used again; new ones are fetched at once, and the next
+                // round waits for them.
+                self.credentials.expired(credentials);
                 Some(self.next_backoff())
             }
             FailureKind::NotAuthorized => {
-                self.reload_credentials();
+                self.credentials.refresh_now();
                 Some(self.config.max_backoff)
             }
             FailureKind::StreamMissing => Some(self.config.max_backoff),
@@ -489,14 +514,44 @@ impl Drain {
         pause
     }
 
-    fn reload_credentials(&mut self) {
-        match credentials::load() {
-            Ok(credentials) => {
-                log::info!("drain: credentials reloaded from {}", credentials.source());
-                self.credentials = credentials;
+    /// The credentials to sign with, or `None` after waiting a little for
+    /// them (state changes logged once).
+    fn usable_credentials(&mut self) -> Option<Credentials> {
+        let credentials = match self.credentials.usable() {
+            Some(credentials) => credentials,
+            None => {
+                let (_, said) = self
+                    .waiting_for_credentials
+                    .get_or_insert((Instant::now(), false));
+                if !*said {
+                    // Said once, when there is something to say: not while the
+                    // first fetch is simply in flight.
+                    let status = self.credentials.status();
+                    let why = match (status.last_error, status.expires_in) {
+                        (Some(error), _) => Some(error),
+                        (None, Some(_)) => Some(format!("those from {} expired", status.source)),
+                        (None, None) => None,
+                    };
+                    if let Some(why) = why {
+                        log::warn!(
+                            "drain: no valid aws credentials ({why}): records wait in the spool"
+                        );
+                        *said = true;
+                    }
+                }
+                self.credentials.wait_usable(IDLE_WAIT)?
             }
-            Err(error) => log::error!("drain: cannot reload aws credentials: {error}"),
+        };
+        if let Some((since, said)) = self.waiting_for_credentials.take() {
+            if said {
+                log::info!(
+                    "drain: valid aws credentials again after {:.1}s, from {}",
+                    since.elapsed().as_secs_f64(),
+                    credentials.source()
+                );
+            }
         }
+        Some(credentials)
     }
 
     fn uplink_down(&mut self, failure: &RequestFailure) {

@@ -27,7 +27,24 @@ pub struct StatusDocument {
     /// The spool's filesystem as the writer last measured it.
     #[serde(default)]
     pub disk: Option<DiskLine>,
+    /// Where the AWS credentials came from and when they expire (never a key).
+    #[serde(default)]
+    pub credentials: Option<CredentialsLine>,
     pub brokers: Vec<BrokerLine>,
+}
+
+/// The AWS credentials the drain signs with: their source and expiry, never
+/// a key or token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialsLine {
+    /// `environment`, `iot credentials provider, role alias X`, …
+    pub source: String,
+    /// Whether the drain may sign with them now (records wait while not).
+    pub valid: bool,
+    /// When they expire, in this machine's clock, to the second; `None`: they do not.
+    pub expires_at_ms: Option<i64>,
+    /// The last failed fetch, until one succeeds.
+    pub last_error: Option<String>,
 }
 
 /// One broker's session, as the file and the status table hold it.

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::board::StatusBoard;
+use super::document::CredentialsLine;
 use super::document::{BrokerLine, DiskLine, StatusDocument};
 use crate::clock::{epoch_ms, AwsOffset};
 use crate::disk;
@@ -38,6 +39,9 @@ pub struct Sources {
     pub spool_path: PathBuf,
     pub space: std::sync::Arc<SpaceStatus>,
     pub aws_offset: AwsOffset,
+    /// The drain's credentials, as the file shows them (the status part
+    /// imports no stage: the caller turns the drain's handle into a line).
+    pub credentials: Box<dyn Fn() -> CredentialsLine + Send>,
 }
 
 /// Starts the thread that keeps the status file current until shutdown; its
@@ -67,6 +71,7 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
             drain_records_per_s: drain_rate.sample(),
             clock_offset_ms: sources.aws_offset.get(),
             disk: Some(DiskLine::new(&sources.space)),
+            credentials: Some((sources.credentials)()),
             brokers: sources
                 .board
                 .snapshot()

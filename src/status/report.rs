@@ -221,6 +221,8 @@ impl Report<'_> {
                 "drain_records_per_s": current.map(|d| d.drain_records_per_s),
                 // AWS's clock minus the gateway's, as the drain last learned it.
                 "clock_offset_ms": current.map(|d| d.clock_offset_ms),
+                // Where the AWS credentials came from and when they expire (no secrets).
+                "credentials": current.map(|d| d.credentials.clone()),
             },
             "spool": self.spool_path.display().to_string(),
             "total": {
@@ -268,6 +270,9 @@ impl Report<'_> {
         };
         let oldest = self.oldest_age_s().map_or("-".to_owned(), age);
         let _ = writeln!(out, "gateway: {gateway}");
+        if let Some(line) = self.credentials_line() {
+            let _ = writeln!(out, "credentials: {line}");
+        }
         let _ = writeln!(out, "spool {}", self.spool_path.display());
         let _ = writeln!(
             out,
@@ -317,6 +322,28 @@ impl Report<'_> {
             );
         }
         out
+    }
+}
+
+impl Report<'_> {
+    /// `iot credentials provider, role alias X, expires in 54m`, while the gateway runs.
+    fn credentials_line(&self) -> Option<String> {
+        let credentials = self.live.current()?.credentials.as_ref()?;
+        let mut line = credentials.source.clone();
+        if let Some(expires_at) = credentials.expires_at_ms {
+            let left_ms = (expires_at - self.now_ms).max(0) as u64;
+            line.push_str(&format!(
+                ", expires in {}",
+                crate::clock::describe_duration(std::time::Duration::from_millis(left_ms))
+            ));
+        }
+        if !credentials.valid {
+            line.push_str("; not valid: records wait");
+        }
+        if let Some(error) = &credentials.last_error {
+            line.push_str(&format!("; last fetch failed: {error}"));
+        }
+        Some(line)
     }
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mqtt_kinesis_bridge::config::{KinesisConfig, OverflowPolicy, RecordFormat, SpoolConfig};
+use mqtt_kinesis_bridge::config::{
+    CredentialsConfig, KinesisConfig, OverflowPolicy, RecordFormat, SpoolConfig,
+};
 use mqtt_kinesis_bridge::drain;
 use mqtt_kinesis_bridge::shutdown::Shutdown;
 use mqtt_kinesis_bridge::spool::{NewRecord, Spool};
@@ -36,6 +38,7 @@ pub fn kinesis_config(endpoint: String, record_format: RecordFormat) -> KinesisC
         // Each test's records go at once: these tests are about what is sent, not when.
         linger: Duration::ZERO,
         aggregation: mqtt_kinesis_bridge::config::Aggregation::None,
+        credentials: CredentialsConfig::Auto,
     }
 }
 

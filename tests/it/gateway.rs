@@ -55,7 +55,16 @@ impl Gateway {
         env: &[(&str, String)],
     ) -> Gateway {
         let spool = dir.join("spool.db");
-        Gateway::spawn(dir, &spool, database_url, endpoint, spool_keys, env, None)
+        Gateway::spawn(
+            dir,
+            &spool,
+            database_url,
+            endpoint,
+            spool_keys,
+            env,
+            None,
+            ("", ""),
+        )
     }
 
     /// [`Gateway::start_with`] with the spool at `spool` (on a filesystem of
@@ -67,7 +76,41 @@ impl Gateway {
         endpoint: &str,
         spool_keys: &str,
     ) -> Gateway {
-        Gateway::spawn(dir, spool, &db.url(), endpoint, spool_keys, &[], None)
+        Gateway::spawn(
+            dir,
+            spool,
+            &db.url(),
+            endpoint,
+            spool_keys,
+            &[],
+            None,
+            ("", ""),
+        )
+    }
+
+    /// [`Gateway::start_with_env`] with `kinesis_keys` added to `[kinesis]`
+    /// and `tables` (say `[kinesis.iot]`) at the end of the config.
+    pub fn start_with_kinesis(
+        dir: &TempDir,
+        db: &TestDb,
+        endpoint: &str,
+        kinesis_keys: &str,
+        tables: &str,
+        env: &[(&str, String)],
+    ) -> Gateway {
+        let spool_keys = "max_bytes = \"64MiB\"";
+        let extra = (kinesis_keys, tables);
+        let spool = dir.join("spool.db");
+        Gateway::spawn(
+            dir,
+            &spool,
+            &db.url(),
+            endpoint,
+            spool_keys,
+            env,
+            None,
+            extra,
+        )
     }
 
     /// [`Gateway::start_with`], started with this open-files limit (soft, hard).
@@ -88,6 +131,7 @@ impl Gateway {
             spool_keys,
             &[],
             Some(limit),
+            ("", ""),
         )
     }
 
@@ -112,9 +156,11 @@ impl Gateway {
             spool_keys,
             env,
             Some(limit),
+            ("", ""),
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         dir: &TempDir,
         spool: &Path,
@@ -124,6 +170,8 @@ impl Gateway {
         env: &[(&str, String)],
         // (resource, soft, hard), set in the child before exec.
         rlimit: Option<(libc::__rlimit_resource_t, u64, u64)>,
+        // Lines for [kinesis], and tables after everything else.
+        (kinesis_keys, tables): (&str, &str),
     ) -> Gateway {
         let spool = spool.to_owned();
         let config = dir.join("gateway.toml");
@@ -132,9 +180,9 @@ impl Gateway {
             format!(
                 "gateway_id = \"it-gw\"\n\
                  [spool]\npath = \"{}\"\n{spool_keys}\n\
-                 [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nmax_backoff = \"1s\"\n\
+                 [kinesis]\nstream = \"{STREAM}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nmax_backoff = \"1s\"\n{kinesis_keys}\n\
                  [database]\nurl = \"{}\"\n\
-                 [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nprimary_recheck = \"1s\"\n",
+                 [mqtt]\nmin_backoff = \"100ms\"\nmax_backoff = \"1s\"\nprimary_recheck = \"1s\"\n{tables}\n",
                 spool.display(),
                 endpoint,
                 database_url

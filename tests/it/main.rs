@@ -15,6 +15,9 @@ mod catalog_tls;
 // Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
 mod drain;
 
+// AWS credentials (#18): the IoT credentials provider and its refresh, the auto chain's sources.
+mod credentials;
+
 // Drain rate figures (opt-in, ignored: run with --release --ignored --nocapture).
 mod drain_rate;
 

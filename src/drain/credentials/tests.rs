@@ -118,3 +118,111 @@ fn debug_hides_secrets() {
     assert!(!printed.contains("gateway-token"), "{printed}");
     assert!(printed.contains("AKIDGATEWAY"), "{printed}");
 }
+
+fn found(
+    env: &[(&str, &str)],
+    files: &[(&str, &str)],
+) -> Result<Option<super::Found>, CredentialsError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let files: HashMap<String, String> = files
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    super::from_env_and_files(&|name| env.get(name).cloned(), &|path: &Path| {
+        files
+            .get(&path.display().to_string())
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    })
+}
+
+const CONFIG: &str = "
+[default]
+region = eu-west-1
+credential_process = /usr/bin/get-creds --default
+
+[profile vault]
+credential_process = vault-aws gateway
+
+[profile keys]
+aws_access_key_id = AKIDCONFIG
+aws_secret_access_key = config-secret
+
+[profile sso]
+sso_session = corp
+";
+
+#[test]
+fn credential_process_comes_from_the_config_file_profile() {
+    let env = [("HOME", "/h"), ("AWS_PROFILE", "vault")];
+    match found(&env, &[("/h/.aws/config", CONFIG)]).unwrap() {
+        Some(super::Found::Process { command, source }) => {
+            assert_eq!(command, "vault-aws gateway");
+            assert_eq!(source, "credential_process of /h/.aws/config [vault]");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The default profile is `[default]` in the config file.
+    let env = [("AWS_CONFIG_FILE", "/etc/aws.conf")];
+    match found(&env, &[("/etc/aws.conf", CONFIG)]).unwrap() {
+        Some(super::Found::Process { command, .. }) => {
+            assert_eq!(command, "/usr/bin/get-creds --default")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn keys_win_over_credential_process_and_the_credentials_file_over_config() {
+    let env = [("HOME", "/h")];
+    let files = [("/h/.aws/config", CONFIG), ("/h/.aws/credentials", FILE)];
+    match found(&env, &files).unwrap() {
+        Some(super::Found::Static(credentials)) => {
+            assert_eq!(credentials.access_key_id(), "AKIDDEFAULT");
+            assert_eq!(credentials.source(), "/h/.aws/credentials [default]");
+        }
+        other => panic!("{other:?}"),
+    }
+    let env = [("HOME", "/h"), ("AWS_PROFILE", "keys")];
+    match found(&env, &files).unwrap() {
+        Some(super::Found::Static(credentials)) => {
+            assert_eq!(credentials.access_key_id(), "AKIDCONFIG");
+            assert_eq!(credentials.source(), "/h/.aws/config [keys]");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_absent_default_profile_passes_on_and_a_named_one_must_exist() {
+    assert!(found(&[("HOME", "/h")], &[]).unwrap().is_none());
+    assert!(found(
+        &[("HOME", "/h")],
+        &[("/h/.aws/config", "[profile x]\nregion=a\n")]
+    )
+    .unwrap()
+    .is_none());
+    let error = found(
+        &[("HOME", "/h"), ("AWS_PROFILE", "nope")],
+        &[("/h/.aws/config", CONFIG)],
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("/h/.aws/config has no profile [nope]"),
+        "{error}"
+    );
+    let error = found(
+        &[("HOME", "/h"), ("AWS_PROFILE", "sso")],
+        &[("/h/.aws/config", CONFIG)],
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("sso are not supported"),
+        "{error}"
+    );
+}

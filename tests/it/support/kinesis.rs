@@ -6,14 +6,14 @@
 //! and records every record it accepted. kinesis-local does not check
 //! signatures; the fake does when told the secret ([`FakeKinesis::check_signatures`]).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -185,8 +185,26 @@ pub enum Fault {
     ResultsOffBy(i32),
 }
 
+/// Temporary keys a credentials stand-in handed out, by access key id: the
+/// fake checks each request's signature with the secret of the key that signed
+/// it, its session token, and its expiry, as AWS does.
+pub type KeyRing = Arc<Mutex<HashMap<String, ServedKey>>>;
+
+#[derive(Clone, Debug)]
+pub struct ServedKey {
+    pub secret: String,
+    pub token: String,
+    pub expires_at: SystemTime,
+}
+
 #[derive(Default)]
 struct FakeState {
+    /// When set, requests are checked against these keys (see [`KeyRing`]).
+    keys: Option<KeyRing>,
+    /// The access key id that signed each accepted record, in order.
+    accepted_key_ids: Vec<String>,
+    /// Requests signed with a key after its expiry (refused with ExpiredTokenException).
+    n_expired_uses: usize,
     script: VecDeque<Fault>,
     /// A request carrying a JSON record with this topic is refused as a whole.
     refused_topic: Option<String>,
@@ -252,6 +270,24 @@ impl FakeKinesis {
     /// `InvalidSignatureException`) and listed in [`Self::bad_signatures`].
     pub fn check_signatures(&self, secret: &str) {
         self.lock().secret = Some(secret.to_owned());
+    }
+
+    /// Check every request against the keys put in the returned ring from
+    /// now on: signature with that key's secret, its session token, its expiry.
+    pub fn key_ring(&self) -> KeyRing {
+        let ring = KeyRing::default();
+        self.lock().keys = Some(Arc::clone(&ring));
+        ring
+    }
+
+    /// The access key id that signed each accepted record, in order.
+    pub fn accepted_key_ids(&self) -> Vec<String> {
+        self.lock().accepted_key_ids.clone()
+    }
+
+    /// Requests signed with a key from the ring after it expired.
+    pub fn n_expired_uses(&self) -> usize {
+        self.lock().n_expired_uses
     }
 
     /// Why each refused signature was wrong.
@@ -374,9 +410,58 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
             }
             continue;
         }
-        let (server_now, secret) = {
+        let (server_now, secret, keys) = {
             let state = state.lock().unwrap_or_else(|e| e.into_inner());
-            (unix_now() + state.clock_offset_s, state.secret.clone())
+            (
+                unix_now() + state.clock_offset_s,
+                state.secret.clone(),
+                state.keys.clone(),
+            )
+        };
+        let header = |wanted: &str| {
+            headers
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, value)| value.as_str())
+        };
+        let key_id = header("authorization")
+            .and_then(|auth| auth.split("Credential=").nth(1))
+            .and_then(|credential| credential.split('/').next())
+            .unwrap_or("")
+            .to_owned();
+        let served = keys.as_ref().map(|keys| {
+            keys.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key_id)
+                .cloned()
+        });
+        let key_refusal = match &served {
+            None => None,
+            Some(None) => Some((
+                400,
+                json!({"__type": "UnrecognizedClientException", "message": "The security token included in the request is invalid."}),
+            )),
+            Some(Some(key)) if header("x-amz-security-token") != Some(key.token.as_str()) => {
+                Some((
+                    400,
+                    json!({"__type": "UnrecognizedClientException", "message": "The security token included in the request is invalid."}),
+                ))
+            }
+            Some(Some(key)) if SystemTime::now() >= key.expires_at => {
+                state
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .n_expired_uses += 1;
+                Some((
+                    400,
+                    json!({"__type": "ExpiredTokenException", "message": "The security token included in the request is expired"}),
+                ))
+            }
+            Some(Some(_)) => None,
+        };
+        let secret = match &served {
+            Some(Some(key)) => Some(key.secret.clone()),
+            _ => secret,
         };
         let signature = secret.map(|secret| {
             let received = super::sigv4::Received {
@@ -387,7 +472,9 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
             };
             super::sigv4::verify(&received, &secret)
         });
-        let (status, answer) = if let Some(Err(why)) = signature {
+        let (status, answer) = if let Some(refusal) = key_refusal {
+            refusal
+        } else if let Some(Err(why)) = signature {
             state
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -406,8 +493,26 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
                 400,
                 json!({"__type": "InvalidSignatureException", "message": "Signature expired: the request time is more than 5 min. from the server's"}),
             )
+        } else if has_auth
+            && header("x-amz-target").is_some_and(|t| t.ends_with(".DescribeStreamSummary"))
+        {
+            (
+                200,
+                json!({"StreamDescriptionSummary": {"StreamName": "fake", "StreamStatus": "ACTIVE", "OpenShardCount": 1}}),
+            )
         } else if has_auth {
-            respond(fault, &body, state)
+            let n_before = state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .accepted
+                .len();
+            let answer = respond(fault, &body, state);
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            let n_new = state.accepted.len() - n_before;
+            state
+                .accepted_key_ids
+                .extend(std::iter::repeat_n(key_id.clone(), n_new));
+            answer
         } else {
             (
                 400,
@@ -444,7 +549,7 @@ fn parse_amz_date(text: &str) -> Option<i64> {
 }
 
 /// Unix seconds as an HTTP date: `Mon, 30 Nov 2026 07:05:17 GMT`.
-fn http_date(secs: i64) -> String {
+pub fn http_date(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rest = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
@@ -472,7 +577,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
