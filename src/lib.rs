@@ -157,6 +157,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
                 let credentials = credentials.clone();
                 Box::new(move || credentials_line(&credentials))
             },
+            aggregation: config.kinesis.aggregation.to_string(),
         },
         shutdown.clone(),
     )

@@ -30,6 +30,9 @@ pub struct StatusDocument {
     /// Where the AWS credentials came from and when they expire (never a key).
     #[serde(default)]
     pub credentials: Option<CredentialsLine>,
+    /// `no aggregation` / `KPL aggregation up to 51200 bytes` (`kinesis.aggregation`).
+    #[serde(default)]
+    pub aggregation: Option<String>,
     pub brokers: Vec<BrokerLine>,
 }
 

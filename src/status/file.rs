@@ -42,6 +42,8 @@ pub struct Sources {
     /// The drain's credentials, as the file shows them (the status part
     /// imports no stage: the caller turns the drain's handle into a line).
     pub credentials: Box<dyn Fn() -> CredentialsLine + Send>,
+    /// How records go to Kinesis (`kinesis.aggregation`, in words).
+    pub aggregation: String,
 }
 
 /// Starts the thread that keeps the status file current until shutdown; its
@@ -72,6 +74,7 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
             clock_offset_ms: sources.aws_offset.get(),
             disk: Some(DiskLine::new(&sources.space)),
             credentials: Some((sources.credentials)()),
+            aggregation: Some(sources.aggregation.clone()),
             brokers: sources
                 .board
                 .snapshot()

@@ -223,6 +223,7 @@ impl Report<'_> {
                 "clock_offset_ms": current.map(|d| d.clock_offset_ms),
                 // Where the AWS credentials came from and when they expire (no secrets).
                 "credentials": current.map(|d| d.credentials.clone()),
+                "aggregation": current.map(|d| d.aggregation.clone()),
             },
             "spool": self.spool_path.display().to_string(),
             "total": {
@@ -260,7 +261,10 @@ impl Report<'_> {
                             crate::clock::describe_offset(offset)
                         )
                     });
-                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute){clock}")
+                let aggregation = document
+                    .and_then(|d| d.aggregation.as_deref())
+                    .map_or(String::new(), |words| format!("; {words}"));
+                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute){aggregation}{clock}")
             }
             (false, Some(written_at)) => format!(
                 "not running (status last written {} ago)",

@@ -53,3 +53,6 @@ mod layering;
 
 // Hostile and broken inputs against the real binary, its address space limited.
 mod hostile;
+
+// KPL aggregation, de-aggregated by awslabs' independent module.
+mod aggregation;

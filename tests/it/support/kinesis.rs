@@ -119,6 +119,40 @@ impl KinesisLocal {
     }
 
     /// Every record's data in the stream's first shard, oldest first.
+    /// Every record of shard 0 as GetRecords returns it (`Data` in base64,
+    /// `PartitionKey`, `SequenceNumber`).
+    pub fn read_all_records(&self, stream: &str) -> Vec<Value> {
+        let (status, body) = self
+            .call(
+                "GetShardIterator",
+                json!({
+                    "StreamName": stream,
+                    "ShardId": "shardId-000000000000",
+                    "ShardIteratorType": "TRIM_HORIZON",
+                }),
+            )
+            .expect("GetShardIterator");
+        assert_eq!(status, 200, "GetShardIterator: {body}");
+        let mut iterator = body["ShardIterator"].as_str().map(str::to_owned);
+        let mut all = Vec::new();
+        while let Some(shard_iterator) = iterator.take() {
+            let (status, body) = self
+                .call(
+                    "GetRecords",
+                    json!({"ShardIterator": shard_iterator, "Limit": 10000}),
+                )
+                .expect("GetRecords");
+            assert_eq!(status, 200, "GetRecords: {body}");
+            let records = body["Records"].as_array().cloned().unwrap_or_default();
+            if records.is_empty() {
+                break;
+            }
+            all.extend(records);
+            iterator = body["NextShardIterator"].as_str().map(str::to_owned);
+        }
+        all
+    }
+
     pub fn read_all(&self, stream: &str) -> Vec<Vec<u8>> {
         let (status, body) = self
             .call(
