@@ -21,7 +21,7 @@ const STREAM: &str = "e2e";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The user records in `records` (GetRecords' form), by awslabs' deaggregator.
-fn deaggregate(records: &[Value]) -> Vec<Value> {
+pub(crate) fn deaggregate(records: &[Value]) -> Vec<Value> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/it/support/deaggregate.py"
@@ -91,9 +91,9 @@ fn kpl_aggregated_records_deaggregate_to_every_message_once() {
     });
     assert!(gateway.log().contains("KPL aggregation up to 51200 bytes"));
     wait_until("status says aggregation is on", WAIT, || {
-        gateway.try_status().is_some_and(|s| {
-            s["gateway"]["aggregation"] == "KPL aggregation up to 51200 bytes"
-        })
+        gateway
+            .try_status()
+            .is_some_and(|s| s["gateway"]["aggregation"] == "KPL aggregation up to 51200 bytes")
     });
     publish(broker.port(), "agg/a", "a", 200);
     publish(broker.port(), "agg/b", "b", 100);
@@ -150,5 +150,73 @@ fn kpl_aggregated_records_deaggregate_to_every_message_once() {
     let plain: Vec<&Value> = users.iter().filter(|u| u["aggregated"] == false).collect();
     assert_eq!(plain.len(), 1, "only the 60 KB message goes plain");
     assert_eq!(plain[0]["partition_key"], "agg/big");
+    assert_eq!(gateway.terminate(), Some(0));
+}
+
+/// The payloads that reached kinesis-local, de-aggregated: (topic, payload text).
+fn delivered_messages(kinesis: &KinesisLocal) -> Vec<(String, String)> {
+    deaggregate(&kinesis.read_all_records(STREAM))
+        .iter()
+        .map(|user| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(user["data"].as_str().expect("data"))
+                .expect("base64");
+            let envelope: Value = serde_json::from_slice(&data).expect("a JSON envelope");
+            (
+                envelope["topic"].as_str().unwrap_or_default().to_owned(),
+                envelope["payload_text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// At least once with aggregation on: kill -9 mid-stream twice and restart;
+/// every message is among the de-aggregated records in the end.
+#[test]
+fn kill_9_with_aggregation_loses_nothing() {
+    let dir = TempDir::new("aggregation-kill");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "agg/#", 1);
+    let kinesis = KinesisLocal::start(STREAM);
+    let start = || {
+        Gateway::start_with_kinesis(
+            &dir,
+            &db,
+            &kinesis.endpoint(),
+            "aggregation = \"kpl\"",
+            "",
+            &[],
+        )
+    };
+    let mut gateway = start();
+    let n_rounds = 3;
+    let n_per_round = 150;
+    for round in 0..n_rounds {
+        gateway.wait_log("subscribed", |log| log.contains("connected, subscribed"));
+        publish(
+            broker.port(),
+            &format!("agg/{}", round % 2),
+            &format!("r{round}"),
+            n_per_round,
+        );
+        if round + 1 < n_rounds {
+            drop(gateway); // SIGKILL, mid-stream
+            gateway = start();
+        }
+    }
+    wait_until("every message in Kinesis", WAIT, || {
+        let delivered: std::collections::HashSet<_> =
+            delivered_messages(&kinesis).into_iter().collect();
+        (0..n_rounds).all(|round| {
+            (0..n_per_round).all(|i| {
+                delivered.contains(&(format!("agg/{}", round % 2), format!("r{round}-{i}")))
+            })
+        })
+    });
     assert_eq!(gateway.terminate(), Some(0));
 }

@@ -424,3 +424,55 @@ fn a_run_of_refused_records_does_not_stall_the_spool() -> TestResult {
     assert_eq!(accepted, expected);
     Ok(())
 }
+
+/// With KPL aggregation, a Kinesis record that fails (throttled) retries every
+/// message it carries, a failed request retries all, and every message ends
+/// in the stream once the faults pass (de-aggregated by awslabs' module).
+#[test]
+fn aggregated_records_that_fail_retry_every_message_they_carry() -> TestResult {
+    use base64::Engine;
+    test_credentials();
+    let fake = FakeKinesis::start(vec![
+        Fault::ThrottleEveryOther,
+        Fault::Status(500),
+        Fault::ThrottleEveryOther,
+    ]);
+    let dir = TempDir::new("drain-kpl-faults");
+    let (spool, _writer) = open_spool(&dir);
+    let records: Vec<NewRecord> = (0..1000)
+        .map(|n| new_record(1, if n % 3 == 0 { "k/a" } else { "k/b" }, mixed_payload(n)))
+        .collect();
+    append_all(&spool, records);
+    let shutdown = Shutdown::new();
+    let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    config.aggregation = mqtt_kinesis_bridge::config::Aggregation::Kpl { max_bytes: 51_200 };
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 0);
+    stop(&shutdown, handle);
+    assert!(fake.script_done(), "every fault was exercised");
+    let stored: Vec<Value> = fake
+        .accepted()
+        .iter()
+        .enumerate()
+        .map(|(n, blob)| {
+            serde_json::json!({
+                "Data": base64::engine::general_purpose::STANDARD.encode(blob),
+                "PartitionKey": "k",
+                "SequenceNumber": n.to_string(),
+            })
+        })
+        .collect();
+    assert!(stored.len() < 100, "{} Kinesis records", stored.len());
+    let users = crate::aggregation::deaggregate(&stored);
+    let ids: std::collections::HashSet<String> = users
+        .iter()
+        .map(|user| {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(user["data"].as_str().unwrap())
+                .unwrap();
+            record_id(&data)
+        })
+        .collect();
+    assert_eq!(ids.len(), 1000, "every message, once or more");
+    Ok(())
+}
