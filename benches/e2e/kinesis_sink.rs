@@ -275,19 +275,26 @@ fn put_records(body: &[u8], received_us: u64, tally: &Mutex<Tally>) -> Result<us
         serde_json::from_slice(body).map_err(|error| format!("unreadable body: {error}"))?;
     let mut data = Vec::new();
     let mut latencies_us = Vec::with_capacity(request.records.len());
+    // Messages, not Kinesis records: a KPL aggregated record counts each it carries.
+    let mut n_messages = 0;
     for record in &request.records {
         data.clear();
         base64::engine::general_purpose::STANDARD
             .decode_vec(record.data.as_bytes(), &mut data)
             .map_err(|error| format!("record data is not base64: {error}"))?;
-        let sent_us = serde_json::from_slice::<StampedRecord>(&data)
-            .ok()
-            .and_then(|stamped| stamped.payload.and_then(|payload| payload.t).or(stamped.t));
-        if let Some(sent_us) = sent_us {
-            latencies_us.push(received_us.saturating_sub(sent_us));
+        let messages = kpl_messages(&data).unwrap_or_else(|| vec![&data[..]]);
+        n_messages += messages.len();
+        for message in messages {
+            let sent_us = serde_json::from_slice::<StampedRecord>(message)
+                .ok()
+                .and_then(|stamped| stamped.payload.and_then(|payload| payload.t).or(stamped.t));
+            if let Some(sent_us) = sent_us {
+                latencies_us.push(received_us.saturating_sub(sent_us));
+            }
         }
     }
-    let n_records = request.records.len();
+    let n_kinesis_records = request.records.len();
+    let n_records = n_messages;
     let mut tally = lock(tally);
     tally.n_requests += 1;
     tally.n_records += n_records as u64;
@@ -305,7 +312,56 @@ fn put_records(body: &[u8], received_us: u64, tally: &Mutex<Tally>) -> Result<us
         tally.last_record_us = received_us;
     }
     tally.version += 1;
-    Ok(n_records)
+    Ok(n_kinesis_records)
+}
+
+/// The messages inside a KPL aggregated record (magic, protobuf, MD5), or
+/// `None` for a plain record. Reads only what the gateway writes: field 3
+/// (records), each with field 3 (data).
+fn kpl_messages(data: &[u8]) -> Option<Vec<&[u8]>> {
+    const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+    let message = data.strip_prefix(&MAGIC)?;
+    let message = &message[..message.len().checked_sub(16)?];
+    let mut out = Vec::new();
+    for (field, value) in fields(message)? {
+        if field == 3 {
+            let (_, data) = fields(value)?.into_iter().find(|(field, _)| *field == 3)?;
+            out.push(data);
+        }
+    }
+    Some(out)
+}
+
+/// Length-delimited and varint fields of a protobuf message: (field, bytes);
+/// a varint field's bytes are empty.
+fn fields(mut bytes: &[u8]) -> Option<Vec<(u64, &[u8])>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let (tag, rest) = varint(bytes)?;
+        bytes = rest;
+        match tag & 7 {
+            0 => bytes = varint(bytes)?.1,
+            2 => {
+                let (len, rest) = varint(bytes)?;
+                let len = usize::try_from(len).ok()?;
+                out.push((tag >> 3, rest.get(..len)?));
+                bytes = rest.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// Every record stored, results in request order as Kinesis gives them.
