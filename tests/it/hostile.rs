@@ -578,3 +578,46 @@ fn a_topic_that_is_not_utf8_wedges_only_its_broker() {
     assert!(log.to_lowercase().contains("utf"), "{log}");
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
 }
+
+/// A 70 KB topic filter row (over every SUBSCRIBE packet) and 3,000 ordinary
+/// rows for one broker: the long row is skipped naming it, the rest are
+/// subscribed without a reconnect loop, and messages flow.
+#[test]
+fn a_70_kb_filter_row_and_3000_topic_rows_for_one_broker() {
+    let dir = TempDir::new("hostile-filters");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(Some(1), &format!("long/{}", "x".repeat(70_000)), 1);
+    db.execute(
+        "INSERT INTO iot_data.mqtt_topic (mqtt_id, topic, qos, status) \
+         SELECT 1, 'many/' || n, 1, TRUE FROM generate_series(1, 3000) AS n",
+    );
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("3,000 filters subscribed", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 1))
+            .is_some_and(|b| b["state"] == "connected" && b["subscribed_topics"] == 3000)
+    });
+    publish(broker.port(), "many/3000", "last", 5);
+    wait_until("5 messages on the last filter delivered", WAIT, || {
+        kinesis.accepted().len() == 5
+    });
+    let log = gateway.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("skipped mqtt_topic row") && l.contains("longer than 1024 bytes")),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("connected, subscribed").count(),
+        1,
+        "no reconnect loop: {log}"
+    );
+    let peak = peak_rss(gateway.pid());
+    assert!(peak > 0 && peak < 64 << 20, "peak RSS {peak} bytes");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
