@@ -17,14 +17,10 @@ use std::task::{Context, Poll};
 
 use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use postgres::Socket;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::ParsedCertificate;
-use rustls::{
-    ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme,
-};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::database_url::{RootCert, TlsParams, Verify};
@@ -223,7 +219,7 @@ fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
         .with_safe_default_protocol_versions()
         .map_err(|error| format!("tls: {error}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(LibpqVerifier {
+        .with_custom_certificate_verifier(Arc::new(crate::trust::Verifier {
             provider,
             roots,
             check_name: verify == Verify::ChainAndName,
@@ -288,76 +284,4 @@ fn private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String>
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
         format!("database.url sslkey {shown}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
     })
-}
-
-/// libpq's checks of the server's certificate: none, the chain (`roots`), or
-/// the chain and the name (`check_name`). The handshake's signatures are
-/// always checked, so the server holds the key of the certificate it shows.
-#[derive(Debug)]
-struct LibpqVerifier {
-    provider: Arc<CryptoProvider>,
-    /// `None`: any certificate (sslmode prefer/require without sslrootcert).
-    roots: Option<Arc<RootCertStore>>,
-    check_name: bool,
-}
-
-impl ServerCertVerifier for LibpqVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let Some(roots) = &self.roots else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        if self.check_name {
-            rustls::client::verify_server_name(&certificate, server_name)?;
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
