@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::gateway::Gateway;
 use crate::support::kinesis::KinesisLocal;
-use crate::support::mosquitto::{publish, Mosquitto};
+use crate::support::mosquitto::{publish, publish_payload, Mosquitto};
 use crate::support::postgres::TestDb;
 use crate::support::*;
 
@@ -46,25 +46,12 @@ pub(crate) fn deaggregate(records: &[Value]) -> Vec<Value> {
     serde_json::from_slice(&output.stdout).expect("deaggregate.py prints JSON")
 }
 
-/// Publishes one `payload` at QoS 1 on `topic`, from stdin.
-fn publish_one(port: u16, topic: &str, payload: &[u8]) {
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-s",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub");
-    child.stdin.take().unwrap().write_all(payload).unwrap();
-    assert!(child.wait().unwrap().success());
+/// The JSON envelope a de-aggregated user record carries.
+fn envelope(user: &Value) -> Value {
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(user["data"].as_str().expect("data"))
+        .expect("base64");
+    serde_json::from_slice(&data).expect("a JSON envelope")
 }
 
 /// Every message arrives once, byte for byte, with its own partition key (the
@@ -98,7 +85,7 @@ fn kpl_aggregated_records_deaggregate_to_every_message_once() {
     publish(broker.port(), "agg/a", "a", 200);
     publish(broker.port(), "agg/b", "b", 100);
     let big = vec![b'z'; 60_000];
-    publish_one(broker.port(), "agg/big", &big);
+    publish_payload(broker.port(), "agg/big", &big);
     wait_until("301 messages delivered", WAIT, || {
         gateway
             .try_status()
@@ -125,10 +112,7 @@ fn kpl_aggregated_records_deaggregate_to_every_message_once() {
     let mut by_topic: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut record_ids = std::collections::BTreeSet::new();
     for user in &users {
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(user["data"].as_str().expect("data"))
-            .expect("base64");
-        let envelope: Value = serde_json::from_slice(&data).expect("a JSON envelope");
+        let envelope = envelope(user);
         let topic = envelope["topic"].as_str().expect("topic").to_owned();
         assert_eq!(user["partition_key"], topic.as_str(), "its own key");
         assert!(record_ids.insert(envelope["record_id"].as_str().unwrap().to_owned()));
@@ -158,10 +142,7 @@ fn delivered_messages(kinesis: &KinesisLocal) -> Vec<(String, String)> {
     deaggregate(&kinesis.read_all_records(STREAM))
         .iter()
         .map(|user| {
-            let data = base64::engine::general_purpose::STANDARD
-                .decode(user["data"].as_str().expect("data"))
-                .expect("base64");
-            let envelope: Value = serde_json::from_slice(&data).expect("a JSON envelope");
+            let envelope = envelope(user);
             (
                 envelope["topic"].as_str().unwrap_or_default().to_owned(),
                 envelope["payload_text"]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::gateway::Gateway;
 use crate::support::kinesis::FakeKinesis;
-use crate::support::mosquitto::{publish, BrokerSetup, Mosquitto};
+use crate::support::mosquitto::{publish, publish_payload, BrokerSetup, Mosquitto};
 use crate::support::postgres::TestDb;
 use crate::support::tls::TestPki;
 use crate::support::*;
@@ -261,33 +261,6 @@ fn secrets_stay_out_of_errors_logs_and_reports() {
             assert!(!output.contains(secret), "{secret} in:\n{output}");
         }
     }
-}
-
-/// Publishes `payload` once at QoS 1 with `mosquitto_pub`, from stdin.
-fn publish_payload(port: u16, topic: &str, payload: &[u8]) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-s",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(payload)
-        .expect("write the payload");
-    assert!(child.wait().expect("mosquitto_pub ran").success());
 }
 
 /// The peak resident memory of process `pid`, in bytes (VmHWM).

@@ -154,42 +154,14 @@ impl KinesisLocal {
     }
 
     pub fn read_all(&self, stream: &str) -> Vec<Vec<u8>> {
-        let (status, body) = self
-            .call(
-                "GetShardIterator",
-                json!({
-                    "StreamName": stream,
-                    "ShardId": "shardId-000000000000",
-                    "ShardIteratorType": "TRIM_HORIZON",
-                }),
-            )
-            .expect("GetShardIterator");
-        assert_eq!(status, 200, "GetShardIterator: {body}");
-        let mut iterator = body["ShardIterator"].as_str().map(str::to_owned);
-        let mut data = Vec::new();
-        while let Some(shard_iterator) = iterator.take() {
-            let (status, body) = self
-                .call(
-                    "GetRecords",
-                    json!({"ShardIterator": shard_iterator, "Limit": 10000}),
-                )
-                .expect("GetRecords");
-            assert_eq!(status, 200, "GetRecords: {body}");
-            let records = body["Records"].as_array().cloned().unwrap_or_default();
-            if records.is_empty() {
-                break;
-            }
-            for record in records {
-                let blob = record["Data"].as_str().expect("Data");
-                data.push(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(blob)
-                        .expect("base64 Data"),
-                );
-            }
-            iterator = body["NextShardIterator"].as_str().map(str::to_owned);
-        }
-        data
+        self.read_all_records(stream)
+            .iter()
+            .map(|record| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(record["Data"].as_str().expect("Data"))
+                    .expect("base64 Data")
+            })
+            .collect()
     }
 }
 

@@ -310,3 +310,31 @@ pub fn publish_lines(
     let status = publisher.wait().expect("wait for mosquitto_pub");
     assert!(status.success(), "mosquitto_pub on port {port}: {status}");
 }
+
+/// Publishes one `payload` at QoS 1 on `topic` with `mosquitto_pub`, from
+/// stdin (any bytes, any size).
+pub fn publish_payload(port: u16, topic: &str, payload: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-s",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload)
+        .expect("write the payload");
+    assert!(child.wait().expect("mosquitto_pub ran").success());
+}
