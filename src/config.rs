@@ -110,6 +110,8 @@ pub enum RecordFormat {
 
 #[derive(Debug, Clone)]
 pub struct CatalogConfig {
+    /// This gateway's `gateway_id`: picks its brokers in `iot_data.mqtt_broker_gateway`.
+    pub gateway_id: String,
     /// PostgreSQL connection string; may hold a password, hence [`Secret`].
     pub database_url: Secret,
     /// Local SQLite copy of the last good read.
@@ -368,7 +370,7 @@ impl Config {
         };
         let spool = validate_spool(raw.spool, queue_capacity)?;
         let kinesis = validate_kinesis(raw.kinesis, &env)?;
-        let catalog = validate_database(raw.database, &spool.path, &env)?;
+        let catalog = validate_database(raw.database, &gateway_id, &spool.path, &env)?;
         let mqtt = validate_mqtt(raw.mqtt)?;
         let status = validate_status(raw.status, &spool.path)?;
         let beside = |path: &Path, suffix: &str| {
@@ -627,6 +629,7 @@ fn validate_kinesis(
 
 fn validate_database(
     raw: RawDatabase,
+    gateway_id: &str,
     spool_path: &Path,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<CatalogConfig, ConfigError> {
@@ -682,6 +685,7 @@ fn validate_database(
             invalid(key, error.to_string())
         })?;
     Ok(CatalogConfig {
+        gateway_id: gateway_id.to_owned(),
         database_url: url,
         snapshot_path,
         refresh_interval,
