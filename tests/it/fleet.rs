@@ -145,7 +145,9 @@ fn gateways_run_their_brokers_and_a_broker_moves_live() {
     // first, Mosquitto hands it the session and drops gw-a's connection (no
     // "disconnected (stopped)" line then); what gw-a had not acknowledged is
     // redelivered to gw-b, so nothing is lost either way.
-    gw_a.wait_log("gw-a stops broker 1", |log| log.contains("broker 1 removed"));
+    gw_a.wait_log("gw-a stops broker 1", |log| {
+        log.contains("broker 1 removed")
+    });
     gw_b.wait_log("gw-b connects broker 1", |log| {
         log.contains("broker 1 added")
             && log.contains(&format!(
@@ -188,4 +190,100 @@ fn gateways_run_their_brokers_and_a_broker_moves_live() {
     wait_connected(&gw_b, "gw-b", &[1, 2, 3]);
     assert!(saw_client(&brokers[1], "gw-a-2"));
     assert!(saw_client(&brokers[0], "gw-a-1") && saw_client(&brokers[0], "gw-b-1"));
+}
+
+/// `check --json` on `gateway`'s config: the checks, by target.
+fn check_lines(dir: &TempDir) -> BTreeMap<String, Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["check", "--json", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("run check");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("check --json prints JSON");
+    report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .map(|check| (check["target"].as_str().unwrap().to_owned(), check.clone()))
+        .collect()
+}
+
+/// A catalog without the assignment table runs every broker and says so once
+/// (not at every read); the table created live takes effect; `check` shows
+/// the split and fails a broker two gateways run without shared subscriptions,
+/// which the running gateway warns about.
+#[test]
+fn the_assignment_table_is_optional_and_check_shows_the_split() {
+    let db = TestDb::new();
+    db.execute("DROP TABLE iot_data.mqtt_broker_gateway");
+    let kinesis = FakeKinesis::start(Vec::new());
+    let brokers = [Mosquitto::start(), Mosquitto::start()];
+    db.add_broker(1, brokers[0].port());
+    db.add_topic(Some(1), "site/a", 1);
+    let dir = TempDir::new("fleet-optional");
+    let gateway = Gateway::start_as(&dir, &db, &kinesis.endpoint(), "gw-a");
+    let gateways = [("gw-a", &gateway)];
+    let _logs = LogsOnPanic(&gateways);
+    wait_connected(&gateway, "gw-a", &[1]);
+    let absent = "no iot_data.mqtt_broker_gateway table: every broker runs on every gateway";
+    // Two more reads (NOTIFY on each topic change).
+    for (n, filter) in [(1, "site/b"), (2, "site/c")] {
+        db.add_topic(Some(1), filter, 1);
+        gateway.wait_log("the topic change applied", |log| {
+            log.matches("subscribing to 1 and unsubscribing from 0 topics")
+                .count()
+                == n
+        });
+    }
+    assert_eq!(
+        gateway.log().matches(absent).count(),
+        1,
+        "{}",
+        gateway.log()
+    );
+    let lines = check_lines(&dir);
+    let line = &lines["iot_data.mqtt_broker_gateway"];
+    assert_eq!(line["ok"], true);
+    assert_eq!(
+        line["detail"],
+        "absent: gateway gw-a runs all 1 brokers, as every gateway does"
+    );
+
+    // The table appears with broker 1 on two gateways, broker 2 on another.
+    db.execute(include_str!(
+        "../../buffer-schema/catalog/0006_broker_gateway.sql"
+    ));
+    db.add_broker(2, brokers[1].port());
+    db.execute(
+        "INSERT INTO iot_data.mqtt_broker_gateway (mqtt_id, gateway_id)
+         VALUES (1, 'gw-a'), (1, 'gw-b'), (2, 'gw-b')",
+    );
+    let warning = "broker 1 is assigned to gateways gw-a, gw-b without shared subscriptions";
+    gateway.wait_log("the shared-broker warning", |log| log.contains(warning));
+    wait_connected(&gateway, "gw-a", &[1]);
+    assert!(!gateway.log().contains("broker 2 added"));
+    let lines = check_lines(&dir);
+    assert_eq!(
+        lines["iot_data.mqtt_broker_gateway"]["detail"],
+        "gateway gw-a runs 1 of 2 brokers: assigned here 1; unassigned (every gateway) none"
+    );
+    let shared = &lines["mqtt_broker_gateway mqtt_id=1"];
+    assert_eq!(
+        (&shared["ok"], &shared["kind"]),
+        (&Value::Bool(false), &Value::from("shared"))
+    );
+    assert!(
+        !lines.keys().any(|target| target.starts_with("broker 2 ")),
+        "check probed broker 2: {lines:?}"
+    );
+
+    // Shared subscriptions: no more complaint from check.
+    db.execute("UPDATE iot_data.mqtt_broker SET use_shared_subscriptions = TRUE WHERE mqtt_id = 1");
+    gateway.wait_log("the shared subscriptions applied", |log| {
+        log.matches("subscribing to 3 and unsubscribing from 3 topics")
+            .count()
+            == 1
+    });
+    assert!(!check_lines(&dir).contains_key("mqtt_broker_gateway mqtt_id=1"));
+    assert_eq!(gateway.log().matches(warning).count(), 1);
 }
