@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use mqtt_kinesis_bridge::catalog::snapshot;
+
 use crate::gateway::Gateway;
 use crate::support::kinesis::FakeKinesis;
 use crate::support::mosquitto::{publish, Mosquitto};
@@ -50,6 +52,14 @@ fn delivered(kinesis: &FakeKinesis, broker_id: i64) -> BTreeMap<String, usize> {
         }
     }
     counts
+}
+
+/// The broker ids in the catalog snapshot in `dir` (beside the spool).
+fn snapshot_ids(dir: &TempDir) -> Vec<i64> {
+    let snapshot = snapshot::load(&dir.join("catalog-snapshot.db"), None)
+        .expect("read the snapshot")
+        .expect("a snapshot");
+    snapshot.catalog.brokers.iter().map(|b| b.id).collect()
 }
 
 /// Prints the gateways' logs when the test fails.
@@ -98,6 +108,7 @@ fn gateways_run_their_brokers_and_a_broker_moves_live() {
 
     wait_connected(&gw_a, "gw-a", &[1, 3]);
     wait_connected(&gw_b, "gw-b", &[2, 3]);
+    assert_eq!(snapshot_ids(&dir_a), vec![1, 3]);
     for (gateway, other) in [(&gw_a, 2), (&gw_b, 1)] {
         let log = gateway.log();
         assert!(!log.contains(&format!("broker {other} added")), "{log}");
@@ -160,6 +171,9 @@ fn gateways_run_their_brokers_and_a_broker_moves_live() {
     let log_a = gw_a.log();
     let after_stop = &log_a[log_a.find("broker 1 removed").unwrap()..];
     assert!(!after_stop.contains("connected, subscribed"), "{log_a}");
+    // The snapshot is written before the sessions hear of a change.
+    assert_eq!(snapshot_ids(&dir_a), vec![3]);
+    assert_eq!(snapshot_ids(&dir_b), vec![1, 2, 3]);
     let n_at_move = n_published();
     wait_until("messages published after the move", WAIT, || {
         n_published() >= n_at_move + 50
