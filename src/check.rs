@@ -1,8 +1,8 @@
 //! `mqtt-kinesis-bridge check`: tries everything a config points at, without
 //! running the gateway, and says what works and what does not.
 //!
-//! In order: the database (connect, read both catalog tables, the status
-//! table), every endpoint of every active broker (connect + CONNACK, timed;
+//! In order: the database (connect, read both catalog tables, which brokers
+//! this gateway runs, the status table), every endpoint of every broker this gateway runs (connect + CONNACK, timed;
 //! with the client id `{client_id}-check`, so a running gateway's sessions are
 //! not disturbed), Kinesis (a signed DescribeStreamSummary of the stream) and
 //! the spool (its directory writable, the file readable, room on its
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::catalog::assignment::{self, AssignmentRow};
 use crate::catalog::database_url::DatabaseUrl;
 use crate::catalog::postgres::DbErrorKind;
 use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
@@ -223,6 +224,7 @@ fn check_database(
                     problem.to_string(),
                 ));
             }
+            let catalog = check_assignment(config, catalog, read.assignments, checks);
             checks.push(match status_table {
                 Ok(()) => Check::pass(
                     "database",
@@ -256,6 +258,44 @@ fn check_database(
             }
         }
     }
+}
+
+/// Keeps the brokers this gateway runs and says which they are; a broker
+/// several gateways run without shared subscriptions fails (duplicates in Kinesis).
+fn check_assignment(
+    config: &Config,
+    catalog: Catalog,
+    rows: Option<Vec<AssignmentRow>>,
+    checks: &mut Vec<Check>,
+) -> Catalog {
+    let target = "iot_data.mqtt_broker_gateway".to_owned();
+    let table_present = rows.is_some();
+    let (catalog, assignment) = assignment::assign(
+        catalog,
+        rows.as_deref().unwrap_or_default(),
+        &config.gateway_id,
+    );
+    let detail = if table_present {
+        assignment.describe(&config.gateway_id)
+    } else {
+        format!(
+            "absent: gateway {} runs all {} brokers, as every gateway does",
+            config.gateway_id, assignment.n_brokers_total
+        )
+    };
+    checks.push(Check::pass("database", target, detail, None));
+    for (id, gateways) in assignment.duplicated {
+        checks.push(Check::fail(
+            "catalog row",
+            format!("mqtt_broker_gateway mqtt_id={id}"),
+            "shared",
+            format!(
+                "broker {id} is assigned to gateways {} without shared subscriptions: each forwards every message (duplicates in Kinesis); set use_shared_subscriptions or assign it to one gateway",
+                gateways.join(", ")
+            ),
+        ));
+    }
+    catalog
 }
 
 fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {

@@ -163,6 +163,8 @@ pub enum RecordFormat {
 
 #[derive(Debug, Clone)]
 pub struct CatalogConfig {
+    /// This gateway's `gateway_id`: picks its brokers in `iot_data.mqtt_broker_gateway`.
+    pub gateway_id: String,
     /// PostgreSQL connection string; may hold a password, hence [`Secret`].
     pub database_url: Secret,
     /// Local SQLite copy of the last good read.
@@ -435,7 +437,7 @@ impl Config {
             (None, None) => DEFAULT_QUEUE_CAPACITY,
         };
         let spool = validate_spool(raw.spool, queue_capacity)?;
-        let catalog = validate_database(raw.database, &spool.path, &env)?;
+        let catalog = validate_database(raw.database, &gateway_id, &spool.path, &env)?;
         let kinesis = validate_kinesis(
             raw.kinesis,
             &env,
@@ -910,6 +912,7 @@ fn iot_key(value: &str, password_key: Option<&SealKey>) -> Result<Secret, Config
 
 fn validate_database(
     raw: RawDatabase,
+    gateway_id: &str,
     spool_path: &Path,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<CatalogConfig, ConfigError> {
@@ -965,6 +968,7 @@ fn validate_database(
             invalid(key, error.to_string())
         })?;
     Ok(CatalogConfig {
+        gateway_id: gateway_id.to_owned(),
         database_url: url,
         snapshot_path,
         refresh_interval,

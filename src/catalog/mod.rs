@@ -2,10 +2,12 @@
 //!
 //! The catalog thread reads `iot_data.mqtt_broker` and `iot_data.mqtt_topic`,
 //! validates the rows (bad rows are logged and skipped, good rows still run),
-//! writes every good read to the SQLite snapshot, and sends each *changed*
-//! [`Catalog`] to the sessions supervisor. When the database is unreachable it
+//! keeps the brokers this gateway runs (`iot_data.mqtt_broker_gateway`, see
+//! `assignment`), writes every good read to the SQLite snapshot, and sends
+//! each *changed* [`Catalog`] to the sessions supervisor. When the database is unreachable it
 //! serves the snapshot. It never talks MQTT and never touches the spool.
 
+pub mod assignment;
 pub mod database_url;
 pub mod postgres;
 mod postgres_tls;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::config::CatalogConfig;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
+use assignment::Assignment;
 use rows::RowProblem;
 
 /// `iot_data.mqtt_broker.mqtt_id`.
@@ -145,7 +148,7 @@ pub struct Topic {
     pub qos: u8,
 }
 
-/// The desired state: every active broker, sorted by id, ids unique.
+/// The desired state: every active broker this gateway runs, sorted by id, ids unique.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Catalog {
     pub brokers: Vec<Broker>,
@@ -206,6 +209,11 @@ struct Refresher {
     uploader: Option<status_upload::Uploader>,
     /// The last snapshot was not written for want of room (said once).
     snapshot_deferred: bool,
+    /// Whether `iot_data.mqtt_broker_gateway` existed at the last read
+    /// (`None` before the first): its absence is said once, not every read.
+    assignment_table: Option<bool>,
+    /// The last split of the catalog between gateways, logged when it changes.
+    assignment: Option<Assignment>,
 }
 
 impl Refresher {
@@ -226,6 +234,8 @@ impl Refresher {
             n_failures: 0,
             uploader: None,
             snapshot_deferred: false,
+            assignment_table: None,
+            assignment: None,
         }
     }
 
@@ -282,7 +292,44 @@ impl Refresher {
             self.config.password_key.as_ref(),
         );
         problems.extend(read.unnamed);
+        let table_present = read.assignments.is_some();
+        let (catalog, assignment) = assignment::assign(
+            catalog,
+            read.assignments.as_deref().unwrap_or_default(),
+            &self.config.gateway_id,
+        );
+        self.report_assignment(table_present, assignment);
         Ok((catalog, problems))
+    }
+
+    /// Says when the assignment table appears or goes, and when this
+    /// gateway's share of the brokers changes; warns once per change about
+    /// brokers several gateways would each forward in full.
+    fn report_assignment(&mut self, table_present: bool, assignment: Assignment) {
+        if self.assignment_table != Some(table_present) {
+            if table_present {
+                log::info!("catalog: iot_data.mqtt_broker_gateway present: brokers with rows there run only on the gateways they name");
+            } else {
+                log::info!("catalog: no iot_data.mqtt_broker_gateway table: every broker runs on every gateway");
+            }
+            self.assignment_table = Some(table_present);
+        }
+        if self.assignment.as_ref() == Some(&assignment) {
+            return;
+        }
+        if table_present {
+            log::info!("catalog: {}", assignment.describe(&self.config.gateway_id));
+        }
+        let before = self.assignment.as_ref().map(|a| a.duplicated.as_slice());
+        for (id, gateways) in &assignment.duplicated {
+            if !before.is_some_and(|before| before.iter().any(|(b, g)| b == id && g == gateways)) {
+                log::warn!(
+                    "catalog: broker {id} is assigned to gateways {} without shared subscriptions: each of them forwards every message, so Kinesis gets duplicates; set use_shared_subscriptions on mqtt_broker row mqtt_id={id}, or assign it to one gateway",
+                    gateways.join(", ")
+                );
+            }
+        }
+        self.assignment = Some(assignment);
     }
 
     /// Logs the bad rows when the set of them changes, not on every poll.
@@ -344,7 +391,13 @@ impl Refresher {
             return true;
         }
         let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
-        if catalog.brokers.is_empty() {
+        let n_elsewhere = self
+            .assignment
+            .as_ref()
+            .map_or(0, |a| a.n_brokers_total - a.n_running());
+        if catalog.brokers.is_empty() && n_elsewhere > 0 {
+            log::warn!("catalog: no brokers for gateway {}: all {n_elsewhere} active brokers are assigned to other gateways (iot_data.mqtt_broker_gateway); polling on", self.config.gateway_id);
+        } else if catalog.brokers.is_empty() {
             log::warn!("catalog: no active brokers (iot_data.mqtt_broker has no valid row with status = TRUE); polling on");
         } else {
             log::info!(

@@ -15,6 +15,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
 use postgres::{Client, Row};
 
+use super::assignment::AssignmentRow;
 use super::database_url::{DatabaseUrl, SslMode, Verify};
 use super::postgres_tls::{Connector, Progress};
 use super::rows::{BrokerRow, RowProblem, TopicRow};
@@ -22,6 +23,10 @@ use crate::secret::Secret;
 
 const SELECT_BROKERS: &str = "SELECT * FROM iot_data.mqtt_broker WHERE status IS TRUE";
 const SELECT_TOPICS: &str = "SELECT * FROM iot_data.mqtt_topic WHERE status IS TRUE";
+/// The assignment table is optional: asked first, so its absence does not
+/// abort the read's transaction.
+const HAS_ASSIGNMENT_TABLE: &str = "SELECT to_regclass('iot_data.mqtt_broker_gateway') IS NOT NULL";
+const SELECT_ASSIGNMENTS: &str = "SELECT * FROM iot_data.mqtt_broker_gateway";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A database problem, as text that never holds the connection string's password.
@@ -251,11 +256,12 @@ fn encrypted(config: &postgres::Config, url: &DatabaseUrl) -> Result<(Client, Li
     }
 }
 
-/// The active broker and topic rows.
-/// The active rows of both catalog tables, as read.
+/// The active rows of both catalog tables, and the assignment table's, as read.
 pub struct CatalogRows {
     pub brokers: Vec<BrokerRow>,
     pub topics: Vec<TopicRow>,
+    /// `None`: there is no `iot_data.mqtt_broker_gateway` (every broker runs everywhere).
+    pub assignments: Option<Vec<AssignmentRow>>,
     /// Broker rows skipped before validation: they cannot be named.
     pub unnamed: Vec<RowProblem>,
 }
@@ -282,10 +288,33 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
         .iter()
         .map(topic_row)
         .collect::<Result<Vec<_>, _>>()?;
+    let assignments = if transaction
+        .query_one(HAS_ASSIGNMENT_TABLE, &[])?
+        .get::<_, bool>(0)
+    {
+        let mut assignments = Vec::new();
+        for row in transaction.query(SELECT_ASSIGNMENTS, &[])?.iter() {
+            match (int(row, "mqtt_id")?, text(row, "gateway_id")?) {
+                (Some(mqtt_id), Some(gateway_id)) => assignments.push(AssignmentRow {
+                    mqtt_id,
+                    gateway_id,
+                }),
+                _ => unnamed.push(RowProblem::Unnamed {
+                    table: "mqtt_broker_gateway",
+                    message: "mqtt_id or gateway_id is NULL: the row assigns nothing, skipped"
+                        .into(),
+                }),
+            }
+        }
+        Some(assignments)
+    } else {
+        None
+    };
     transaction.commit()?;
     Ok(CatalogRows {
         brokers,
         topics,
+        assignments,
         unnamed,
     })
 }

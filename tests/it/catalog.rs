@@ -15,6 +15,7 @@ use crate::support::*;
 
 fn config(url: &str, snapshot_path: PathBuf, refresh: Duration, notify: bool) -> CatalogConfig {
     CatalogConfig {
+        gateway_id: "it-gw".to_owned(),
         database_url: Secret::new(url),
         snapshot_path,
         refresh_interval: refresh,

@@ -30,6 +30,9 @@ mod sessions;
 // The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
 mod gateway;
 
+// A fleet (issue 16): two real gateways, brokers assigned to each, one moved live.
+mod fleet;
+
 // A full disk (issue 21): the spool on a small tmpfs, filled by the gateway or another program.
 mod full_disk;
 
