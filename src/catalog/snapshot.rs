@@ -228,19 +228,38 @@ pub fn load(path: &Path, key: Option<&SealKey>) -> Result<Option<Snapshot>, Snap
     if !path.exists() {
         return Ok(None);
     }
-    let (taken_at_ms, stored) = read_file(path).map_err(|e| error(path, e))?;
-    let brokers = stored
-        .into_iter()
-        .map(|broker| restore(broker, key))
-        .collect::<Result<Vec<Broker>, String>>()
-        .map_err(|message| error(path, message))?;
-    Ok(Some(Snapshot {
-        catalog: Catalog { brokers },
-        taken_at: UNIX_EPOCH + Duration::from_millis(taken_at_ms.max(0) as u64),
-    }))
+    let (taken_at_ms, rows) = read_file(path).map_err(|e| error(path, e))?;
+    decode(taken_at_ms, &rows, key)
+        .map(Some)
+        .map_err(|message| error(path, message))
 }
 
-fn read_file(path: &Path) -> Result<(i64, Vec<StoredBroker>), String> {
+/// The snapshot held by a file's rows (each broker as JSON), as [`load`]
+/// reads them: pure, so the fuzz target `snapshot_restore` can call it.
+#[doc(hidden)]
+pub fn decode(
+    taken_at_ms: i64,
+    rows: &[String],
+    key: Option<&SealKey>,
+) -> Result<Snapshot, String> {
+    let brokers = rows
+        .iter()
+        .map(|json| {
+            // serde_json's message may quote a whole value: its first 300 characters.
+            let stored: StoredBroker = serde_json::from_str(json).map_err(|e| {
+                let message: String = e.to_string().chars().take(300).collect();
+                format!("damaged broker entry: {message}")
+            })?;
+            restore(stored, key)
+        })
+        .collect::<Result<Vec<Broker>, String>>()?;
+    Ok(Snapshot {
+        catalog: Catalog { brokers },
+        taken_at: UNIX_EPOCH + Duration::from_millis(taken_at_ms.max(0) as u64),
+    })
+}
+
+fn read_file(path: &Path) -> Result<(i64, Vec<String>), String> {
     let read = || -> rusqlite::Result<(i64, i64, Vec<String>)> {
         let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -258,11 +277,7 @@ fn read_file(path: &Path) -> Result<(i64, Vec<StoredBroker>), String> {
             "layout version {version}, this gateway reads {LAYOUT_VERSION} (written by another release); the next good database read replaces it"
         ));
     }
-    let brokers = rows
-        .iter()
-        .map(|json| serde_json::from_str(json).map_err(|e| format!("damaged broker entry: {e}")))
-        .collect::<Result<_, _>>()?;
-    Ok((taken_at_ms, brokers))
+    Ok((taken_at_ms, rows))
 }
 
 fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String> {
@@ -290,10 +305,7 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
                 .transpose()?,
         }),
     };
-    if stored.endpoints.is_empty() {
-        return Err(format!("broker {id}: no endpoint"));
-    }
-    Ok(Broker {
+    let broker = Broker {
         id,
         endpoints: stored
             .endpoints
@@ -312,7 +324,9 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
             .into_iter()
             .map(|(filter, qos)| Topic { filter, qos })
             .collect(),
-    })
+    };
+    super::rows::check_restored(&broker).map_err(|why| format!("broker {id}: {why}"))?;
+    Ok(broker)
 }
 
 #[cfg(test)]
@@ -402,5 +416,68 @@ mod tests {
         assert_eq!(loaded.brokers[0].password, None);
         assert_eq!(loaded.brokers[0].endpoints, catalog().brokers[0].endpoints);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 14, found by the fuzz target `snapshot_restore`: a damaged or
+    /// edited snapshot is held to the row rules, and its errors stay short.
+    #[test]
+    fn restore_applies_the_row_rules() {
+        let good = r#"{"id":1,"endpoints":[["h",1883]],"username":null,"password":null,"tls":null,"client_id":null,"keep_alive_s":30,"clean_session":false,"topics":[["$share/g/a/#",1]]}"#;
+        let snapshot = decode(0, &[good.to_owned()], None).unwrap();
+        assert_eq!(snapshot.catalog.brokers[0].topics[0].filter, "$share/g/a/#");
+        let bad = [
+            (
+                r#""endpoints":[["h",1883]]"#,
+                r#""endpoints":[]"#,
+                "no endpoint",
+            ),
+            (r#"["h",1883]"#, r#"["h",0]"#, "port 0"),
+            (r#"["h",1883]"#, r#"["a host",1883]"#, "endpoint host"),
+            (
+                r#""password":null"#,
+                r#""password":"enc:v1:AAAA""#,
+                "encrypted",
+            ),
+            (r#""keep_alive_s":30"#, r#""keep_alive_s":0"#, "keep_alive"),
+            (
+                r#""keep_alive_s":30"#,
+                r#""keep_alive_s":70000"#,
+                "keep_alive",
+            ),
+            (r#""client_id":null"#, r#""client_id":"""#, "client_id"),
+            (r#"["$share/g/a/#",1]"#, r#"["$share/g/a/#",3]"#, "qos"),
+            (
+                r#"["$share/g/a/#",1]"#,
+                r#"["a/#/b",1]"#,
+                "not a valid MQTT topic filter",
+            ),
+            (
+                r#"["$share/g/a/#",1]"#,
+                r#"["$share/a",1]"#,
+                "no share group",
+            ),
+            (r#"["$share/g/a/#",1]"#, r#"["",1]"#, "it is empty"),
+        ];
+        for (from, to, expected) in bad {
+            let row = good.replace(from, to);
+            assert_ne!(row, good);
+            let error = decode(0, &[good.to_owned(), row.clone()], None).unwrap_err();
+            assert!(error.contains(expected), "{row}: {error}");
+        }
+        // With a key, a password needs a user name, as in the catalog.
+        let key = key();
+        let sealed = key.seal_for(
+            "pw",
+            Binding {
+                broker_id: 1,
+                column: "mqtt_password",
+            },
+        );
+        let row = good.replace(r#""password":null"#, &format!("\"password\":{sealed:?}"));
+        let error = decode(0, &[row], Some(&key)).unwrap_err();
+        assert!(error.contains("a password without a user name"), "{error}");
+        let long = format!("[\"{}\"]", "x".repeat(100_000));
+        let error = decode(0, &[long], None).unwrap_err();
+        assert!(error.len() < 1000, "{error}");
     }
 }

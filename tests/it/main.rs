@@ -44,3 +44,6 @@ mod layering;
 
 // Hostile and broken inputs against the real binary, its address space limited.
 mod hostile;
+
+// The fuzz targets' kept corpus and found cases, replayed without libFuzzer (fuzz/harness.rs).
+mod fuzz_replay;
