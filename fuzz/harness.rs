@@ -20,8 +20,11 @@ use mqtt_kinesis_bridge::sealed::{Binding, SealKey, COLUMNS};
 use mqtt_kinesis_bridge::secret::Secret;
 use mqtt_kinesis_bridge::spool::Record;
 
+/// A target: bytes in, a panic when a promise is broken.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: the directories under `fuzz/corpus/` and `fuzz/regressions/`.
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("config", config),
     ("catalog_rows", catalog_rows),
     ("topic_filter", topic_filter),
@@ -421,7 +424,7 @@ pub fn snapshot_file(data: &[u8]) {
 pub fn put_records(data: &[u8]) {
     let mut bytes = Bytes::new(data);
     let status = match bytes.byte() % 8 {
-        0 | 1 | 2 => 200,
+        0..=2 => 200,
         3 => 400,
         4 => 500,
         5 => 413,

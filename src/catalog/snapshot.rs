@@ -242,6 +242,7 @@ pub fn decode(
     rows: &[String],
     key: Option<&SealKey>,
 ) -> Result<Snapshot, String> {
+    let mut ids = std::collections::BTreeSet::new();
     let brokers = rows
         .iter()
         .map(|json| {
@@ -250,6 +251,10 @@ pub fn decode(
                 let message: String = e.to_string().chars().take(300).collect();
                 format!("damaged broker entry: {message}")
             })?;
+            // One broker per id, as in the catalog (found by fuzz/ snapshot_restore).
+            if !ids.insert(stored.id) {
+                return Err(format!("broker {} appears twice", stored.id));
+            }
             restore(stored, key)
         })
         .collect::<Result<Vec<Broker>, String>>()?;
@@ -459,11 +464,13 @@ mod tests {
             (r#"["$share/g/a/#",1]"#, r#"["",1]"#, "it is empty"),
         ];
         for (from, to, expected) in bad {
-            let row = good.replace(from, to);
+            let row = good.replace(from, to).replace(r#""id":1"#, r#""id":2"#);
             assert_ne!(row, good);
             let error = decode(0, &[good.to_owned(), row.clone()], None).unwrap_err();
             assert!(error.contains(expected), "{row}: {error}");
         }
+        let error = decode(0, &[good.to_owned(), good.to_owned()], None).unwrap_err();
+        assert_eq!(error, "broker 1 appears twice");
         // With a key, a password needs a user name, as in the catalog.
         let key = key();
         let sealed = key.seal_for(
