@@ -4,6 +4,7 @@
 #   bash fuzz/run.sh [SECONDS]        each target SECONDS (default 10), from fuzz/corpus/
 #   FUZZ_RUNS=1000000 bash fuzz/run.sh  each target for that many executions instead
 #   bash fuzz/run.sh merge            minimizes what runs found (fuzz/work/) into fuzz/corpus/
+#                                     (a set cover of the edges, at most 100 KB a target)
 #   FUZZ_TARGETS="config put_records" bash fuzz/run.sh ...   only those targets
 #
 # Installs cargo-fuzz (crates.io) when missing. libFuzzer needs nightly
@@ -29,7 +30,11 @@ if [ "${1:-}" = merge ]; then
     for target in $targets; do
         mkdir -p "work/$target"
         merged=$(mktemp -d)
-        "$bin/$target" -merge=1 "$merged" "corpus/$target" "work/$target" 2>&1 | tail -1
+        "$bin/$target" -set_cover_merge=1 -use_counters=0 -use_cmp=0 "$merged" "corpus/$target" "work/$target" 2>&1 | tail -1
+        # Kept in git: at most 100 KB a target, the largest inputs dropped first.
+        while [ "$(du -s --apparent-size -b "$merged" | cut -f1)" -gt 100000 ]; do
+            rm "$merged/$(ls -S "$merged" | head -1)"
+        done
         rm -rf "corpus/$target" && mv "$merged" "corpus/$target"
     done
     du -sh corpus
