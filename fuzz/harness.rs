@@ -396,12 +396,18 @@ pub fn snapshot_file(data: &[u8]) {
         static DIR: std::path::PathBuf = {
             let base = Path::new("/dev/shm");
             let base = if base.is_dir() { base.to_owned() } else { std::env::temp_dir() };
-            let dir = base.join(format!("mkb-fuzz-snapshot-{}", std::process::id()));
+            // One directory for every run; each file is removed after its run.
+            let dir = base.join("mkb-fuzz-snapshot");
             std::fs::create_dir_all(&dir).expect("a scratch directory");
             dir
         };
     }
-    let path = DIR.with(|dir| dir.join(format!("{:?}.db", std::thread::current().id())));
+    let name = format!(
+        "{}-{:?}.db",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    let path = DIR.with(|dir| dir.join(name));
     std::fs::write(&path, data).expect("the snapshot file written");
     let key = test_key();
     let loaded = snapshot::load(&path, Some(&key));
