@@ -384,6 +384,9 @@ pub fn snapshot_restore(data: &[u8]) {
     match snapshot::decode(taken_at_ms, &rows, use_key.then_some(&key)) {
         Ok(snapshot) => {
             check_catalog(&snapshot.catalog);
+            for why in &snapshot.skipped {
+                check_bounded("a skipped broker's reason", why);
+            }
             let _ = snapshot.age();
         }
         Err(message) => check_bounded("a snapshot error", &message),
@@ -418,7 +421,12 @@ pub fn snapshot_file(data: &[u8]) {
     }
     let _ = std::fs::remove_file(&path);
     match loaded {
-        Ok(Some(snapshot)) => check_catalog(&snapshot.catalog),
+        Ok(Some(snapshot)) => {
+            check_catalog(&snapshot.catalog);
+            for why in &snapshot.skipped {
+                check_bounded("a skipped broker's reason", why);
+            }
+        }
         Ok(None) => panic!("an existing file read as no snapshot"),
         Err(error) => check_bounded("a snapshot error", &error.to_string()),
     }

@@ -5,7 +5,8 @@
 //! table), every endpoint of every active broker (connect + CONNACK, timed;
 //! with the client id `{client_id}-check`, so a running gateway's sessions are
 //! not disturbed), Kinesis (a signed DescribeStreamSummary of the stream) and
-//! the spool (its directory writable, the file readable). Broker probes run
+//! the spool (its directory writable, the file readable, room on its
+//! filesystem above `spool.min_free_bytes`). Broker probes run
 //! concurrently. When the database is down the brokers come from the snapshot.
 //! The machine's clock is compared with the database's (`clock_timestamp()`)
 //! and AWS's (the answer's `Date`); while it is known to be off, a TLS
@@ -17,11 +18,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::catalog::database_url::DatabaseUrl;
+use crate::catalog::postgres::DbErrorKind;
 use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
 use crate::clock::describe_offset;
 use crate::config::Config;
+use crate::disk::{self, describe_bytes};
 use crate::drain::{client::Client, credentials, skew};
 use crate::sessions::connect::{self, ConnectSettings};
+use crate::spool::space::{appends_allowed, Room};
 use crate::spool::SpoolReader;
 
 /// How long one endpoint gets to answer CONNECT with CONNACK.
@@ -77,7 +82,7 @@ pub fn run(config: &Config) -> Vec<Check> {
     let catalog = check_database(config, &mut checks, &mut clocks);
     checks.extend(check_brokers(config, &catalog));
     checks.push(check_kinesis(config, &mut clocks));
-    checks.push(check_spool(&config.spool.path));
+    checks.push(check_spool(&config.spool.path, config.spool.min_free_bytes));
     checks.extend(clocks.iter().map(ClockReading::check));
     name_clock_problems(&mut checks, &clocks);
     checks
@@ -164,14 +169,25 @@ fn check_database(
     let target = "iot_data.mqtt_broker, iot_data.mqtt_topic".to_owned();
     let key = config.catalog.password_key.as_ref();
     let started = Instant::now();
-    let read = postgres::connect(&config.catalog.database_url, None).and_then(|mut client| {
-        let rows = postgres::read_rows(&mut client)?;
-        let status_table = postgres::status_table_readable(&mut client);
-        let clock = postgres::clock_offset_ms(&mut client);
-        Ok((rows, status_table, clock))
-    });
+    let link_target = match DatabaseUrl::parse(&config.catalog.database_url) {
+        Ok(url) => format!("link to {}", url.hosts()),
+        Err(_) => "link".to_owned(),
+    };
+    let read =
+        postgres::connect(&config.catalog.database_url, None).and_then(|(mut client, link)| {
+            checks.push(Check::pass(
+                "database",
+                link_target.clone(),
+                link.to_string(),
+                Some(started.elapsed()),
+            ));
+            let rows = postgres::read_rows(&mut client)?;
+            let status_table = postgres::status_table_readable(&mut client);
+            let clock = postgres::clock_offset_ms(&mut client);
+            Ok((rows, status_table, clock))
+        });
     match read {
-        Ok(((broker_rows, topic_rows), status_table, clock)) => {
+        Ok((read, status_table, clock)) => {
             match clock {
                 Ok(offset_ms) => clocks.push(ClockReading {
                     against: "the database",
@@ -185,8 +201,9 @@ fn check_database(
                     error.to_string(),
                 )),
             }
-            let (catalog, problems) =
-                catalog::rows::validate_with_key(&broker_rows, &topic_rows, key);
+            let (catalog, mut problems) =
+                catalog::rows::validate_with_key(&read.brokers, &read.topics, key);
+            problems.extend(read.unnamed);
             let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
             checks.push(Check::pass(
                 "database",
@@ -223,12 +240,16 @@ fn check_database(
             catalog
         }
         Err(error) => {
-            checks.push(Check::fail(
-                "database",
-                target,
-                "unreachable",
-                error.to_string(),
-            ));
+            let kind = match error.kind() {
+                DbErrorKind::Tls => "tls",
+                DbErrorKind::Database => "unreachable",
+            };
+            // A failure after the link stood is the catalog's, not the link's.
+            let connected = checks
+                .last()
+                .is_some_and(|check| check.target == link_target);
+            let target = if connected { target } else { link_target };
+            checks.push(Check::fail("database", target, kind, error.to_string()));
             match snapshot::load(&config.catalog.snapshot_path, key) {
                 Ok(Some(snapshot)) => snapshot.catalog,
                 _ => Catalog::default(),
@@ -291,8 +312,7 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
 }
 
 fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, String> {
-    let mut settings =
-        ConnectSettings::for_broker(broker, &config.gateway_id, config.mqtt.keep_alive)?;
+    let mut settings = ConnectSettings::for_broker(broker, &config.gateway_id, &config.mqtt)?;
     // Not the running session's id, or the broker would drop that session.
     settings.client_id = format!("{}-check", settings.client_id);
     Ok(settings)
@@ -333,9 +353,10 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
             "kinesis",
             target,
             format!(
-                "{}, {} open shards; credentials from {}{clock}",
+                "{}, {} open shards; {}; credentials from {}{clock}",
                 summary.status,
                 summary.open_shards,
+                kinesis.aggregation,
                 credentials.source()
             ),
             Some(started.elapsed()),
@@ -355,7 +376,7 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
     }
 }
 
-fn check_spool(path: &Path) -> Check {
+fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
     let target = path.display().to_string();
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -366,32 +387,62 @@ fn check_spool(path: &Path) -> Check {
         .and_then(|mut file| std::io::Write::write_all(&mut file, b"check"))
         .and_then(|()| std::fs::remove_file(&probe));
     if let Err(error) = written {
+        let _ = std::fs::remove_file(&probe);
+        let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
+            "disk_full"
+        } else {
+            "not_writable"
+        };
         return Check::fail(
             "spool",
             target,
-            "not_writable",
+            kind,
             format!("cannot write in {}: {error}", dir.display()),
         );
     }
-    if !path.exists() {
-        return Check::pass(
-            "spool",
-            target,
-            "directory writable; the spool is created at the first run".into(),
-            None,
-        );
-    }
-    match SpoolReader::open(path).and_then(|reader| reader.summary()) {
-        Ok(summary) => Check::pass(
-            "spool",
-            target,
-            format!(
-                "writable; {} records ({} bytes) waiting",
-                summary.n_records, summary.bytes
+    let (contents, spool_free) = if !path.exists() {
+        (
+            "directory writable; the spool is created at the first run".to_owned(),
+            0,
+        )
+    } else {
+        match SpoolReader::open(path)
+            .and_then(|reader| Ok((reader.summary()?, reader.free_page_bytes()?)))
+        {
+            Ok((summary, spool_free)) => (
+                format!(
+                    "writable; {} records ({} bytes) waiting",
+                    summary.n_records, summary.bytes
+                ),
+                spool_free,
             ),
-            None,
-        ),
-        Err(error) => Check::fail("spool", target, "unreadable", error.to_string()),
+            Err(error) => return Check::fail("spool", target, "unreadable", error.to_string()),
+        }
+    };
+    let Ok(fs) = disk::filesystem(path) else {
+        return Check::pass("spool", target, contents, None);
+    };
+    let floor = disk::min_free_bytes(min_free_bytes, path);
+    let room = Room {
+        fs_free: fs.free_bytes,
+        spool_free,
+    };
+    let detail = format!(
+        "{contents}; filesystem {} free of {}, {} reusable in the spool, spool.min_free_bytes {}",
+        describe_bytes(fs.free_bytes),
+        describe_bytes(fs.total_bytes),
+        describe_bytes(spool_free),
+        describe_bytes(floor)
+    );
+    if appends_allowed(room, floor, false, true) {
+        Check::pass("spool", target, detail, None)
+    } else {
+        Check::fail(
+            "spool",
+            target,
+            "low_space",
+            format!("{detail}: appends pause below the floor"),
+        )
     }
 }
 

@@ -45,8 +45,15 @@ pub struct SpoolConfig {
     pub commit_interval: Duration,
     /// Records waiting for the writer at most; sessions wait beyond it.
     pub queue_capacity: usize,
+    /// Bytes of records accepted but not yet committed (queued or in the
+    /// writer's group) at most; sessions wait beyond it.
+    pub queue_max_bytes: u64,
     /// Upper bound of the bytes held by dead letters; the oldest go beyond it.
     pub dead_letter_max_bytes: u64,
+    /// Appends pause while the spool's filesystem has less room than this;
+    /// `None`: 1% of the filesystem, at least 8 MiB, at most 64 MiB
+    /// ([`crate::disk::default_min_free`]).
+    pub min_free_bytes: Option<u64>,
 }
 
 impl SpoolConfig {
@@ -58,7 +65,9 @@ impl SpoolConfig {
             overflow,
             commit_interval: DEFAULT_COMMIT_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             dead_letter_max_bytes: default_dead_letter_max_bytes(max_bytes),
+            min_free_bytes: None,
         }
     }
 }
@@ -89,6 +98,29 @@ pub struct KinesisConfig {
     pub max_backoff: Duration,
     /// Longest time the oldest waiting record waits for a fuller request.
     pub linger: Duration,
+    /// Whether small records share Kinesis records (KPL aggregation).
+    pub aggregation: Aggregation,
+}
+
+/// `kinesis.aggregation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// One Kinesis record per message.
+    None,
+    /// KPL aggregated records of at most `max_bytes` (data plus partition key).
+    Kpl { max_bytes: usize },
+}
+
+/// `no aggregation` / `KPL aggregation up to 51200 bytes`, for the startup line and `check`.
+impl std::fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Aggregation::None => f.write_str("no aggregation"),
+            Aggregation::Kpl { max_bytes } => {
+                write!(f, "KPL aggregation up to {max_bytes} bytes")
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +145,9 @@ pub struct CatalogConfig {
     pub password_key_file: Option<PathBuf>,
     /// The key itself, read at load time so a bad key stops the start.
     pub password_key: Option<SealKey>,
+    /// Free bytes the snapshot's filesystem keeps for the spool: the snapshot
+    /// is not written when it would leave less (`run` sets the spool's floor).
+    pub snapshot_keep_free: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +164,14 @@ pub struct MqttConfig {
     /// messages wait for their acknowledgement: below the broker's in-flight
     /// window, so a broker never stops sending to wait for a timer.
     pub commit_at_unacked: usize,
+    /// The largest MQTT packet a session reads; a larger one kills the
+    /// connection (and, redelivered, wedges the broker: README "A wedged broker").
+    pub max_packet_size: usize,
 }
+
+/// `mqtt.max_packet_size` by default: a 1 MiB payload (Kinesis's record limit)
+/// with its topic and headers.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024 + 64 * 1024;
 
 /// Where the live session status goes: a local file and the central database.
 #[derive(Debug, Clone)]
@@ -233,7 +275,9 @@ struct RawSpool {
     overflow: Option<String>,
     commit_interval: Option<String>,
     queue_capacity: Option<usize>,
+    queue_max_bytes: Option<String>,
     dead_letter_max_bytes: Option<String>,
+    min_free_bytes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -246,6 +290,8 @@ struct RawKinesis {
     request_timeout: Option<String>,
     max_backoff: Option<String>,
     linger: Option<String>,
+    aggregation: Option<String>,
+    aggregation_max_bytes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -269,6 +315,7 @@ struct RawMqtt {
     channel_capacity: Option<usize>,
     primary_recheck: Option<String>,
     commit_at_unacked: Option<usize>,
+    max_packet_size: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -362,6 +409,8 @@ impl Config {
                     beside(&spool.path, "-wal"),
                     beside(&spool.path, "-shm"),
                     beside(&spool.path, "-journal"),
+                    // The full-disk reserve (spool::space).
+                    beside(&spool.path, ".reserve"),
                 ],
             ),
             (
@@ -369,7 +418,7 @@ impl Config {
                 vec![
                     catalog.snapshot_path.clone(),
                     beside(&catalog.snapshot_path, "-journal"),
-                    // What snapshot::save and live_status write first, then rename.
+                    // What snapshot::save and status::file write first, then rename.
                     catalog.snapshot_path.with_extension("db.new"),
                 ],
             ),
@@ -404,6 +453,11 @@ impl Config {
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 /// How long an accepted message waits for its commit at most, by default.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+/// Lower bound of `spool.min_free_bytes`: below it a delete could find no room.
+const MIN_MIN_FREE_BYTES: u64 = 1 << 20;
+/// Bytes of accepted, uncommitted records at most, by default: a few
+/// maximum-size messages, or thousands of small ones.
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 8 << 20;
 /// Upper bound of `spool.queue_capacity`: each queued record may hold a large payload.
 const MAX_QUEUE_CAPACITY: usize = 65_536;
 /// Upper bound of `spool.commit_interval` and `kinesis.linger`: beyond it the
@@ -445,6 +499,19 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
             format!("must be between 1 and {MAX_QUEUE_CAPACITY}"),
         ));
     }
+    let queue_max_bytes = match raw.queue_max_bytes {
+        None => DEFAULT_QUEUE_MAX_BYTES,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("spool.queue_max_bytes", m))?;
+            if !(64 * 1024..=1 << 30).contains(&bytes) {
+                return Err(invalid(
+                    "spool.queue_max_bytes",
+                    format!("{text:?} is outside 64KiB..1GiB"),
+                ));
+            }
+            bytes
+        }
+    };
     let dead_letter_max_bytes = match raw.dead_letter_max_bytes {
         None => default_dead_letter_max_bytes(max_bytes),
         Some(text) => {
@@ -459,6 +526,19 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
             bytes
         }
     };
+    let min_free_bytes = match raw.min_free_bytes {
+        None => None,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("spool.min_free_bytes", m))?;
+            if bytes < MIN_MIN_FREE_BYTES {
+                return Err(invalid(
+                    "spool.min_free_bytes",
+                    format!("{text:?} is below the minimum of 1MiB"),
+                ));
+            }
+            Some(bytes)
+        }
+    };
     ensure_parent_dir("spool.path", &raw.path)?;
     Ok(SpoolConfig {
         path: raw.path,
@@ -466,7 +546,9 @@ fn validate_spool(raw: RawSpool, queue_capacity: usize) -> Result<SpoolConfig, C
         overflow,
         commit_interval,
         queue_capacity,
+        queue_max_bytes,
         dead_letter_max_bytes,
+        min_free_bytes,
     })
 }
 
@@ -557,6 +639,33 @@ fn validate_kinesis(
     if linger > MAX_BATCHING_WAIT {
         return Err(invalid("kinesis.linger", "must be at most 10s"));
     }
+    let aggregation_max_bytes = match raw.aggregation_max_bytes {
+        None => crate::drain::kpl::DEFAULT_MAX_BYTES,
+        Some(text) => {
+            let bytes =
+                parse_bytes(&text).map_err(|m| invalid("kinesis.aggregation_max_bytes", m))?;
+            // A Kinesis record is at most 1 MiB with its partition key (256 bytes at most).
+            if !(1024..=(1 << 20) - 256).contains(&bytes) {
+                return Err(invalid(
+                    "kinesis.aggregation_max_bytes",
+                    format!("{text:?} is outside 1KiB..1MiB less 256 bytes (the partition key)"),
+                ));
+            }
+            bytes as usize
+        }
+    };
+    let aggregation = match raw.aggregation.as_deref() {
+        None | Some("none") => Aggregation::None,
+        Some("kpl") => Aggregation::Kpl {
+            max_bytes: aggregation_max_bytes,
+        },
+        Some(other) => {
+            return Err(invalid(
+                "kinesis.aggregation",
+                format!("{other:?} is not one of \"none\", \"kpl\""),
+            ))
+        }
+    };
     Ok(KinesisConfig {
         stream,
         region,
@@ -565,6 +674,7 @@ fn validate_kinesis(
         request_timeout,
         max_backoff,
         linger,
+        aggregation,
     })
 }
 
@@ -584,6 +694,9 @@ fn validate_database(
             "is not a PostgreSQL URL (postgres://user@host/db) or key=value string with host=",
         ));
     }
+    let url = Secret::new(url);
+    crate::catalog::database_url::DatabaseUrl::parse(&url)
+        .map_err(|error| invalid("database.url", error.to_string()))?;
     let snapshot_path = match raw.snapshot_path {
         Some(path) => {
             ensure_parent_dir("database.snapshot_path", &path)?;
@@ -622,12 +735,13 @@ fn validate_database(
             invalid(key, error.to_string())
         })?;
     Ok(CatalogConfig {
-        database_url: Secret::new(url),
+        database_url: url,
         snapshot_path,
         refresh_interval,
         notify_channel,
         password_key_file: raw.password_key_file,
         password_key,
+        snapshot_keep_free: 0,
     })
 }
 
@@ -672,6 +786,20 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
     if primary_recheck < Duration::from_secs(1) {
         return Err(invalid("mqtt.primary_recheck", "must be at least 1s"));
     }
+    let max_packet_size = match raw.max_packet_size {
+        None => DEFAULT_MAX_PACKET_SIZE,
+        Some(text) => {
+            let bytes = parse_bytes(&text).map_err(|m| invalid("mqtt.max_packet_size", m))?;
+            // MQTT's own ceiling is 256 MiB; below 16 KiB a SUBACK could not fit.
+            if !(16 * 1024..=256 * 1024 * 1024).contains(&bytes) {
+                return Err(invalid(
+                    "mqtt.max_packet_size",
+                    format!("{text:?} is outside 16KiB..256MiB"),
+                ));
+            }
+            bytes as usize
+        }
+    };
     Ok(MqttConfig {
         partition_key,
         min_backoff,
@@ -679,6 +807,7 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         keep_alive,
         primary_recheck,
         commit_at_unacked,
+        max_packet_size,
     })
 }
 

@@ -8,10 +8,10 @@
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod disk;
 pub mod files;
 pub mod ids;
 pub mod limits;
-pub mod live_status;
 pub mod logger;
 pub mod repeating;
 pub mod sealed;
@@ -19,6 +19,7 @@ pub mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod systemd;
+pub mod trust;
 pub mod watchdog;
 
 pub mod catalog;
@@ -103,15 +104,20 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         drain_heartbeat.clone(),
         aws_offset.clone(),
     )?;
-    let board = sessions::StatusBoard::new();
+    let board = status::StatusBoard::new();
     let upload = catalog::StatusUpload {
         board: board.clone(),
         gateway_id: config.gateway_id.clone(),
         interval: config.status.report_interval,
         aws_offset: aws_offset.clone(),
     };
+    // The snapshot is not essential: it leaves the spool's floor free.
+    let catalog_config = config::CatalogConfig {
+        snapshot_keep_free: spool.space().min_free_bytes(),
+        ..config.catalog.clone()
+    };
     let (catalogs, catalog) =
-        catalog::start_with_status(config.catalog.clone(), shutdown.clone(), Some(upload))
+        catalog::start_with_status(catalog_config, shutdown.clone(), Some(upload))
             .map_err(RunError::Thread)?;
 
     let executor = Arc::new(smol::Executor::new());
@@ -137,12 +143,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
                 .detach();
         }
     }
-    let status_file = live_status::start(
+    let status_file = status::file::start(
         config.status.file.clone(),
-        config.gateway_id.clone(),
-        board.clone(),
-        config.spool.path.clone(),
-        aws_offset,
+        status::file::Sources {
+            gateway_id: config.gateway_id.clone(),
+            board: board.clone(),
+            spool_path: config.spool.path.clone(),
+            space: spool.space(),
+            aws_offset,
+        },
         shutdown.clone(),
     )
     .map_err(RunError::Thread)?;

@@ -6,7 +6,9 @@
 //! [`Catalog`] to the sessions supervisor. When the database is unreachable it
 //! serves the snapshot. It never talks MQTT and never touches the spool.
 
+pub mod database_url;
 pub mod postgres;
+mod postgres_tls;
 pub mod rows;
 pub mod snapshot;
 mod status_upload;
@@ -192,6 +194,8 @@ struct Refresher {
     sender: async_channel::Sender<Catalog>,
     shutdown: Shutdown,
     client: Option<::postgres::Client>,
+    /// The link the last connection made, logged when it changes.
+    link: Option<postgres::Link>,
     /// What the sessions were last given.
     sent: Option<Catalog>,
     /// What the snapshot holds, so an unchanged catalog is not rewritten (flash wear).
@@ -200,6 +204,8 @@ struct Refresher {
     /// Consecutive failed reads; state changes are logged once, not every retry.
     n_failures: u32,
     uploader: Option<status_upload::Uploader>,
+    /// The last snapshot was not written for want of room (said once).
+    snapshot_deferred: bool,
 }
 
 impl Refresher {
@@ -213,11 +219,13 @@ impl Refresher {
             sender,
             shutdown,
             client: None,
+            link: None,
             sent: None,
             saved: None,
             problems: Vec::new(),
             n_failures: 0,
             uploader: None,
+            snapshot_deferred: false,
         }
     }
 
@@ -255,17 +263,26 @@ impl Refresher {
     fn read_database(&mut self) -> Result<(Catalog, Vec<RowProblem>), postgres::DbError> {
         let client = match &mut self.client {
             Some(client) => client,
-            None => self.client.insert(postgres::connect(
-                &self.config.database_url,
-                self.config.notify_channel.as_deref(),
-            )?),
+            None => {
+                let (client, link) = postgres::connect(
+                    &self.config.database_url,
+                    self.config.notify_channel.as_deref(),
+                )?;
+                if self.link.as_ref() != Some(&link) {
+                    log::info!("catalog: database link: {link}");
+                    self.link = Some(link);
+                }
+                self.client.insert(client)
+            }
         };
-        let (broker_rows, topic_rows) = postgres::read_rows(client)?;
-        Ok(rows::validate_with_key(
-            &broker_rows,
-            &topic_rows,
+        let read = postgres::read_rows(client)?;
+        let (catalog, mut problems) = rows::validate_with_key(
+            &read.brokers,
+            &read.topics,
             self.config.password_key.as_ref(),
-        ))
+        );
+        problems.extend(read.unnamed);
+        Ok((catalog, problems))
     }
 
     /// Logs the bad rows when the set of them changes, not on every poll.
@@ -285,6 +302,21 @@ impl Refresher {
         if self.saved.as_ref() == Some(catalog) {
             return;
         }
+        // Not essential: it never takes the spool's room. Written with the
+        // next read (poll or NOTIFY) once there is room again.
+        let path = &self.config.snapshot_path;
+        let needed = std::fs::metadata(path).map_or(0, |m| m.len()).max(64 << 10) * 2;
+        if !crate::disk::leaves_room(path, needed, self.config.snapshot_keep_free) {
+            if !self.snapshot_deferred {
+                log::warn!(
+                    "catalog snapshot {} not written: its filesystem is below the spool's free-space floor; written once there is room",
+                    path.display()
+                );
+                self.snapshot_deferred = true;
+            }
+            return;
+        }
+        self.snapshot_deferred = false;
         match snapshot::save(
             &self.config.snapshot_path,
             catalog,
@@ -379,6 +411,9 @@ impl Refresher {
                     human_age(snapshot.age()),
                     snapshot.catalog.brokers.len()
                 );
+                for skipped in &snapshot.skipped {
+                    log::warn!("catalog: snapshot: skipped {skipped}");
+                }
                 self.saved = Some(snapshot.catalog.clone());
                 self.send(snapshot.catalog)
             }

@@ -3,17 +3,21 @@
 //!
 //! Columns are read by name and by what they are, so the seed table works and
 //! so does one extended with further columns (or integer columns of another
-//! width). A missing optional column reads as NULL. No TLS to the database yet.
+//! width). A missing optional column reads as NULL. TLS as libpq's `sslmode` says
+//! (`database_url`), with rustls (`postgres_tls`).
 
 use std::fmt;
-use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use postgres::config::SslMode as PgSslMode;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::Type;
-use postgres::{Client, NoTls, Row};
+use postgres::{Client, Row};
 
-use super::rows::{BrokerRow, TopicRow};
+use super::database_url::{DatabaseUrl, SslMode, Verify};
+use super::postgres_tls::{Connector, Progress};
+use super::rows::{BrokerRow, RowProblem, TopicRow};
 use crate::secret::Secret;
 
 const SELECT_BROKERS: &str = "SELECT * FROM iot_data.mqtt_broker WHERE status IS TRUE";
@@ -22,11 +26,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A database problem, as text that never holds the connection string's password.
 #[derive(Debug)]
-pub struct DbError(String);
+pub struct DbError {
+    kind: DbErrorKind,
+    message: String,
+}
+
+/// What went wrong, by what the operator does about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// TLS: a certificate or name the check refused, a failed handshake, a
+    /// server without TLS where TLS is required, an unreadable `sslrootcert`,
+    /// `sslcert` or `sslkey`, or an unencrypted link refused (password).
+    Tls,
+    /// Anything else: the server unreachable, refusing us, or a query failing.
+    Database,
+}
+
+impl DbError {
+    fn new(kind: DbErrorKind, message: impl Into<String>) -> DbError {
+        DbError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn kind(&self) -> DbErrorKind {
+        self.kind
+    }
+}
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -34,22 +65,65 @@ impl std::error::Error for DbError {}
 
 impl From<postgres::Error> for DbError {
     fn from(error: postgres::Error) -> Self {
-        // postgres::Error's Display names the failing step and the server's
-        // message; it does not echo the connection parameters.
-        DbError(error.to_string())
+        DbError::new(DbErrorKind::Database, describe(&error))
     }
 }
 
-/// Connects, and subscribes to `notify_channel` when there is one.
-pub fn connect(url: &Secret, notify_channel: Option<&str>) -> Result<Client, DbError> {
-    let mut config = postgres::Config::from_str(url.expose()).map_err(|_| {
-        DbError("database.url cannot be parsed as a PostgreSQL connection string".into())
-    })?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    if config.get_application_name().is_none() {
-        config.application_name("mqtt-kinesis-bridge");
+/// postgres::Error's Display names only the failing step (`db error`, `error
+/// connecting to server`); the reason is in its sources: the server's message,
+/// an IO or a TLS error. None of them echoes the connection parameters. One
+/// line: the server's DETAIL and HINT lines are joined.
+fn describe(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string().replace('\n', "; "));
+        source = cause.source();
     }
-    let mut client = config.connect(NoTls)?;
+    text
+}
+
+/// What protects the link to the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    Unencrypted,
+    Tls {
+        /// `TLSv1.3`, `TLSv1.2`.
+        version: &'static str,
+        verify: Verify,
+    },
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Unencrypted => f.write_str("unencrypted"),
+            Link::Tls { version, verify } => write!(f, "{version}, {verify}"),
+        }
+    }
+}
+
+/// Said once per process: the catalog link is unencrypted to another machine.
+static WARNED_UNENCRYPTED: AtomicBool = AtomicBool::new(false);
+
+/// Connects as `database.url` says (libpq's `sslmode`, see [`DatabaseUrl`]),
+/// and subscribes to `notify_channel` when there is one.
+pub fn connect(url: &Secret, notify_channel: Option<&str>) -> Result<(Client, Link), DbError> {
+    let url = DatabaseUrl::parse(url)
+        .map_err(|error| DbError::new(DbErrorKind::Database, format!("database.url {error}")))?;
+    let (mut client, link) = open(&url)?;
+    if link == Link::Unencrypted
+        && !url.is_loopback()
+        && !WARNED_UNENCRYPTED.swap(true, Ordering::Relaxed)
+    {
+        log::warn!(
+            "catalog: the link to the database at {} is not encrypted: the catalog, its broker \
+             passwords and keys included, crosses the network in clear; set sslmode=verify-full \
+             and sslrootcert in database.url",
+            url.hosts()
+        );
+    }
     if let Some(channel) = notify_channel {
         // Quoted as an identifier, so the name is taken as written (pg_notify's
         // channel is case-sensitive; unquoted, `LISTEN MyChannel` would listen
@@ -57,24 +131,163 @@ pub fn connect(url: &Secret, notify_channel: Option<&str>) -> Result<Client, DbE
         // [A-Za-z0-9_] only, so there is no quote to escape.
         client.batch_execute(&format!("LISTEN \"{channel}\""))?;
     }
-    Ok(client)
+    Ok((client, link))
+}
+
+/// One connection, trying unencrypted and TLS in libpq's order for the sslmode.
+///
+/// `allow` and `prefer` try the second kind only when the first reached the
+/// server and failed there (libpq retries too when a server refuses the
+/// first kind in pg_hba.conf). An unencrypted attempt is left out when the URL
+/// holds a password and a host is another machine, unless `sslmode=disable`
+/// says so ([`DatabaseUrl::may_go_unencrypted`]). As libpq, a Unix socket is
+/// never encrypted.
+fn open(url: &DatabaseUrl) -> Result<(Client, Link), DbError> {
+    let mut config = url.config.clone();
+    config.connect_timeout(CONNECT_TIMEOUT);
+    if config.get_application_name().is_none() {
+        config.application_name("mqtt-kinesis-bridge");
+    }
+    if url.is_unix_socket() {
+        return unencrypted(&config).map_err(|failure| failure.error);
+    }
+    let may_go_unencrypted = url.may_go_unencrypted();
+    let result = match url.tls.mode {
+        SslMode::Disable => unencrypted(&config),
+        SslMode::Allow if may_go_unencrypted => unencrypted(&config).or_else(|failure| {
+            if failure.reached_server {
+                encrypted(&config, url)
+            } else {
+                Err(failure)
+            }
+        }),
+        SslMode::Prefer if may_go_unencrypted => encrypted(&config, url).or_else(|failure| {
+            if failure.reached_server {
+                unencrypted(&config)
+            } else {
+                Err(failure)
+            }
+        }),
+        SslMode::Allow | SslMode::Prefer => encrypted(&config, url).map_err(|failure| {
+            if !failure.reached_server {
+                return failure;
+            }
+            Failure {
+                error: DbError::new(
+                    DbErrorKind::Tls,
+                    format!(
+                        "{}; database.url's sslmode={} would go on unencrypted, but the URL holds \
+                         a password and {} is not this machine: make the server offer TLS \
+                         (and use sslmode=verify-full), or set sslmode=disable to accept an \
+                         unencrypted link",
+                        failure.error,
+                        url.tls.mode.as_str(),
+                        url.hosts()
+                    ),
+                ),
+                reached_server: true,
+            }
+        }),
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => encrypted(&config, url),
+    };
+    result.map_err(|failure| failure.error)
+}
+
+/// A failed attempt, and whether it got as far as the server.
+struct Failure {
+    error: DbError,
+    reached_server: bool,
+}
+
+fn unencrypted(config: &postgres::Config) -> Result<(Client, Link), Failure> {
+    let mut config = config.clone();
+    config.ssl_mode(PgSslMode::Disable);
+    let connector = Connector::unencrypted();
+    config
+        .connect(connector.clone())
+        .map(|client| (client, Link::Unencrypted))
+        .map_err(|error| Failure {
+            error: error.into(),
+            reached_server: connector.progress() != Progress::NotConnected,
+        })
+}
+
+fn encrypted(config: &postgres::Config, url: &DatabaseUrl) -> Result<(Client, Link), Failure> {
+    let connector = Connector::new(&url.tls).map_err(|message| Failure {
+        error: DbError::new(DbErrorKind::Tls, message),
+        reached_server: false,
+    })?;
+    let mut config = config.clone();
+    config.ssl_mode(PgSslMode::Require);
+    match config.connect(connector.clone()) {
+        Ok(client) => {
+            let version = match connector.progress() {
+                Progress::Encrypted(version) => version,
+                _ => "TLS",
+            };
+            let verify = url.tls.verify();
+            Ok((client, Link::Tls { version, verify }))
+        }
+        Err(error) => {
+            let progress = connector.progress();
+            // A server that answers the TLS request with "no" fails inside
+            // tokio-postgres, before our handshake starts; its error kind is
+            // not public, so its fixed text tells it.
+            let tls = matches!(progress, Progress::HandshakeFailed(_))
+                || (progress == Progress::Connected
+                    && error
+                        .to_string()
+                        .starts_with("error performing TLS handshake"));
+            let kind = if tls {
+                DbErrorKind::Tls
+            } else {
+                DbErrorKind::Database
+            };
+            Err(Failure {
+                error: DbError::new(kind, describe(&error)),
+                reached_server: progress != Progress::NotConnected,
+            })
+        }
+    }
 }
 
 /// The active broker and topic rows.
-pub fn read_rows(client: &mut Client) -> Result<(Vec<BrokerRow>, Vec<TopicRow>), DbError> {
+/// The active rows of both catalog tables, as read.
+pub struct CatalogRows {
+    pub brokers: Vec<BrokerRow>,
+    pub topics: Vec<TopicRow>,
+    /// Broker rows skipped before validation: they cannot be named.
+    pub unnamed: Vec<RowProblem>,
+}
+
+/// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems; a
+/// column of the wrong type fails the whole read, so the gateway keeps its
+/// last good catalog and snapshot rather than running without, say, `use_tls`.
+pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
     let mut transaction = client.build_transaction().read_only(true).start()?;
-    let brokers = transaction
-        .query(SELECT_BROKERS, &[])?
-        .iter()
-        .map(broker_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut brokers = Vec::new();
+    let mut unnamed = Vec::new();
+    for row in transaction.query(SELECT_BROKERS, &[])?.iter() {
+        if int(row, "mqtt_id")?.is_none() {
+            unnamed.push(RowProblem::Unnamed {
+                table: "mqtt_broker",
+                message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
+            });
+            continue;
+        }
+        brokers.push(broker_row(row)?);
+    }
     let topics = transaction
         .query(SELECT_TOPICS, &[])?
         .iter()
         .map(topic_row)
         .collect::<Result<Vec<_>, _>>()?;
     transaction.commit()?;
-    Ok((brokers, topics))
+    Ok(CatalogRows {
+        brokers,
+        topics,
+        unnamed,
+    })
 }
 
 /// Waits up to `timeout` for a NOTIFY; true when one (or more) arrived.
@@ -94,8 +307,12 @@ pub fn wait_for_notification(client: &mut Client, timeout: Duration) -> Result<b
 }
 
 fn broker_row(row: &Row) -> Result<BrokerRow, DbError> {
-    let mqtt_id = int(row, "mqtt_id")?
-        .ok_or_else(|| DbError("mqtt_broker has a row with mqtt_id NULL".into()))?;
+    let mqtt_id = int(row, "mqtt_id")?.ok_or_else(|| {
+        DbError::new(
+            DbErrorKind::Database,
+            "mqtt_broker has a row with mqtt_id NULL",
+        )
+    })?;
     Ok(BrokerRow {
         mqtt_id,
         host: text(row, "mqtt_host")?,
@@ -137,9 +354,10 @@ fn int(row: &Row, name: &str) -> Result<Option<i64>, DbError> {
         Type::INT4 => row.try_get::<_, Option<i32>>(name)?.map(i64::from),
         Type::INT8 => row.try_get::<_, Option<i64>>(name)?,
         ref other => {
-            return Err(DbError(format!(
-                "column {name} has type {other}, expected an integer type"
-            )))
+            return Err(DbError::new(
+                DbErrorKind::Database,
+                format!("column {name} has type {other}, expected an integer type"),
+            ))
         }
     };
     Ok(value)
@@ -151,10 +369,13 @@ fn boolean(row: &Row, name: &str) -> Result<Option<bool>, DbError> {
         return Ok(None);
     };
     if *column.type_() != Type::BOOL {
-        return Err(DbError(format!(
-            "column {name} has type {}, expected boolean",
-            column.type_()
-        )));
+        return Err(DbError::new(
+            DbErrorKind::Database,
+            format!(
+                "column {name} has type {}, expected boolean",
+                column.type_()
+            ),
+        ));
     }
     Ok(row.try_get::<_, Option<bool>>(name)?)
 }
@@ -187,7 +408,7 @@ pub fn clock_offset_ms(client: &mut Client) -> Result<i64, DbError> {
             _ => None,
         })
         .and_then(|text| text.parse::<i64>().ok())
-        .ok_or_else(|| DbError("the database did not say its time".into()))?;
+        .ok_or_else(|| DbError::new(DbErrorKind::Database, "the database did not say its time"))?;
     Ok(server - before - (after - before) / 2)
 }
 
@@ -244,9 +465,10 @@ pub fn write_status(
 ) -> Result<(), DbError> {
     let int4 = |value: i64, what: &str| {
         i32::try_from(value).map_err(|_| {
-            DbError(format!(
-                "{what} {value} does not fit the status table's integer column"
-            ))
+            DbError::new(
+                DbErrorKind::Database,
+                format!("{what} {value} does not fit the status table's integer column"),
+            )
         })
     };
     let mut transaction = client.transaction()?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use super::postgres::{self, StatusRow};
 use super::BrokerId;
 use crate::clock::AwsOffset;
-use crate::sessions::{SessionStatus, StatusBoard};
+use crate::status::{SessionStatus, StatusBoard};
 
 /// What to upload and how often.
 #[derive(Clone)]

@@ -121,6 +121,14 @@ fn bad_input_names_the_key() {
     );
     check_error(&base.replace("postgres://", "mysql://"), "`database.url`");
     check_error(
+        &base.replace("db.example/iot", "db.example/iot?sslmode=verify-fool"),
+        "config key `database.url`: sslmode \"verify-fool\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
+    );
+    check_error(
+        &base.replace("db.example/iot", "db.example/iot?sslmode=verify-full"),
+        "config key `database.url`: sslmode verify-full needs sslrootcert",
+    );
+    check_error(
         &format!("{base}\n[mqtt]\npartition_key = \"random\"\n"),
         "`mqtt.partition_key`",
     );
@@ -312,5 +320,22 @@ fn errors_never_quote_a_password_or_user_info() {
     assert_eq!(
         redact_urls("see https://example.com/a@b"),
         "see https://example.com/a@b"
+    );
+}
+
+/// Issue 21: the free-space floor defaults by the filesystem (None here), takes a size, and has a minimum.
+#[test]
+fn min_free_bytes_is_a_size_of_at_least_1mib() {
+    assert_eq!(parse(&minimal()).unwrap().spool.min_free_bytes, None);
+    let config =
+        parse(&minimal().replace("[spool]", "[spool]\nmin_free_bytes = \"2MiB\"")).unwrap();
+    assert_eq!(config.spool.min_free_bytes, Some(2 << 20));
+    check_error(
+        &minimal().replace("[spool]", "[spool]\nmin_free_bytes = \"512KiB\""),
+        "config key `spool.min_free_bytes`: \"512KiB\" is below the minimum of 1MiB",
+    );
+    check_error(
+        &minimal().replace("[spool]", "[spool]\nmin_free_bytes = \"lots\""),
+        "`spool.min_free_bytes`",
     );
 }

@@ -55,6 +55,17 @@ impl Batch {
 pub fn pick(
     records: &[Record],
     max_records: usize,
+    encode: impl FnMut(&Record) -> Vec<u8>,
+) -> Batch {
+    pick_within(records, max_records, MAX_REQUEST_BYTES, encode)
+}
+
+/// [`pick`] within `max_request_bytes` of data blobs and keys (less than
+/// Kinesis's 5 MiB when aggregation adds a few bytes per record).
+pub fn pick_within(
+    records: &[Record],
+    max_records: usize,
+    max_request_bytes: usize,
     mut encode: impl FnMut(&Record) -> Vec<u8>,
 ) -> Batch {
     let max_records = max_records.clamp(1, MAX_RECORDS);
@@ -85,7 +96,7 @@ pub fn pick(
             ));
             continue;
         }
-        if request_bytes + size > MAX_REQUEST_BYTES {
+        if request_bytes + size > max_request_bytes {
             break;
         }
         request_bytes += size;

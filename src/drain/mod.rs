@@ -26,6 +26,7 @@ pub mod backoff;
 pub mod batch;
 pub mod client;
 pub mod credentials;
+pub mod kpl;
 mod linger;
 pub mod put_records;
 pub mod record_format;
@@ -39,9 +40,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::clock;
-use crate::config::KinesisConfig;
+use crate::config::{Aggregation, KinesisConfig};
 use crate::shutdown::Shutdown;
-use crate::spool::{PendingSettlement, Record, Settlement, Spool, SpoolError, SpoolReader};
+use crate::spool::{
+    PendingSettlement, ReadLimits, Record, Settlement, Spool, SpoolError, SpoolReader,
+};
 use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
@@ -75,6 +78,10 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 /// Refused single records in a row, without a delivery between them, before
 /// the drain stops blaming the records and treats the refusal as systemic.
 const MAX_REFUSED_IN_A_ROW: u32 = 3;
+/// Slow retries (each `kinesis.max_backoff` apart) the systemic mode lasts
+/// before the drain blames single records again: a run of more than
+/// [`MAX_REFUSED_IN_A_ROW`] bad records must not stall the spool for good.
+const SYSTEMIC_RETRIES: u32 = 5;
 
 /// Starts the drain thread. It sends the oldest records until shutdown, then
 /// finishes the request in flight and returns.
@@ -105,11 +112,12 @@ pub fn start_watched(
         credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
     let reader = spool.reader().map_err(DrainError::Spool)?;
     log::info!(
-        "drain: stream {} in {} via {}, {:?} records, credentials from {}",
+        "drain: stream {} in {} via {}, {:?} records, {}, credentials from {}",
         config.stream,
         config.region,
         config.endpoint,
         config.record_format,
+        config.aggregation,
         credentials.source()
     );
     let drain = Drain {
@@ -273,7 +281,14 @@ impl Drain {
         }
         // Read the generation first, so a commit after the read is not missed.
         let generation = self.spool.commit_generation();
-        let (records, damaged) = match self.reader.read_oldest(0, batch::MAX_RECORDS) {
+        // Memory: about one request's worth, and never a payload that
+        // Kinesis could not take anyway (it goes to dead letters unread).
+        let limits = ReadLimits {
+            records: batch::MAX_RECORDS,
+            bytes: batch::MAX_REQUEST_BYTES as u64,
+            max_payload_bytes: batch::MAX_RECORD_BYTES as u64,
+        };
+        let (records, damaged) = match self.reader.read_oldest(0, limits) {
             Ok(oldest) => (oldest.records, oldest.damaged),
             Err(error) => {
                 log::error!("drain: cannot read the spool: {error}");
@@ -307,7 +322,13 @@ impl Drain {
         let backlog = records.len() >= batch::MAX_RECORDS;
         let (format, uid) = (self.config.record_format, self.spool.uid());
         let clock_offset_ms = self.client.clock_offset_ms();
-        let batch = batch::pick(&records, self.max_records, |record| {
+        // Aggregation adds at most a few bytes per record (and saves each key
+        // but one): 64 KiB of room covers a request of 500.
+        let request_bytes = match self.config.aggregation {
+            Aggregation::None => batch::MAX_REQUEST_BYTES,
+            Aggregation::Kpl { .. } => batch::MAX_REQUEST_BYTES - (64 << 10),
+        };
+        let batch = batch::pick_within(&records, self.max_records, request_bytes, |record| {
             record_format::encode(format, uid, record, clock_offset_ms)
         });
         let mut settlement = Settlement {
@@ -320,9 +341,19 @@ impl Drain {
         let pause = if batch.entries.is_empty() {
             None
         } else {
-            let result = self.client.put_records(&batch.entries, &self.credentials);
-            self.aws_offset.set(self.client.clock_offset_ms());
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
+            let result = match self.config.aggregation {
+                Aggregation::None => self.client.put_records(&batch.entries, &self.credentials),
+                Aggregation::Kpl { max_bytes } => {
+                    // The answer speaks of Kinesis records: each aggregated
+                    // one's outcome is that of every spool record it carries.
+                    let (wire, carried) = kpl::aggregate(&batch.entries, max_bytes);
+                    self.client
+                        .put_records(&wire, &self.credentials)
+                        .map(|outcome| outcome.expand(&carried))
+                }
+            };
+            self.aws_offset.set(self.client.clock_offset_ms());
             self.react(result, ids, &mut settlement)
         };
         if !self.hand_over(settlement, backlog && pause.is_none()) {
@@ -426,10 +457,21 @@ impl Drain {
             return None;
         }
         self.max_records = batch::MAX_RECORDS;
-        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
-            log::error!(
-                "drain: {failure}; every request is refused, keeping the records and retrying slowly"
+        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW + SYSTEMIC_RETRIES {
+            // Long enough: maybe it was the records after all.
+            log::warn!(
+                "drain: {failure}; still refused after {SYSTEMIC_RETRIES} slow retries: \
+                 blaming single records again"
             );
+            self.refused_in_a_row = 0;
+        }
+        if self.refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+            if self.refused_in_a_row == MAX_REFUSED_IN_A_ROW {
+                log::error!(
+                    "drain: {failure}; every request is refused, keeping the records and retrying slowly"
+                );
+            }
+            self.refused_in_a_row += 1;
             settlement.retry = ids;
             return Some(self.config.max_backoff);
         }

@@ -58,6 +58,29 @@ pub struct Outcome {
     pub dead: Vec<(i64, String)>,
 }
 
+impl Outcome {
+    /// The outcome per spool record when some Kinesis records carried several
+    /// (KPL aggregation): `carried` maps such a record's id (its first spool
+    /// record) to every spool record it carries, which share its fate.
+    pub fn expand(self, carried: &std::collections::HashMap<i64, Vec<i64>>) -> Outcome {
+        let spread = |id: i64| carried.get(&id).cloned().unwrap_or_else(|| vec![id]);
+        Outcome {
+            delivered: self.delivered.into_iter().flat_map(spread).collect(),
+            retry: self.retry.into_iter().flat_map(spread).collect(),
+            dead: self
+                .dead
+                .into_iter()
+                .flat_map(|(id, reason)| {
+                    spread(id)
+                        .into_iter()
+                        .map(move |id| (id, reason.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The whole request failed; no record was stored (or we cannot tell which).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestFailure {

@@ -18,8 +18,7 @@ const AMAZON_ROOTS: &str = include_str!("amazon-roots.pem");
 
 /// The roots to verify Kinesis with, and where they came from.
 pub fn kinesis_roots() -> (RootCerts, &'static str) {
-    let system: Vec<Certificate<'static>> = rustls_native_certs::load_native_certs()
-        .certs
+    let system: Vec<Certificate<'static>> = crate::trust::system_root_certs()
         .iter()
         .map(|der| Certificate::from_der(der.as_ref()).to_owned())
         .collect();

@@ -17,11 +17,8 @@ use rumqttc::{
 };
 
 use crate::catalog::{Broker, Endpoint};
+use crate::config::MqttConfig;
 
-/// The largest PUBLISH we accept. Kinesis takes records up to 1 MiB; larger ones
-/// are still taken (and dead-lettered by the drain) rather than making the
-/// broker redeliver a message we can never read. rumqttc's default is 10 KiB.
-const MAX_INCOMING_PACKET: usize = 2 * 1024 * 1024;
 /// We only send CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ, acks and DISCONNECT.
 pub(super) const MAX_OUTGOING_PACKET: usize = 64 * 1024;
 
@@ -31,17 +28,19 @@ pub struct ConnectSettings {
     pub client_id: String,
     pub keep_alive: Duration,
     pub clean_session: bool,
+    /// `mqtt.max_packet_size`: the largest packet read (rumqttc's default is 10 KiB).
+    pub max_packet_size: usize,
     /// Built once from the broker's TLS settings; `None`: plain TCP.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl ConnectSettings {
     /// How gateway `gateway_id` connects to `broker`: the row's values, or the
-    /// defaults (`default_keep_alive` is `mqtt.keep_alive`). Reads the TLS files.
+    /// defaults from `mqtt`. Reads the TLS files.
     pub fn for_broker(
         broker: &Broker,
         gateway_id: &str,
-        default_keep_alive: Duration,
+        mqtt: &MqttConfig,
     ) -> Result<ConnectSettings, String> {
         let tls = match &broker.tls {
             Some(tls) => Some(super::tls::client_config(tls)?),
@@ -49,8 +48,9 @@ impl ConnectSettings {
         };
         Ok(ConnectSettings {
             client_id: client_id(broker, gateway_id),
-            keep_alive: broker.keep_alive.unwrap_or(default_keep_alive),
+            keep_alive: broker.keep_alive.unwrap_or(mqtt.keep_alive),
             clean_session: broker.clean_session,
+            max_packet_size: mqtt.max_packet_size,
             tls,
         })
     }
@@ -84,7 +84,7 @@ pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings)
     // The gateway never publishes: rumqttc's table of our own in-flight
     // publishes (100 slots of about 70 bytes by default) needs one slot.
     options.set_inflight(1);
-    options.set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
+    options.set_max_packet_size(settings.max_packet_size, MAX_OUTGOING_PACKET);
     // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
     if let Some(username) = &broker.username {
         let password = broker.password.as_ref().map(|secret| secret.expose());
@@ -100,7 +100,7 @@ pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings)
 
 /// What kind of failure a connection attempt met; `check` reports these words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
+pub enum ConnectFailure {
     /// The host name did not resolve.
     Dns,
     /// Nothing listens on the port (TCP RST), or the network said no route.
@@ -117,56 +117,56 @@ pub enum FailureKind {
     Network,
 }
 
-impl FailureKind {
+impl ConnectFailure {
     pub fn as_str(self) -> &'static str {
         match self {
-            FailureKind::Dns => "dns",
-            FailureKind::Refused => "refused",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Tls => "tls",
-            FailureKind::Auth => "auth",
-            FailureKind::Protocol => "protocol",
-            FailureKind::Network => "network",
+            ConnectFailure::Dns => "dns",
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Tls => "tls",
+            ConnectFailure::Auth => "auth",
+            ConnectFailure::Protocol => "protocol",
+            ConnectFailure::Network => "network",
         }
     }
 }
 
-impl fmt::Display for FailureKind {
+impl fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
 /// The kind of a connection error.
-pub fn classify(error: &ConnectionError) -> FailureKind {
+pub fn classify(error: &ConnectionError) -> ConnectFailure {
     match error {
         ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
             io_kind(error)
         }
         ConnectionError::ConnectionRefused(
             ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized,
-        ) => FailureKind::Auth,
-        ConnectionError::ConnectionRefused(_) => FailureKind::Refused,
-        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => FailureKind::Timeout,
-        ConnectionError::Tls(_) => FailureKind::Tls,
-        ConnectionError::MqttState(StateError::ConnectionAborted) => FailureKind::Network,
-        _ => FailureKind::Protocol,
+        ) => ConnectFailure::Auth,
+        ConnectionError::ConnectionRefused(_) => ConnectFailure::Refused,
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => ConnectFailure::Timeout,
+        ConnectionError::Tls(_) => ConnectFailure::Tls,
+        ConnectionError::MqttState(StateError::ConnectionAborted) => ConnectFailure::Network,
+        _ => ConnectFailure::Protocol,
     }
 }
 
-fn io_kind(error: &std::io::Error) -> FailureKind {
+fn io_kind(error: &std::io::Error) -> ConnectFailure {
     use std::io::ErrorKind;
     let text = error.to_string();
     // tokio's lookup_host reports resolver failures as plain io errors.
     if text.contains("lookup address") || text.contains("Name or service not known") {
-        return FailureKind::Dns;
+        return ConnectFailure::Dns;
     }
     match error.kind() {
         ErrorKind::ConnectionRefused
         | ErrorKind::HostUnreachable
-        | ErrorKind::NetworkUnreachable => FailureKind::Refused,
-        ErrorKind::TimedOut => FailureKind::Timeout,
-        _ => FailureKind::Network,
+        | ErrorKind::NetworkUnreachable => ConnectFailure::Refused,
+        ErrorKind::TimedOut => ConnectFailure::Timeout,
+        _ => ConnectFailure::Network,
     }
 }
 
@@ -224,7 +224,7 @@ fn lowercase_first(text: &str) -> String {
 /// Why a probe failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeFailure {
-    pub kind: FailureKind,
+    pub kind: ConnectFailure,
     pub message: String,
 }
 
@@ -260,7 +260,7 @@ pub async fn probe(
     let deadline = async {
         async_io::Timer::after(timeout).await;
         Err(ProbeFailure {
-            kind: FailureKind::Timeout,
+            kind: ConnectFailure::Timeout,
             message: format!("no CONNACK within {timeout:?}"),
         })
     };

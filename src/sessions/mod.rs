@@ -14,13 +14,13 @@ pub mod connect;
 mod partition_key;
 mod reconcile;
 mod session;
-mod status;
 pub mod tls;
+mod walk;
+mod wedge;
 
 pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
 pub use reconcile::{reconcile, Change};
-pub use status::{SessionStatus, StatusBoard};
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -33,6 +33,7 @@ use crate::catalog::{Broker, BrokerId, Catalog};
 use crate::config::MqttConfig;
 use crate::shutdown::Shutdown;
 use crate::spool::Appender;
+use crate::status::StatusBoard;
 use session::{Command, Session};
 
 /// How long shutdown waits for all sessions together, beyond each one's own
@@ -187,6 +188,7 @@ impl Supervisor {
             ticket: self.status.issue_ticket(broker.id),
             commands: command_rx,
             running: true,
+            wedge: Default::default(),
         };
         let min_backoff = self.config.min_backoff;
         let max_backoff = self.config.max_backoff;

@@ -31,13 +31,14 @@ use rumqttc::{
     SubscribeFilter, SubscribeReasonCode,
 };
 
-use super::backoff::Backoff;
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
-use super::status::{SessionTicket, StatusBoard};
+use super::walk::{self, Walk};
+use super::wedge::{self, WedgeWatch};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
+use crate::status::{SessionTicket, StatusBoard};
 
 /// How long a stopping session waits for its DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,6 +78,8 @@ pub struct Session {
     pub commands: async_channel::Receiver<Command>,
     /// False once the command channel closed or said Stop.
     pub running: bool,
+    /// Whether one unreadable message keeps killing the connection.
+    pub wedge: WedgeWatch,
 }
 
 impl Session {
@@ -128,21 +131,17 @@ impl Session {
                 || tls.ca.is_none()
         });
         if !reads_files {
-            return ConnectSettings::for_broker(
-                &self.broker,
-                &self.gateway_id,
-                self.config.keep_alive,
-            );
+            return ConnectSettings::for_broker(&self.broker, &self.gateway_id, &self.config);
         }
         // Certificate and key files (and the system's roots, the first time)
         // are read on a blocking-pool thread: a slow or stuck file stalls this
         // broker, not every session on this thread.
-        let (broker, gateway_id, keep_alive) = (
+        let (broker, gateway_id, config) = (
             self.broker.clone(),
             self.gateway_id.clone(),
-            self.config.keep_alive,
+            self.config.clone(),
         );
-        smol::unblock(move || ConnectSettings::for_broker(&broker, &gateway_id, keep_alive)).await
+        smol::unblock(move || ConnectSettings::for_broker(&broker, &gateway_id, &config)).await
     }
 }
 
@@ -419,7 +418,8 @@ enum Outbound {
 struct Link {
     client: AsyncClient,
     settings: ConnectSettings,
-    backoff: Backoff,
+    /// The endpoint walk and backoff (pure), across this run's errors.
+    walk: Walk,
     rng: fastrand::Rng,
     /// Set at CONNACK, cleared on error.
     connected_at: Option<Instant>,
@@ -431,15 +431,11 @@ struct Link {
     awaiting_subacks: VecDeque<Vec<String>>,
     /// Logged "connected, subscribed" for the current connection.
     announced: bool,
-    /// The last error we logged at warn/error level, so a repeating one is logged once.
-    last_logged_error: Option<String>,
     /// Set once a DISCONNECT is queued: end when it is written or by this time.
     stop_deadline: Option<Instant>,
     /// QoS 1/2 messages of this connection handed to the spool and not yet
     /// acknowledged, oldest first; the writer commits in order, so they resolve in order.
     unacked: VecDeque<(Ack, CommitReceipt)>,
-    /// Endpoint walks that failed in a row; the first walk's attempts are logged at info.
-    n_failed_walks: u32,
     /// Runs while connected to a secondary endpoint.
     primary_probe: Option<PrimaryProbe>,
 }
@@ -449,17 +445,15 @@ impl Link {
         Link {
             client,
             settings,
-            backoff: Backoff::new(session.config.min_backoff, session.config.max_backoff),
+            walk: Walk::new(session.config.min_backoff, session.config.max_backoff),
             rng: fastrand::Rng::new(),
             connected_at: None,
             outbox: VecDeque::new(),
             acks: VecDeque::new(),
             awaiting_subacks: VecDeque::new(),
             announced: false,
-            last_logged_error: None,
             stop_deadline: None,
             unacked: VecDeque::new(),
-            n_failed_walks: 0,
             primary_probe: None,
         }
     }
@@ -469,11 +463,11 @@ impl Link {
         let n_endpoints = session.broker.endpoints.len();
         if n_endpoints > 1 {
             let words = session.endpoint_words();
-            if self.n_failed_walks == 0 {
-                log::info!("broker {}: trying {words}", session.broker.id);
-            } else {
-                log::debug!("broker {}: trying {words}", session.broker.id);
-            }
+            log::log!(
+                self.walk.attempt_level(),
+                "broker {}: trying {words}",
+                session.broker.id
+            );
         }
         let endpoint = session.endpoint().to_string();
         let endpoint_idx = session.endpoint_idx;
@@ -562,6 +556,17 @@ impl Link {
                 let urgent = ack.qos != QoS::AtMostOnce
                     && self.unacked.len() + 1 >= session.config.commit_at_unacked;
                 let receipt = deliver(publish, urgent, session).await;
+                let up_for = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+                if let wedge::Change::Freed { n_connections } = session.wedge.on_message(up_for) {
+                    log::info!(
+                        "{}: messages flow again after {n_connections} connections died \
+                         on unreadable data",
+                        session.label()
+                    );
+                    session.status.update(session.ticket, |status| {
+                        status.wedged_since = None;
+                    });
+                }
                 if let (true, Some(receipt)) = (ack.qos != QoS::AtMostOnce, receipt) {
                     self.unacked.push_back((ack, receipt));
                 }
@@ -582,8 +587,7 @@ impl Link {
     fn on_connack(&mut self, session: &Session) {
         self.connected_at = Some(Instant::now());
         self.announced = false;
-        self.last_logged_error = None;
-        self.n_failed_walks = 0;
+        self.walk.on_connected();
         if session.broker.endpoints.len() > 1 {
             log::info!(
                 "broker {}: connected to {}",
@@ -665,86 +669,73 @@ impl Link {
                 ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized
             )
         );
-        let n_endpoints = session.broker.endpoints.len();
-        let failed_idx = session.endpoint_idx;
-        // Another endpoint is tried at once; after the last, the walk starts
-        // again from the primary, after a backoff.
-        let next_in_walk = up_for.is_none() && failed_idx + 1 < n_endpoints;
-        let delay = if next_in_walk {
-            session.endpoint_idx += 1;
-            Duration::ZERO
-        } else {
-            session.endpoint_idx = 0;
-            if up_for.is_none() {
-                self.n_failed_walks += 1;
-            }
-            if auth_refused {
-                self.backoff.after_refusal()
-            } else {
-                self.backoff.after_failure(up_for, self.rng.f64())
-            }
+        // Where next, how long to wait and what to say: decided by the walk (pure).
+        let endpoints: Vec<String> = session
+            .broker
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let failure = walk::Failure {
+            up_for,
+            description: description.clone(),
+            auth_refused,
+            out_of_descriptors: connect::is_out_of_descriptors(error).then(|| {
+                walk::OpenFilesLimit(crate::limits::open_files().ok().map(|(soft, _)| soft))
+            }),
         };
+        let position = walk::Position {
+            broker_id: session.broker.id,
+            endpoints: &endpoints,
+            index: session.endpoint_idx,
+            username: session.broker.username.as_deref(),
+        };
+        let decision = self.walk.after_error(&position, &failure, self.rng.f64());
+        session.endpoint_idx = decision.next_index;
+        let malformed = matches!(
+            error,
+            ConnectionError::MqttState(rumqttc::StateError::Deserialization(_))
+        );
+        let change = match up_for {
+            Some(up_for) => session.wedge.on_disconnect(
+                up_for,
+                malformed.then_some(description.as_str()),
+                SystemTime::now(),
+            ),
+            None => wedge::Change::None,
+        };
+        if let wedge::Change::Wedged { since, reason } = &change {
+            log::error!(
+                "broker {}: wedged: the broker redelivers, at every reconnect, a message the \
+                 gateway cannot read ({reason}); {} connections in a row died on it; other \
+                 brokers are unaffected. Remedy: if it is only large, raise \
+                 mqtt.max_packet_size; otherwise remove it from the broker's queue for client \
+                 {} (see README \"A wedged broker\")",
+                session.broker.id,
+                wedge::WEDGED_AFTER,
+                connect::client_id(&session.broker, &session.gateway_id),
+            );
+            let since = *since;
+            session.status.update(session.ticket, |status| {
+                status.wedged_since = Some(since);
+            });
+        }
+        let wedged = session.wedge.is_wedged();
         session.status.update(session.ticket, |status| {
             if status.connected {
                 status.since = SystemTime::now();
             }
             status.connected = false;
             status.n_subscribed = 0;
-            status.last_error = Some(description.clone());
+            status.last_error = Some(if wedged {
+                format!("wedged: {description} (redelivered at every reconnect)")
+            } else {
+                description.clone()
+            });
             status.auth_refused = auth_refused;
         });
-        let failed = if n_endpoints > 1 {
-            format!(
-                "broker {}: endpoint {}/{n_endpoints} {}",
-                session.broker.id,
-                failed_idx + 1,
-                session.broker.endpoints[failed_idx]
-            )
-        } else {
-            format!(
-                "broker {} ({})",
-                session.broker.id,
-                session.broker.primary()
-            )
-        };
-        let next = if next_in_walk {
-            "trying the next endpoint".to_owned()
-        } else if n_endpoints > 1 {
-            format!("retrying from endpoint 1/{n_endpoints} in {delay:.1?}")
-        } else {
-            format!("retrying in {delay:.1?}")
-        };
-        let logged = format!("{failed_idx} {description}");
-        let repeated = self.last_logged_error.as_deref() == Some(logged.as_str());
-        // `broker 7: endpoint 1/2 10.0.0.5:1883 failed: …` / `broker 7 (10.0.0.5:1883): cannot connect: …`
-        let cannot = if n_endpoints > 1 {
-            " failed"
-        } else {
-            ": cannot connect"
-        };
-        if connect::is_out_of_descriptors(error) && !repeated {
-            // EMFILE: not the broker's fault, and no retry will help by itself.
-            let limit = crate::limits::open_files()
-                .map_or("unknown".to_owned(), |(soft, _)| soft.to_string());
-            log::error!(
-                "{failed}: cannot connect: the gateway has used up its open files limit \
-                 ({limit}, one per broker connection): raise LimitNOFILE in the unit or \
-                 `ulimit -n`; {next}"
-            );
-        } else if up_for.is_some() {
-            log::warn!("{failed}: disconnected: {description}; {next}");
-        } else if repeated {
-            log::debug!("{failed}{cannot}: {description}; {next}");
-        } else if auth_refused {
-            let user = session.broker.username.as_deref().unwrap_or("(none)");
-            log::error!(
-                "{failed}: {description} (user {user:?}): fix the credentials in the catalog; {next}"
-            );
-        } else {
-            log::warn!("{failed}{cannot}: {description}; {next}");
-        }
-        self.last_logged_error = Some(logged);
-        delay
+        log::log!(decision.level, "{}", decision.line);
+        decision.delay
     }
 
     fn on_command(&mut self, command: Option<Command>, session: &mut Session) -> Flow {

@@ -5,7 +5,7 @@
 //! roots are used. `verify_cert = false` accepts any server certificate: it
 //! exists for test benches, and every session using it logs a warning.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -56,25 +56,16 @@ fn roots(ca: Option<&str>) -> Result<RootCertStore, String> {
     Ok(store)
 }
 
-/// The system's trusted roots, read once per process (a few hundred
-/// certificates: not worth reading again at every connection attempt of
-/// every broker). A change to the system's store counts from the next start.
+/// The system's roots, or what to do when there are none.
 fn system_roots() -> Result<RootCertStore, String> {
-    static ROOTS: OnceLock<Result<RootCertStore, String>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            let mut store = RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            let (n_added, _) = store.add_parsable_certificates(found.certs);
-            if n_added == 0 {
-                return Err(
-                    "no ca_cert given and no system roots found (install ca-certificates or set ca_cert)"
-                        .into(),
-                );
-            }
-            Ok(store)
-        })
-        .clone()
+    let roots = crate::trust::system_roots();
+    if roots.is_empty() {
+        return Err(
+            "no ca_cert given and no system roots found (install ca-certificates or set ca_cert)"
+                .into(),
+        );
+    }
+    Ok(RootCertStore::clone(&roots))
 }
 
 /// A certificate or key file: far larger than any chain or key.

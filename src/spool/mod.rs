@@ -10,8 +10,10 @@
 //! `records` only when the drain settles it as delivered or dead, or when the
 //! `drop_oldest` policy drops it (counted in `broker_counters.dropped`).
 
+mod budget;
 pub mod migrate;
 mod receipt;
+pub mod space;
 mod writer;
 
 use std::fmt;
@@ -27,6 +29,10 @@ use crate::ids::BrokerId;
 use crate::watchdog::Heartbeat;
 
 pub use receipt::CommitReceipt;
+pub use space::SpaceStatus;
+/// The most appends one commit carries: with `spool.queue_capacity`, the most
+/// records accepted and not yet committed.
+pub use writer::MAX_GROUP;
 
 /// Kinesis allows partition keys of 1 to 256 Unicode characters; we keep 256 bytes of ASCII-safe text.
 pub type PartitionKey = heapless::String<256>;
@@ -168,6 +174,7 @@ impl Depth {
 pub struct Appender {
     appends: async_channel::Sender<writer::Append>,
     bell: Arc<writer::Bell>,
+    budget: Arc<budget::ByteBudget>,
     tracker: Arc<receipt::Tracker>,
     /// Appends handed to the writer so far; the next one's sequence number is one more.
     n_sent: u64,
@@ -177,10 +184,15 @@ pub struct Appender {
 // boxing it would cost an allocation on every append.
 #[allow(clippy::result_large_err)]
 impl Appender {
-    fn new(appends: async_channel::Sender<writer::Append>, bell: Arc<writer::Bell>) -> Appender {
+    fn new(
+        appends: async_channel::Sender<writer::Append>,
+        bell: Arc<writer::Bell>,
+        budget: Arc<budget::ByteBudget>,
+    ) -> Appender {
         Appender {
             appends,
             bell,
+            budget,
             tracker: receipt::Tracker::new(),
             n_sent: 0,
         }
@@ -188,7 +200,11 @@ impl Appender {
 
     /// A new appender into the same spool, with its own receipts.
     pub fn fork(&self) -> Appender {
-        Appender::new(self.appends.clone(), Arc::clone(&self.bell))
+        Appender::new(
+            self.appends.clone(),
+            Arc::clone(&self.bell),
+            Arc::clone(&self.budget),
+        )
     }
 
     /// Queues `record` for the writer; waits while the queue is full (backpressure).
@@ -200,6 +216,10 @@ impl Appender {
         record: NewRecord,
         urgent: bool,
     ) -> Result<CommitReceipt, NewRecord> {
+        // Memory: wait while accepted, uncommitted records hold the budget;
+        // the writer is asked to commit (which gives it back) before the wait.
+        let bytes = record.spool_bytes();
+        self.budget.take(bytes, || self.bell.ring()).await;
         let (append, receipt) = writer::Append::new(record, urgent, &self.tracker, self.n_sent + 1);
         match self.appends.send(append).await {
             Ok(()) => {
@@ -215,7 +235,10 @@ impl Appender {
                 }
                 Ok(receipt)
             }
-            Err(async_channel::SendError(append)) => Err(append.into_record()),
+            Err(async_channel::SendError(append)) => {
+                self.budget.give(bytes);
+                Err(append.into_record())
+            }
         }
     }
 
@@ -251,6 +274,8 @@ pub struct Spool {
     depth: Arc<Depth>,
     commits: Arc<CommitSignal>,
     writer_heartbeat: Heartbeat,
+    space: Arc<SpaceStatus>,
+    budget: Arc<budget::ByteBudget>,
 }
 
 /// Bumped after every commit that added records, so the drain can sleep until there is work.
@@ -275,13 +300,19 @@ impl Spool {
         let (appends, append_rx) = async_channel::bounded(queue_capacity.max(1));
         let (settlements, settle_rx) = async_channel::bounded(16);
         let bell = Arc::new(writer::Bell::default());
+        let space = Arc::new(SpaceStatus::default());
+        let budget = Arc::new(budget::ByteBudget::new(config.queue_max_bytes));
         let context = writer::Writer::new(
             connection,
             config.clone(),
-            Arc::clone(&depth),
-            Arc::clone(&commits),
-            writer_heartbeat.clone(),
-            Arc::clone(&bell),
+            writer::Shared {
+                depth: Arc::clone(&depth),
+                commits: Arc::clone(&commits),
+                heartbeat: writer_heartbeat.clone(),
+                bell: Arc::clone(&bell),
+                space: Arc::clone(&space),
+                budget: Arc::clone(&budget),
+            },
         )?;
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())
@@ -300,6 +331,8 @@ impl Spool {
                 depth,
                 commits,
                 writer_heartbeat,
+                space,
+                budget,
             },
             handle,
         ))
@@ -307,7 +340,11 @@ impl Spool {
 
     /// A new appender, with its own receipts (one per sender).
     pub fn appender(&self) -> Appender {
-        Appender::new(self.appends.clone(), Arc::clone(&self.bell))
+        Appender::new(
+            self.appends.clone(),
+            Arc::clone(&self.bell),
+            Arc::clone(&self.budget),
+        )
     }
 
     /// A new read-only view, for one thread.
@@ -331,6 +368,11 @@ impl Spool {
 
     pub fn depth(&self) -> &Depth {
         &self.depth
+    }
+
+    /// Room on the spool's filesystem and whether appends wait for it, as the writer last measured.
+    pub fn space(&self) -> Arc<SpaceStatus> {
+        Arc::clone(&self.space)
     }
 
     /// Applies `settlement` in one transaction; returns once it is committed.
@@ -397,8 +439,11 @@ pub struct SpoolReader {
     connection: Connection,
 }
 
+/// The payload only when it is at most ?3 bytes: `length()` of a blob does
+/// not read it, so an oversize row is never loaded whole.
 const SELECT_OLDEST: &str =
-    "SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts \
+    "SELECT id, broker_id, topic, CASE WHEN length(payload) <= ?3 THEN payload END, \
+     partition_key, qos, received_at_ms, attempts, length(payload), size \
      FROM records WHERE id > ?1 ORDER BY id LIMIT ?2";
 const COUNT_RECORDS_AND_DEAD_LETTERS: &str =
     "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)";
@@ -429,21 +474,29 @@ impl SpoolReader {
     /// Up to `limit` records with an id above `after_id`, oldest first;
     /// rows that do not decode are left out (see [`SpoolReader::read_oldest`]).
     pub fn oldest(&self, after_id: i64, limit: usize) -> Result<Vec<Record>, SpoolError> {
-        Ok(self.read_oldest(after_id, limit)?.records)
+        Ok(self
+            .read_oldest(after_id, ReadLimits::records(limit))?
+            .records)
     }
 
     /// Up to `limit` rows with an id above `after_id`, oldest first: the
     /// records, and apart the rows that do not decode (a damaged file), so
     /// one bad row cannot stop every read.
-    pub fn read_oldest(&self, after_id: i64, limit: usize) -> Result<Oldest, SpoolError> {
+    pub fn read_oldest(&self, after_id: i64, limits: ReadLimits) -> Result<Oldest, SpoolError> {
         let mut statement = self
             .connection
             .prepare_cached(SELECT_OLDEST)
             .map_err(|error| sqlite_error(&self.path, error))?;
+        let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
         let mut rows = statement
-            .query(rusqlite::params![after_id, limit as i64])
+            .query(rusqlite::params![
+                after_id,
+                limits.records as i64,
+                max_payload
+            ])
             .map_err(|error| sqlite_error(&self.path, error))?;
         let mut oldest = Oldest::default();
+        let mut bytes = 0u64;
         while let Some(row) = rows
             .next()
             .map_err(|error| sqlite_error(&self.path, error))?
@@ -451,8 +504,30 @@ impl SpoolReader {
             let id: i64 = row
                 .get(0)
                 .map_err(|error| sqlite_error(&self.path, error))?;
-            match decode_record(id, row) {
-                Ok(record) => oldest.records.push(record),
+            let sizes = row
+                .get::<_, Option<i64>>(8)
+                .and_then(|payload| Ok((payload, row.get::<_, i64>(9)?)));
+            match sizes {
+                Ok((Some(payload), _)) if payload > max_payload => oldest.damaged.push((
+                    id,
+                    format!(
+                        "payload of {payload} bytes is over the {} a record may carry",
+                        limits.max_payload_bytes
+                    ),
+                )),
+                Ok((_, size)) => match decode_record(id, row) {
+                    Ok(record) => {
+                        oldest.records.push(record);
+                        bytes += size.max(0) as u64;
+                        // Memory: stop at the budget (the first record always comes).
+                        if bytes >= limits.bytes {
+                            break;
+                        }
+                    }
+                    Err(error) => oldest
+                        .damaged
+                        .push((id, format!("spool row does not decode: {error}"))),
+                },
                 Err(error) => oldest
                     .damaged
                     .push((id, format!("spool row does not decode: {error}"))),
@@ -482,6 +557,19 @@ impl SpoolReader {
                 })
             })
             .map_err(|error| sqlite_error(&self.path, error))
+    }
+
+    /// Bytes of free pages inside the spool file, which new rows reuse.
+    pub fn free_page_bytes(&self) -> Result<u64, SpoolError> {
+        let free_pages: i64 = self
+            .connection
+            .query_row("PRAGMA freelist_count", [], |row| row.get(0))
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        let page_size: i64 = self
+            .connection
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .map_err(|error| sqlite_error(&self.path, error))?;
+        Ok((free_pages.max(0) as u64).saturating_mul(page_size.max(0) as u64))
     }
 
     /// Dead letters as (record id, error), oldest first.
@@ -521,11 +609,32 @@ impl SpoolReader {
     }
 }
 
+/// How much one read of the oldest records may bring into memory.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    pub records: usize,
+    /// The read stops once the records' spool bytes reach this (at least one record comes).
+    pub bytes: u64,
+    /// A row whose payload is larger is reported, not loaded: it can never be sent.
+    pub max_payload_bytes: u64,
+}
+
+impl ReadLimits {
+    /// Up to `records` records, whatever their size.
+    pub fn records(records: usize) -> ReadLimits {
+        ReadLimits {
+            records,
+            bytes: u64::MAX,
+            max_payload_bytes: u64::MAX,
+        }
+    }
+}
+
 /// What [`SpoolReader::read_oldest`] found.
 #[derive(Debug, Default)]
 pub struct Oldest {
     pub records: Vec<Record>,
-    /// (row id, why): rows that do not decode, for dead letters.
+    /// (row id, why): rows that do not decode or are too large to send, for dead letters.
     pub damaged: Vec<(i64, String)>,
 }
 

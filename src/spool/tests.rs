@@ -385,3 +385,77 @@ fn dead_letters_beyond_their_bound_evict_the_oldest_and_count_them() {
     assert_eq!(counters[0].dead_evicted, 14);
     close(spool, writer);
 }
+
+/// Memory between the sessions and the disk is bounded by bytes, not only by
+/// count: quiet appends of large records make their sender wait once the
+/// budget is taken (the writer is asked to commit, which gives it back), so
+/// with a 10 s interval and room for 1,024 records in the queue, 64 KiB
+/// records still flow through a 256 KiB budget.
+#[test]
+fn large_records_wait_for_the_byte_budget_and_flow_through_it() {
+    let mut config = config(
+        temp_spool_path("budget"),
+        64 << 20,
+        OverflowPolicy::DropOldest,
+    );
+    config.commit_interval = std::time::Duration::from_secs(10);
+    config.queue_max_bytes = 256 << 10;
+    let (spool, writer) = Spool::open(&config).unwrap();
+    let mut appender = spool.appender();
+    // 40 × 64 KiB = 2.5 MiB: ten times the budget, all quiet (never urgent).
+    let receipts: Vec<_> = (0..40)
+        .map(|n| append_quietly(&mut appender, record(1, n, 64 << 10)))
+        .collect();
+    // Every append returned: the budget made the writer commit, never the interval.
+    assert!(
+        spool.depth().n_commits() >= 8,
+        "{}",
+        spool.depth().n_commits()
+    );
+    let committed = receipts.iter().filter(|r| r.try_committed()).count();
+    // What is not committed yet fits in the budget.
+    assert!(
+        (40 - committed) * (64 << 10) <= 256 << 10,
+        "{committed} committed"
+    );
+    close(spool, writer);
+}
+
+/// The drain's read stops at a byte budget (one request's worth), and a row
+/// whose payload is over what a record may carry is reported for dead letters
+/// without its payload being read.
+#[test]
+fn reads_stop_at_the_byte_budget_and_report_oversize_rows() {
+    let (spool, writer) = Spool::open(&config(
+        temp_spool_path("read-budget"),
+        64 << 20,
+        OverflowPolicy::DropOldest,
+    ))
+    .unwrap();
+    let mut records = vec![record(1, 0, 10), record(1, 1, 2 << 20)];
+    records.extend((2..40).map(|n| record(1, n, 100 << 10)));
+    append_all(&spool, records);
+    let reader = spool.reader().unwrap();
+    let limits = ReadLimits {
+        records: 500,
+        bytes: 1 << 20,
+        max_payload_bytes: 1 << 20,
+    };
+    let oldest = reader.read_oldest(0, limits).unwrap();
+    assert_eq!(oldest.damaged.len(), 1);
+    assert_eq!(oldest.damaged[0].0, 2);
+    assert!(
+        oldest.damaged[0]
+            .1
+            .contains("payload of 2097152 bytes is over"),
+        "{:?}",
+        oldest.damaged
+    );
+    // Record 1 (10 bytes) and 100 KiB records up to the first that reaches 1 MiB.
+    let ids: Vec<i64> = oldest.records.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (1..=1).chain(3..=13).collect::<Vec<i64>>());
+    // The first record always comes, however small the budget.
+    let tiny = ReadLimits { bytes: 1, ..limits };
+    assert_eq!(reader.read_oldest(0, tiny).unwrap().records.len(), 1);
+    close(spool, writer);
+}

@@ -12,6 +12,12 @@
 //! message. Only after the commit does it tell the senders (their
 //! [`CommitReceipt`](super::CommitReceipt)s resolve), so a caller that waits
 //! for its receipt knows the record is on disk.
+//!
+//! Settlements never wait behind appends. Appends that cannot commit (the
+//! spool's filesystem is below its floor, see [`super::space`], or their
+//! commit failed) are *held*: settlements commit without them, and the writer
+//! takes no new appends (their senders wait, unacknowledged) until the held
+//! ones are in. A full disk releases the spool's reserve so deletes commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -23,19 +29,20 @@ use futures_lite::FutureExt;
 use rusqlite::{params, Connection, Transaction};
 
 use super::receipt::{CommitReceipt, Pending, Tracker};
+use super::space::Space;
 use super::{sqlite_error, CommitSignal, Depth, NewRecord, Settlement, SpoolError};
 use crate::clock;
 use crate::config::{OverflowPolicy, SpoolConfig};
 use crate::ids::BrokerId;
 use crate::repeating::{Repeating, Report};
-use crate::watchdog::Heartbeat;
+use crate::watchdog::{Busy, Heartbeat};
 
 /// Pauses between retries of a failed commit, doubling from the first to the last.
 const COMMIT_RETRY_MIN: Duration = Duration::from_millis(50);
 const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Appends committed together at most; bounds the time a commit holds the lock.
-pub(super) const MAX_GROUP: usize = 2048;
+pub const MAX_GROUP: usize = 2048;
 
 pub(super) struct Append {
     record: NewRecord,
@@ -178,6 +185,8 @@ struct Group {
     /// Bytes the appends add to the spool.
     bytes: u64,
     urgent: bool,
+    /// Failed commits of these appends so far (they were held).
+    n_failures: u32,
 }
 
 impl Group {
@@ -194,6 +203,38 @@ impl Group {
             }
         }
     }
+
+    /// Starts with the appends held back from an earlier group, urgently:
+    /// their senders have waited already.
+    fn from_held(held: Held) -> Group {
+        Group {
+            appends: held.appends,
+            settles: Vec::new(),
+            bytes: held.bytes,
+            urgent: true,
+            n_failures: held.n_failures,
+        }
+    }
+}
+
+/// Appends taken from the queue that could not commit yet: no room, or their
+/// commit failed. No new appends are taken until these are in, so every
+/// sender's receipts still resolve in order.
+struct Held {
+    appends: Vec<Append>,
+    bytes: u64,
+    n_failures: u32,
+    /// Not before then (a failed commit backs off).
+    retry_at: Instant,
+}
+
+/// What ends the wait for the first command of a group.
+// Like `Command`: appends are moved once each; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Command(Command),
+    /// The deadline passed: time to look at the room again, or to retry held appends.
+    Timeout,
 }
 
 /// Wakes the writer while it collects a group: rung for an urgent command, a
@@ -228,6 +269,15 @@ pub(super) struct Writer {
     heartbeat: Heartbeat,
     n_records: u64,
     bytes: u64,
+    /// Room on the spool's filesystem, the floor and the reserve.
+    space: Space,
+    budget: Arc<super::budget::ByteBudget>,
+    held: Option<Held>,
+    /// Set while held appends keep failing for another reason than a full
+    /// disk (an I/O error, a lock held elsewhere): the writer is then wedged
+    /// to the watchdog, which restarts the gateway if it never ends. Waiting
+    /// for room is not being wedged: a restart would not make any.
+    stuck: Option<Busy>,
 }
 
 // Appends dominate and are moved once each; boxing them would add an allocation per message.
@@ -248,22 +298,49 @@ impl Drop for DropQueued<'_> {
     }
 }
 
+/// What the writer shares with the spool's other handles.
+pub(super) struct Shared {
+    pub(super) depth: Arc<Depth>,
+    pub(super) commits: Arc<CommitSignal>,
+    pub(super) heartbeat: Heartbeat,
+    pub(super) bell: Arc<Bell>,
+    pub(super) space: Arc<super::space::SpaceStatus>,
+    /// The bytes of accepted, uncommitted records; given back after each commit.
+    pub(super) budget: Arc<super::budget::ByteBudget>,
+}
+
 impl Writer {
     pub(super) fn new(
         connection: Connection,
         config: SpoolConfig,
-        depth: Arc<Depth>,
-        commits: Arc<CommitSignal>,
-        heartbeat: Heartbeat,
-        bell: Arc<Bell>,
+        shared: Shared,
     ) -> Result<Writer, SpoolError> {
+        let Shared {
+            depth,
+            commits,
+            heartbeat,
+            bell,
+            space,
+            budget,
+        } = shared;
         let (n_records, bytes): (i64, i64) = connection
             .query_row(TOTALS, [], |row| Ok((row.get(0)?, row.get(1)?)))
             .map_err(|error| sqlite_error(&config.path, error))?;
         let dead_bytes: i64 = connection
             .query_row(DEAD_BYTES, [], |row| row.get(0))
             .map_err(|error| sqlite_error(&config.path, error))?;
+        let space = Space::open(
+            &config.path,
+            config.min_free_bytes,
+            config.max_bytes,
+            &connection,
+            space,
+        );
         let writer = Writer {
+            space,
+            budget,
+            held: None,
+            stuck: None,
             bell,
             drops: Repeating::new(DROP_SUMMARY_INTERVAL),
             evictions: Repeating::new(DROP_SUMMARY_INTERVAL),
@@ -291,19 +368,14 @@ impl Writer {
         // the look at the queue that precedes every park.
         let _ = self.bell.writer.set(std::thread::current());
         while let Some(group) = self.collect_group(&appends, &settlements) {
-            self.commit_until_done(&group);
-            for append in &group.appends {
-                append
-                    .pending
-                    .tracker()
-                    .mark_committed(append.pending.seq());
-            }
-            for append in &group.appends {
-                append.pending.tracker().ring();
-            }
-            for settle in group.settles {
-                let _ = settle.done.try_send(Ok(()));
-            }
+            self.commit(group);
+        }
+        if let Some(held) = &self.held {
+            // Their senders see them lost and do not acknowledge: the brokers keep them.
+            log::warn!(
+                "spool writer: stopping with {} records not committed (no room); the brokers send them again",
+                held.appends.len()
+            );
         }
         log::debug!("spool writer: every sender closed, exiting");
     }
@@ -311,21 +383,57 @@ impl Writer {
     /// Waits for the next group to commit (see the module docs for when a
     /// group is complete); `None` when no more commands can come.
     fn collect_group(
-        &self,
+        &mut self,
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
     ) -> Option<Group> {
-        let first = smol::block_on(self.next_command(appends, settlements))?;
+        let (mut group, intake_open) = loop {
+            if let Some(held) = self.held.take() {
+                if !self.space.paused() && Instant::now() >= held.retry_at {
+                    break (Group::from_held(held), false);
+                }
+                let settlements_done = settlements.is_closed() && settlements.is_empty();
+                if !self.space.paused() && settlements_done {
+                    // Stopping, and nothing else to wait for: retry them when due.
+                    std::thread::sleep(held.retry_at.saturating_duration_since(Instant::now()));
+                    self.held = Some(held);
+                    continue;
+                }
+                self.held = Some(held);
+            }
+            let intake_open = self.held.is_none() && !self.space.paused();
+            // Held: retry them then. Otherwise look at the room again now and
+            // then, so a disk filled by another program shows while idle.
+            let deadline = match &self.held {
+                Some(held) if !self.space.paused() => held.retry_at,
+                _ => self.space.next_check(),
+            };
+            match smol::block_on(self.next_command(appends, settlements, intake_open, deadline))? {
+                Wake::Command(command) => {
+                    let mut group = Group::default();
+                    group.add(command);
+                    break (group, intake_open);
+                }
+                Wake::Timeout => {
+                    self.space.check(&self.connection);
+                }
+            }
+        };
         let deadline = Instant::now() + self.config.commit_interval;
-        let mut group = Group::default();
-        group.add(first);
         loop {
             while let Ok(settle) = settlements.try_recv() {
                 group.add(Command::Settle(settle));
             }
             // Under backpressure the group stops at the record that reaches the
             // bound, so the spool overshoots it by one record, not by a group.
-            while group.appends.len() < MAX_GROUP && !self.would_be_full(self.bytes + group.bytes) {
+            // Near the floor a group is cut to what the filesystem can take
+            // (at least one record, or nothing would move).
+            let budget = self.space.group_budget();
+            while intake_open
+                && group.appends.len() < MAX_GROUP
+                && !self.would_be_full(self.bytes + group.bytes)
+                && (group.appends.is_empty() || group.bytes < budget)
+            {
                 match appends.try_recv() {
                     Ok(append) => group.add(Command::Append(append)),
                     Err(_) => break,
@@ -349,34 +457,142 @@ impl Writer {
     fn complete(&self, group: &Group, appends: &async_channel::Receiver<Append>) -> bool {
         group.urgent
             || group.appends.len() >= MAX_GROUP
+            || (!group.appends.is_empty() && group.bytes >= self.space.group_budget())
+            // Half the memory budget in one group: commit, so senders never
+            // wait for an interval with the budget full.
+            || group.bytes >= self.budget.max() / 2
             || appends.is_closed()
             || self.would_be_full(self.bytes + group.bytes)
             || self.config.commit_interval.is_zero()
     }
 
-    /// Commits the group, retrying a failed commit until it succeeds. A failed
-    /// transaction rolled back and nobody was acknowledged for it, so retrying
-    /// loses nothing, and giving up would leave sessions with nowhere to put
-    /// messages. A disk that never recovers keeps the writer busy, which the
-    /// systemd watchdog sees, and the gateway is restarted.
-    fn commit_until_done(&mut self, group: &Group) {
-        let _busy = self.heartbeat.busy();
-        let mut n_failures: u32 = 0;
-        while let Err(error) = self.commit_group(group) {
-            n_failures += 1;
-            // One line per power of two: a dead disk must not flood the log.
-            if n_failures.is_power_of_two() {
-                log::error!(
-                    "{error}; {} records wait, unacknowledged, for the commit to succeed \
-                     (failure {n_failures}, retrying)",
-                    group.appends.len()
-                );
+    /// Commits the group. Appends go in only while the spool's filesystem has
+    /// room; otherwise, or when their commit fails, they are held (retried
+    /// later, with backoff after a failure) and the settlements commit alone.
+    /// A failed transaction rolled back and nobody was acknowledged for it, so
+    /// retrying loses nothing.
+    fn commit(&mut self, group: Group) {
+        let mut busy = self.stuck.is_none().then(|| self.heartbeat.busy());
+        let Group {
+            appends,
+            settles,
+            bytes,
+            n_failures,
+            ..
+        } = group;
+        if appends.is_empty() {
+            self.commit_settlements(settles);
+            return;
+        }
+        if !self.space.check(&self.connection) {
+            // Waiting for room, not wedged.
+            self.stuck = None;
+            self.held = Some(Held {
+                appends,
+                bytes,
+                n_failures,
+                retry_at: Instant::now(),
+            });
+            self.commit_settlements(settles);
+            return;
+        }
+        match self.commit_group(&settles, &appends) {
+            Ok(()) => {
+                if n_failures > 0 {
+                    log::info!("spool commit succeeded after {n_failures} failures");
+                }
+                self.stuck = None;
+                resolve_appends(&appends);
+                resolve_settles(settles);
+                // Their bytes leave memory with them: senders may go on.
+                self.budget.give(bytes);
+                self.after_commit();
             }
-            let pause = COMMIT_RETRY_MIN * 2u32.saturating_pow(n_failures.min(16));
-            std::thread::sleep(pause.min(COMMIT_RETRY_MAX));
+            Err(error) => {
+                let n_failures = n_failures + 1;
+                if is_disk_full(&error) {
+                    self.stuck = None;
+                    self.space.disk_full(&error);
+                } else {
+                    if self.stuck.is_none() {
+                        self.stuck = busy.take();
+                    }
+                    // One line per power of two: a dead disk must not flood the log.
+                    if n_failures.is_power_of_two() {
+                        log::error!(
+                            "{error}; {} records wait, unacknowledged, for the commit to succeed \
+                             (failure {n_failures}, retrying)",
+                            appends.len()
+                        );
+                    }
+                }
+                self.held = Some(Held {
+                    appends,
+                    bytes,
+                    n_failures,
+                    retry_at: Instant::now() + retry_pause(n_failures),
+                });
+                self.commit_settlements(settles);
+            }
+        }
+    }
+
+    /// Commits settlements alone, retrying until they are in: the drain
+    /// waits for them. On a full disk the reserve is released first.
+    fn commit_settlements(&mut self, settles: Vec<Settle>) {
+        if settles.is_empty() {
+            return;
+        }
+        let mut n_failures: u32 = 0;
+        loop {
+            match self.commit_group(&settles, &[]) {
+                Ok(()) => break,
+                Err(error) => {
+                    n_failures += 1;
+                    let full = is_disk_full(&error);
+                    let released = full && self.space.disk_full(&error);
+                    if full {
+                        // What the WAL holds may fit the spool file's free pages: its room comes back.
+                        self.checkpoint("TRUNCATE");
+                    }
+                    if n_failures.is_power_of_two() {
+                        log::error!(
+                            "{error}; {} settlements wait for the commit to succeed \
+                             (failure {n_failures}, retrying)",
+                            settles.len()
+                        );
+                    }
+                    if !released {
+                        std::thread::sleep(retry_pause(n_failures));
+                    }
+                }
+            }
         }
         if n_failures > 0 {
-            log::info!("spool commit succeeded after {n_failures} failures");
+            log::info!("spool commit of settlements succeeded after {n_failures} failures");
+        }
+        resolve_settles(settles);
+        self.after_commit();
+    }
+
+    /// After a commit: where room is tight the WAL is checkpointed and
+    /// truncated, so what deletes freed shows as room (free pages in the
+    /// spool file, the WAL file's blocks given back to the filesystem), and
+    /// neither appends nor the drain's retry counts (500 rows rewritten per
+    /// refused request) grow the WAL toward its automatic checkpoint into the
+    /// room the floor keeps. Then the room is measured again, for the next
+    /// group's budget; that may pause or resume appends.
+    fn after_commit(&mut self) {
+        if self.space.tight() {
+            self.checkpoint("TRUNCATE");
+        }
+        self.space.check(&self.connection);
+    }
+
+    fn checkpoint(&self, mode: &str) {
+        let pragma = format!("PRAGMA wal_checkpoint({mode})");
+        if let Err(error) = self.connection.query_row(&pragma, [], |_| Ok(())) {
+            log::debug!("spool: wal_checkpoint({mode}): {error}");
         }
     }
 
@@ -389,33 +605,47 @@ impl Writer {
         self.config.overflow == OverflowPolicy::Backpressure && bytes >= self.config.max_bytes
     }
 
-    /// The next command to apply; `None` when no more can come.
+    /// The next command to apply, or [`Wake::Timeout`] at `deadline`; `None`
+    /// when no more can come. `intake_open`: appends may be taken.
     async fn next_command(
         &self,
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
-    ) -> Option<Command> {
+        intake_open: bool,
+        deadline: Instant,
+    ) -> Option<Wake> {
         loop {
             let appends_done = appends.is_closed() && appends.is_empty();
-            let take_appends = !self.is_full() && !appends_done;
+            let take_appends = intake_open && !self.is_full() && !appends_done;
             let settlements_open = !(settlements.is_closed() && settlements.is_empty());
             // Each future yields None when its channel closes; the loop then looks again.
-            let settle = async { settlements.recv().await.ok().map(Command::Settle) };
-            let append = async { appends.recv().await.ok().map(Command::Append) };
-            let command = match (take_appends, settlements_open) {
-                (true, true) => settle.or(append).await,
-                (true, false) => append.await,
-                (false, true) => settle.await,
-                // Full with nobody left to free room: queued appends stay unacknowledged.
+            let settle = async {
+                let settle = settlements.recv().await.ok()?;
+                Some(Wake::Command(Command::Settle(settle)))
+            };
+            let append = async {
+                let append = appends.recv().await.ok()?;
+                Some(Wake::Command(Command::Append(append)))
+            };
+            let timer = async {
+                async_io::Timer::at(deadline).await;
+                Some(Wake::Timeout)
+            };
+            let wake = match (take_appends, settlements_open) {
+                (true, true) => settle.or(append).or(timer).await,
+                (true, false) => append.or(timer).await,
+                (false, true) => settle.or(timer).await,
+                // Nobody left to free room (or to take appends): queued appends stay unacknowledged.
                 (false, false) => return None,
             };
-            if command.is_some() {
-                return command;
+            if wake.is_some() {
+                return wake;
             }
         }
     }
 
-    fn commit_group(&mut self, group: &Group) -> Result<(), SpoolError> {
+    /// One transaction: `settles` and `appends`, the overflow policy, the counters.
+    fn commit_group(&mut self, settles: &[Settle], appends: &[Append]) -> Result<(), SpoolError> {
         let path = self.config.path.clone();
         let transaction = self
             .connection
@@ -423,10 +653,10 @@ impl Writer {
             .map_err(|error| sqlite_error(&path, error))?;
         let mut tally = Tally::starting_at(self.n_records, self.bytes, self.dead_bytes);
         let result = (|| {
-            for settle in &group.settles {
+            for settle in settles {
                 apply_settlement(&transaction, &settle.settlement, &mut tally)?;
             }
-            insert_appends(&transaction, &group.appends, &mut tally)?;
+            insert_appends(&transaction, appends, &mut tally)?;
             if self.config.overflow == OverflowPolicy::DropOldest {
                 drop_oldest(&transaction, self.config.max_bytes as i64, &mut tally)?;
             }
@@ -446,7 +676,7 @@ impl Writer {
         self.depth.n_commits.fetch_add(1, Ordering::Relaxed);
         self.publish_depth();
         self.log_drops(tally.dropped());
-        if !group.appends.is_empty() {
+        if !appends.is_empty() {
             let mut generation = self
                 .commits
                 .generation
@@ -486,6 +716,42 @@ impl Writer {
             .store(self.n_records, Ordering::Relaxed);
         self.depth.bytes.store(self.bytes, Ordering::Relaxed);
     }
+}
+
+/// Tells each sender its append is committed.
+fn resolve_appends(appends: &[Append]) {
+    for append in appends {
+        append
+            .pending
+            .tracker()
+            .mark_committed(append.pending.seq());
+    }
+    for append in appends {
+        append.pending.tracker().ring();
+    }
+}
+
+fn resolve_settles(settles: Vec<Settle>) {
+    for settle in settles {
+        let _ = settle.done.try_send(Ok(()));
+    }
+}
+
+/// The pause before the next try after `n_failures` failed commits: 50 ms doubling to 5 s.
+fn retry_pause(n_failures: u32) -> Duration {
+    let pause = COMMIT_RETRY_MIN * 2u32.saturating_pow(n_failures.saturating_sub(1).min(16));
+    pause.min(COMMIT_RETRY_MAX)
+}
+
+/// SQLITE_FULL: the filesystem (or the database's size limit) has no room.
+fn is_disk_full(error: &SpoolError) -> bool {
+    matches!(
+        error,
+        SpoolError::Sqlite {
+            error: rusqlite::Error::SqliteFailure(failure, _),
+            ..
+        } if failure.code == rusqlite::ErrorCode::DiskFull
+    )
 }
 
 fn insert_appends(

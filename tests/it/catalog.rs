@@ -21,6 +21,7 @@ fn config(url: &str, snapshot_path: PathBuf, refresh: Duration, notify: bool) ->
         notify_channel: notify.then(|| DEFAULT_NOTIFY_CHANNEL.to_owned()),
         password_key_file: None,
         password_key: None,
+        snapshot_keep_free: 0,
     }
 }
 

@@ -35,6 +35,7 @@ pub fn kinesis_config(endpoint: String, record_format: RecordFormat) -> KinesisC
         max_backoff: Duration::from_millis(50),
         // Each test's records go at once: these tests are about what is sent, not when.
         linger: Duration::ZERO,
+        aggregation: mqtt_kinesis_bridge::config::Aggregation::None,
     }
 }
 
@@ -383,5 +384,40 @@ fn a_correct_clock_is_left_alone() -> TestResult {
     drain_into(&fake, "drain-no-skew", 20, 0, |_| {});
     assert_eq!(fake.n_refused_for_time(), 0);
     assert_eq!(fake.accepted().len(), 20);
+    Ok(())
+}
+
+/// More bad records in a row than the drain blames before it calls the
+/// refusal systemic: after a few slow retries it blames single records again,
+/// so the run of bad records ends in dead letters and the good ones behind it
+/// are delivered (the spool never stalls on them for good).
+#[test]
+fn a_run_of_refused_records_does_not_stall_the_spool() -> TestResult {
+    test_credentials();
+    let fake = FakeKinesis::start(vec![]);
+    fake.refuse_topic("poison");
+    let dir = TempDir::new("drain-refused-run");
+    let (spool, _writer) = open_spool(&dir);
+    let mut records: Vec<NewRecord> = (0..5)
+        .map(|_| new_record(1, "poison", b"{}".to_vec()))
+        .collect();
+    records.extend((0..5).map(|n| new_record(1, "plant/line", mixed_payload(n))));
+    append_all(&spool, records);
+
+    let shutdown = Shutdown::new();
+    let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
+    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    wait_until_empty(&spool, 5);
+    stop(&shutdown, handle);
+    let dead: Vec<i64> = spool
+        .reader()?
+        .dead_letters()?
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(dead, [1, 2, 3, 4, 5]);
+    let accepted: Vec<String> = fake.accepted().iter().map(|blob| record_id(blob)).collect();
+    let expected: Vec<String> = (6..=10).map(|id| format!("{}-{id}", spool.uid())).collect();
+    assert_eq!(accepted, expected);
     Ok(())
 }

@@ -54,7 +54,20 @@ impl Gateway {
         spool_keys: &str,
         env: &[(&str, String)],
     ) -> Gateway {
-        Gateway::spawn(dir, database_url, endpoint, spool_keys, env, None)
+        let spool = dir.join("spool.db");
+        Gateway::spawn(dir, &spool, database_url, endpoint, spool_keys, env, None)
+    }
+
+    /// [`Gateway::start_with`] with the spool at `spool` (on a filesystem of
+    /// its own, say); the config and the log stay in `dir`.
+    pub fn start_with_spool(
+        dir: &TempDir,
+        spool: &Path,
+        db: &TestDb,
+        endpoint: &str,
+        spool_keys: &str,
+    ) -> Gateway {
+        Gateway::spawn(dir, spool, &db.url(), endpoint, spool_keys, &[], None)
     }
 
     /// [`Gateway::start_with`], started with this open-files limit (soft, hard).
@@ -65,8 +78,17 @@ impl Gateway {
         limit: (u64, u64),
     ) -> Gateway {
         let spool_keys = "max_bytes = \"64MiB\"";
+        let spool = dir.join("spool.db");
         let limit = (libc::RLIMIT_NOFILE, limit.0, limit.1);
-        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, &[], Some(limit))
+        Gateway::spawn(
+            dir,
+            &spool,
+            &db.url(),
+            endpoint,
+            spool_keys,
+            &[],
+            Some(limit),
+        )
     }
 
     /// [`Gateway::start_with_env`], its address space limited to `bytes`
@@ -81,11 +103,21 @@ impl Gateway {
     ) -> Gateway {
         let spool_keys = "max_bytes = \"64MiB\"";
         let limit = (libc::RLIMIT_AS, bytes, bytes);
-        Gateway::spawn(dir, &db.url(), endpoint, spool_keys, env, Some(limit))
+        let spool = dir.join("spool.db");
+        Gateway::spawn(
+            dir,
+            &spool,
+            &db.url(),
+            endpoint,
+            spool_keys,
+            env,
+            Some(limit),
+        )
     }
 
     fn spawn(
         dir: &TempDir,
+        spool: &Path,
         database_url: &str,
         endpoint: &str,
         spool_keys: &str,
@@ -93,7 +125,7 @@ impl Gateway {
         // (resource, soft, hard), set in the child before exec.
         rlimit: Option<(libc::__rlimit_resource_t, u64, u64)>,
     ) -> Gateway {
-        let spool = dir.join("spool.db");
+        let spool = spool.to_owned();
         let config = dir.join("gateway.toml");
         std::fs::write(
             &config,
@@ -144,6 +176,21 @@ impl Gateway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn spool(&self) -> &Path {
+        &self.spool
+    }
+
+    /// `mqtt-kinesis-bridge status` (text) on this gateway's config.
+    pub fn status_text(&self) -> String {
+        let config = self.log.with_file_name("gateway.toml");
+        let output = Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+            .args(["status", "--config"])
+            .arg(&config)
+            .output()
+            .expect("run status");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     pub fn log(&self) -> String {
@@ -707,6 +754,15 @@ fn full_spool_with_drop_oldest_keeps_the_newest_and_counts_the_rest() {
     assert_eq!(
         delivered, newest,
         "exactly the {dropped} oldest are missing"
+    );
+    // Issue 21: the spool's own bound, not the disk, was the limit: the counts are exact.
+    let status = gateway.status();
+    assert_eq!(status["disk"]["appends_paused"], false);
+    assert_eq!(
+        status["total"]["delivered"].as_u64().unwrap()
+            + status["total"]["dropped"].as_u64().unwrap(),
+        n as u64,
+        "delivered + dropped = sent"
     );
 }
 

@@ -262,3 +262,319 @@ fn secrets_stay_out_of_errors_logs_and_reports() {
         }
     }
 }
+
+/// Publishes `payload` once at QoS 1 with `mosquitto_pub`, from stdin.
+fn publish_payload(port: u16, topic: &str, payload: &[u8]) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-s",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(payload)
+        .expect("write the payload");
+    assert!(child.wait().expect("mosquitto_pub ran").success());
+}
+
+/// The peak resident memory of process `pid`, in bytes (VmHWM).
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A 1 MiB + 1 byte message is read and dead-lettered (Kinesis cannot take
+/// it); a 2 MiB + 1 byte message, over `mqtt.max_packet_size`, kills the
+/// connection and the broker redelivers it at every reconnect: that broker is
+/// reported wedged (log, `status`, status table) while the two healthy brokers
+/// keep delivering, and the gateway's memory stays small.
+#[test]
+fn an_unreadable_message_wedges_only_its_broker_and_says_so() {
+    /// The peak resident memory allowed (a gateway with three brokers runs in ~15 MiB).
+    const RSS_BOUND: u64 = 64 << 20;
+    let dir = TempDir::new("hostile-wedge");
+    let db = TestDb::new();
+    let healthy = [Mosquitto::start(), Mosquitto::start()];
+    let hostile = Mosquitto::start();
+    db.add_broker(1, healthy[0].port());
+    db.add_broker(2, healthy[1].port());
+    db.add_broker(3, hostile.port());
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("three brokers connected", WAIT, || {
+        gateway.try_status().is_some_and(|status| {
+            (1..=3).all(|id| broker_status(&status, id).is_some_and(|b| b["state"] == "connected"))
+        })
+    });
+
+    publish_payload(hostile.port(), "hostile/big", &vec![b'x'; (1 << 20) + 1]);
+    wait_until("the 1 MiB + 1 message dead-lettered", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 3))
+            .is_some_and(|broker| broker["dead_lettered"] == 1)
+    });
+    publish_payload(hostile.port(), "hostile/huge", &vec![b'y'; (2 << 20) + 1]);
+    for (i, broker) in healthy.iter().enumerate() {
+        publish(broker.port(), &format!("hostile/healthy{i}"), "ok", 10);
+    }
+    wait_until("broker 3 wedged in status --json", WAIT, || {
+        gateway.try_status().is_some_and(|status| {
+            broker_status(&status, 3).is_some_and(|broker| {
+                broker["state"] == "wedged" && broker["wedged_since_ms"].as_i64().is_some()
+            })
+        })
+    });
+    wait_until("the healthy brokers' 20 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 20
+    });
+    publish(healthy[0].port(), "hostile/after", "later", 5);
+    wait_until("and 5 more after the wedge", WAIT, || {
+        kinesis.accepted().len() == 25
+    });
+    let log = gateway.log();
+    assert_eq!(log.matches("broker 3: wedged").count(), 1, "{log}");
+    assert!(log.contains("payload size limit exceeded"), "{log}");
+    assert!(log.contains("raise mqtt.max_packet_size"), "{log}");
+    assert!(
+        !log.contains("broker 1: wedged") && !log.contains("broker 2: wedged"),
+        "{log}"
+    );
+    wait_until("the status table says broker 3 is wedged", WAIT, || {
+        db.client()
+            .query_opt(
+                "SELECT last_error FROM iot_data.mqtt_connection_status WHERE mqtt_id = 3",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .and_then(|row| row.get::<_, Option<String>>(0))
+            .is_some_and(|error| error.starts_with("wedged: "))
+    });
+    let peak = peak_rss(gateway.pid());
+    assert!(peak > 0 && peak < RSS_BOUND, "peak RSS {peak} bytes");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
+
+/// A broker row whose `mqtt_id` is NULL (a catalog without the shipped
+/// primary key) is skipped and named; the other brokers run, and `check`
+/// lists it as a catalog row problem.
+#[test]
+fn a_broker_row_without_an_id_skips_only_that_row() {
+    let dir = TempDir::new("hostile-null-id");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.execute(
+        "ALTER TABLE iot_data.mqtt_broker DROP CONSTRAINT mqtt_broker_pkey CASCADE; \
+         ALTER TABLE iot_data.mqtt_broker ALTER COLUMN mqtt_id DROP NOT NULL;",
+    );
+    db.add_broker(1, broker.port());
+    db.execute(&format!(
+        "INSERT INTO iot_data.mqtt_broker (mqtt_id, mqtt_host, mqtt_port, status) \
+         VALUES (NULL, '127.0.0.1', {}, TRUE)",
+        broker.port()
+    ));
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("broker 1 connected", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 1))
+            .is_some_and(|b| b["state"] == "connected")
+    });
+    publish(broker.port(), "hostile/a", "ok", 5);
+    wait_until("5 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 5
+    });
+    let log = gateway.log();
+    assert!(
+        log.contains("catalog: skipped mqtt_broker row: mqtt_id is NULL"),
+        "{log}"
+    );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_mqtt-kinesis-bridge"))
+        .args(["check", "--json", "--config"])
+        .arg(dir.join("gateway.toml"))
+        .output()
+        .expect("run check");
+    let report: Value = serde_json::from_slice(&check.stdout).expect("check --json");
+    let rows: Vec<&Value> = report["checks"]
+        .as_array()
+        .expect("checks[]")
+        .iter()
+        .filter(|c| c["area"] == "catalog row")
+        .collect();
+    assert_eq!(rows.len(), 1, "{report:#}");
+    assert_eq!(rows[0]["target"], "mqtt_broker row", "{report:#}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
+
+/// 1,000 NOTIFYs in a burst cost a handful of catalog re-reads (a burst is
+/// coalesced for 100 ms), and a real change after them still arrives.
+#[test]
+fn a_flood_of_notifies_is_coalesced() {
+    let dir = TempDir::new("hostile-notify");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    db.add_broker(1, broker.port());
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway = Gateway::start_with_env(
+        &dir,
+        &db,
+        &kinesis.endpoint(),
+        "max_bytes = \"64MiB\"\n[log]\nlevel = \"debug\"",
+        &[],
+    );
+    wait_until("broker 1 subscribed", WAIT, || {
+        gateway.log().contains("connected, subscribed to 1 topics")
+    });
+    let mut client = db.client();
+    let flood_started = std::time::Instant::now();
+    for n in 0..1000 {
+        // One transaction each: PostgreSQL folds equal NOTIFYs of one transaction.
+        client
+            .batch_execute(&format!("NOTIFY mqtt_catalog_changed, 'flood {n}'"))
+            .expect("notify");
+    }
+    db.add_topic(None, "after/flood", 1);
+    wait_until("the change after the flood applied", WAIT, || {
+        gateway.log().contains("subscribed to 2 topics")
+            || gateway.log().contains("2 subscriptions")
+    });
+    let log = gateway.log();
+    let n_reads = log.matches("catalog: change notified").count();
+    // Each re-read follows a 100 ms window: however slow this machine, the
+    // 1,000 notifications cannot cost more reads than windows fit in the time.
+    let max_reads = flood_started.elapsed().as_millis() as usize / 100 + 2;
+    assert!(
+        (1..=max_reads).contains(&n_reads) && n_reads < 1000,
+        "{n_reads} re-reads, at most {max_reads}:\n{log}"
+    );
+    assert_eq!(gateway.terminate(), Some(0));
+}
+
+/// A Kinesis endpoint answering nonsense: an empty body, `{}`, `"Records":
+/// null`, one result too many and one too few, a body over the 4 MiB the drain
+/// reads, a redirect, a ValidationException. None of it counts as delivered,
+/// nothing is lost: every message of the two brokers arrives (at least once)
+/// once the endpoint answers properly, and the gateway stays up and small.
+#[test]
+fn a_kinesis_answering_nonsense_loses_nothing() {
+    use crate::support::kinesis::Fault;
+    const RSS_BOUND: u64 = 64 << 20;
+    let dir = TempDir::new("hostile-kinesis");
+    let db = TestDb::new();
+    let brokers = [Mosquitto::start(), Mosquitto::start()];
+    db.add_broker(1, brokers[0].port());
+    db.add_broker(2, brokers[1].port());
+    db.add_topic(None, "hostile/#", 1);
+    let huge = format!("{{\"Records\": [], \"x\": \"{}\"}}", " ".repeat(4 << 20));
+    let kinesis = FakeKinesis::start(vec![
+        Fault::Raw(200, String::new()),
+        Fault::Raw(200, "{}".into()),
+        Fault::Raw(200, r#"{"FailedRecordCount": 0, "Records": null}"#.into()),
+        Fault::ResultsOffBy(1),
+        Fault::ResultsOffBy(-1),
+        Fault::Raw(200, huge),
+        Fault::Redirect,
+        Fault::Error("ValidationException"),
+    ]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("both brokers connected", WAIT, || {
+        gateway.try_status().is_some_and(|status| {
+            (1..=2).all(|id| broker_status(&status, id).is_some_and(|b| b["state"] == "connected"))
+        })
+    });
+    for (i, broker) in brokers.iter().enumerate() {
+        publish(broker.port(), &format!("hostile/{i}"), "m", 15);
+    }
+    let ids = |kinesis: &FakeKinesis| {
+        kinesis
+            .accepted()
+            .iter()
+            .map(|blob| {
+                let record: Value = serde_json::from_slice(blob).expect("a JSON record");
+                record["record_id"].as_str().expect("record_id").to_owned()
+            })
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    wait_until(
+        "every fault answered and all 30 messages accepted",
+        WAIT,
+        || kinesis.script_done() && ids(&kinesis).len() == 30,
+    );
+    wait_until("the spool empty", WAIT, || {
+        gateway
+            .try_status()
+            .is_some_and(|status| status["records_waiting"] == 0)
+    });
+    let status = gateway.status();
+    let delivered: u64 = (1..=2)
+        .filter_map(|id| broker_status(&status, id))
+        .map(|b| b["delivered"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(delivered, 30, "{status:#}");
+    let peak = peak_rss(gateway.pid());
+    assert!(peak > 0 && peak < RSS_BOUND, "peak RSS {peak} bytes");
+    let log = gateway.log();
+    assert!(log.contains("unreadable PutRecords response"), "{log}");
+    assert!(log.contains("larger than request limit"), "{log}");
+    assert!(log.contains("kinesis answers again"), "{log}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
+
+/// A PUBLISH whose topic is not UTF-8 (sent by a raw-socket broker: Mosquitto
+/// refuses such a topic from any publisher) fails the decoder at every
+/// reconnect: that broker is reported wedged naming why; a healthy broker
+/// next to it delivers.
+#[test]
+fn a_topic_that_is_not_utf8_wedges_only_its_broker() {
+    use crate::support::fake_broker::{publish_packet, FakeBroker};
+    let dir = TempDir::new("hostile-utf8");
+    let db = TestDb::new();
+    let healthy = Mosquitto::start();
+    let hostile = FakeBroker::start(publish_packet(b"hostile/\xff\xfe", b"{}"));
+    db.add_broker(1, healthy.port());
+    db.add_broker(2, hostile.port());
+    db.add_topic(None, "hostile/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("broker 2 wedged", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 2))
+            .is_some_and(|broker| broker["state"] == "wedged")
+    });
+    assert!(hostile.n_connections() >= 3, "{}", hostile.n_connections());
+    publish(healthy.port(), "hostile/ok", "fine", 10);
+    wait_until("broker 1's 10 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 10
+    });
+    let log = gateway.log();
+    assert_eq!(log.matches("broker 2: wedged").count(), 1, "{log}");
+    assert!(log.to_lowercase().contains("utf"), "{log}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}

@@ -51,3 +51,17 @@ fn nothing_upstream_imports_the_drain() {
         assert_imports_none(stage, &["drain"]);
     }
 }
+
+/// The catalog is upstream of the sessions: it must not import them (the
+/// status it uploads comes from the status part, not from the sessions).
+#[test]
+fn the_catalog_does_not_import_the_sessions() {
+    assert_imports_none("catalog", &["sessions"]);
+}
+
+/// The status part is read by every stage's neighbours but depends on none
+/// of the stages that write it: no cycle through it.
+#[test]
+fn the_status_part_imports_no_stage_but_the_spool() {
+    assert_imports_none("status", &["catalog", "sessions", "drain"]);
+}

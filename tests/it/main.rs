@@ -9,6 +9,9 @@ mod spool;
 mod broker_options;
 mod catalog;
 
+// TLS to PostgreSQL: libpq's sslmodes against throw-away clusters, the gateway over verify-full.
+mod catalog_tls;
+
 // Drain: delivery to kinesis-local, and faults (throttling, 5xx, cut connections) via a fake.
 mod drain;
 
@@ -23,6 +26,9 @@ mod sessions;
 
 // The real binary end to end: catalog, brokers, spool, kinesis-local, SIGTERM.
 mod gateway;
+
+// A full disk (issue 21): the spool on a small tmpfs, filled by the gateway or another program.
+mod full_disk;
 
 // The operator's options as the real binary: check, the status table and command, sealed passwords.
 mod gateway_options;

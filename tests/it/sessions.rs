@@ -11,9 +11,10 @@ use std::time::Duration;
 use mqtt_kinesis_bridge::catalog::{Broker, Catalog, Topic};
 use mqtt_kinesis_bridge::config::{MqttConfig, OverflowPolicy, PartitionKeyScheme, SpoolConfig};
 use mqtt_kinesis_bridge::secret::Secret;
-use mqtt_kinesis_bridge::sessions::{self, SessionStatus, StatusBoard};
+use mqtt_kinesis_bridge::sessions;
 use mqtt_kinesis_bridge::shutdown::Shutdown;
 use mqtt_kinesis_bridge::spool::{Record, Settlement, Spool, SpoolReader};
+use mqtt_kinesis_bridge::status::{SessionStatus, StatusBoard};
 
 use crate::support::mosquitto::{publish, Mosquitto};
 use crate::support::*;
@@ -78,6 +79,7 @@ impl Gateway {
             // Short, so the return to a primary endpoint is seen quickly.
             primary_recheck: Duration::from_millis(500),
             commit_at_unacked: 16,
+            max_packet_size: mqtt_kinesis_bridge::config::DEFAULT_MAX_PACKET_SIZE,
         };
         tune(&mut spool_config, &mut config);
         let (spool, spool_writer) = Spool::open(&spool_config).expect("open spool");
@@ -453,7 +455,7 @@ fn shutdown_keeps_every_received_message() -> TestResult {
 fn backpressure_waits_instead_of_buffering() -> TestResult {
     const N: usize = 6000;
     // Room for about 50 records: the spool stops taking appends almost at once,
-    // its queue (4096) fills, and the session must wait in `append`.
+    // its queue (spool.queue_capacity, 1024) fills, and the session must wait in `append`.
     let a = Mosquitto::start();
     let gateway = Gateway::with_spool(
         "backpressure",
@@ -474,11 +476,18 @@ fn backpressure_waits_instead_of_buffering() -> TestResult {
         "every message through a full spool",
         Duration::from_secs(60),
         || {
-            let records = gateway.records();
+            // Received first: the records stored by then are at most those read after.
             let n_received = gateway.status(1).map_or(0, |s| s.n_received) as usize;
-            // The session holds nothing of its own: everything it took is stored,
-            // settled, or in the spool's queue (4096), plus the one being appended.
-            assert!(n_received <= payloads.len() + records.len() + 4096 + 1);
+            let records = gateway.records();
+            // The session holds nothing of its own: everything it took is
+            // settled, stored, or held by the spool (its queue, and the group
+            // the writer gathers), plus the one being appended.
+            let bound = payloads.len()
+                + records.len()
+                + mqtt_kinesis_bridge::config::DEFAULT_QUEUE_CAPACITY
+                + mqtt_kinesis_bridge::spool::MAX_GROUP
+                + 1;
+            assert!(n_received <= bound, "{n_received} received, bound {bound}");
             payloads.extend(records.iter().map(|r| r.payload.clone()));
             let delivered = records.iter().map(|r| r.id).collect();
             spool

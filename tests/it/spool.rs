@@ -10,9 +10,6 @@ use mqtt_kinesis_bridge::spool::{NewRecord, PartitionKey, Spool, SpoolReader};
 
 use crate::support::*;
 
-const CHILD_ENV: &str = "MKB_TEST_SPOOL_CHILD";
-const ROUND_ENV: &str = "MKB_TEST_SPOOL_ROUND";
-
 fn spool_config(path: std::path::PathBuf) -> SpoolConfig {
     SpoolConfig::new(path, 256 << 20, OverflowPolicy::DropOldest)
 }
@@ -29,36 +26,28 @@ fn qos1_record(broker_id: i64, topic: &str, payload: &[u8]) -> NewRecord {
     }
 }
 
-/// Not a test of its own: the body of the child process that `survives_kill_9` starts.
-/// It appends numbered records forever, printing the highest number known committed.
-#[test]
-fn spool_child_appender() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let round = std::env::var(ROUND_ENV).unwrap_or_default();
-    let (spool, _writer) = Spool::open(&spool_config(path.into())).expect("open spool");
-    let mut appender = spool.appender();
-    for batch in 0u64.. {
-        let receipts: Vec<_> = (0..50)
-            .map(|i| {
-                let n = batch * 50 + i;
-                let record = NewRecord {
-                    broker_id: 1,
-                    topic: "crash/test".into(),
-                    payload: format!("{round}:{n}").into_bytes(),
-                    partition_key: PartitionKey::try_from("crash").unwrap(),
-                    qos: 1,
-                    received_at_ms: n as i64,
-                };
-                appender.append_blocking(record).expect("append")
-            })
-            .collect();
-        for receipt in receipts {
-            receipt.wait().expect("commit");
-        }
-        println!("committed {}", batch * 50 + 49);
-    }
+/// The crash tests' child process: `examples/spool_appender.rs`, which
+/// `cargo test` builds beside this test binary (target/…/examples/).
+fn spool_appender(path: &std::path::Path, round: &str) -> std::io::Result<std::process::Child> {
+    let exe = std::env::current_exe()?;
+    let examples = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples"))
+        .expect("the test binary is under target/<profile>/deps");
+    let example = examples.join("spool_appender");
+    assert!(
+        example.exists(),
+        "{} is missing: `cargo test` builds it (all targets); with `--test it` alone, \
+         run `cargo build --example spool_appender` first",
+        example.display()
+    );
+    Command::new(example)
+        .arg(path)
+        .arg(round)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
 }
 
 #[test]
@@ -66,13 +55,7 @@ fn survives_kill_9() -> TestResult {
     let dir = TempDir::new("spool-kill");
     let path = dir.join("spool.db");
     for round in 0..3 {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["spool::spool_child_appender", "--exact", "--nocapture"])
-            .env(CHILD_ENV, &path)
-            .env(ROUND_ENV, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut child = spool_appender(&path, &round.to_string())?;
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut last_committed = None;
         for line in stdout.lines() {
@@ -150,13 +133,7 @@ fn reopens_after_kill_and_keeps_appending() -> TestResult {
 fn opens_after_a_torn_wal_write() -> TestResult {
     let dir = TempDir::new("spool-torn");
     let path = dir.join("spool.db");
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["spool::spool_child_appender", "--exact", "--nocapture"])
-        .env(CHILD_ENV, &path)
-        .env(ROUND_ENV, "torn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = spool_appender(&path, "torn")?;
     let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
     for line in stdout.lines() {
         if line?

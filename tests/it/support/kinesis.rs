@@ -179,6 +179,10 @@ pub enum Fault {
     ThrottleEveryOther,
     /// Answer `307 Temporary Redirect` to `/redirected` on this same server.
     Redirect,
+    /// Answer this status with exactly this body (not necessarily JSON).
+    Raw(u16, String),
+    /// Store the records, but answer with this many results more (or, negative, fewer).
+    ResultsOffBy(i32),
 }
 
 #[derive(Default)]
@@ -199,6 +203,8 @@ struct FakeState {
     secret: Option<String>,
     /// Requests refused for a signature that did not match, with why.
     bad_signatures: Vec<String>,
+    /// Every request is answered 503, until this is cleared (an outage of any length).
+    down: bool,
 }
 
 /// An in-process PutRecords endpoint with scripted faults.
@@ -251,6 +257,11 @@ impl FakeKinesis {
     /// Why each refused signature was wrong.
     pub fn bad_signatures(&self) -> Vec<String> {
         self.lock().bad_signatures.clone()
+    }
+
+    /// While `down`, every request is answered `503 ServiceUnavailable`; nothing is accepted.
+    pub fn set_down(&self, down: bool) {
+        self.lock().down = down;
     }
 
     /// Requests refused as signed at the wrong time.
@@ -343,6 +354,18 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
         let mut body = vec![0; content_length];
         if reader.read_exact(&mut body).is_err() {
             return;
+        }
+        if let Some(Fault::Raw(status, answer)) = &fault {
+            let head = format!(
+                "HTTP/1.1 {status} Whatever\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+                answer.len()
+            );
+            if writer.write_all(head.as_bytes()).is_err()
+                || writer.write_all(answer.as_bytes()).is_err()
+            {
+                return;
+            }
+            continue;
         }
         if matches!(fault, Some(Fault::Redirect)) {
             let head = "HTTP/1.1 307 Temporary Redirect\r\nLocation: /redirected\r\nContent-Length: 0\r\n\r\n";
@@ -477,6 +500,12 @@ fn respond(fault: Option<Fault>, body: &[u8], state: &Mutex<FakeState>) -> (u16,
         })
         .unwrap_or_default();
     let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if state.down {
+        return (
+            503,
+            json!({"__type": "ServiceUnavailable", "message": "injected: down"}),
+        );
+    }
     match fault {
         Some(Fault::Status(status)) => {
             return (
@@ -513,6 +542,15 @@ fn respond(fault: Option<Fault>, body: &[u8], state: &Mutex<FakeState>) -> (u16,
         } else {
             state.accepted.push(blob);
             results.push(json!({"SequenceNumber": record_idx.to_string(), "ShardId": "shardId-000000000000"}));
+        }
+    }
+    if let Some(Fault::ResultsOffBy(n)) = fault {
+        if n < 0 {
+            results.truncate(results.len().saturating_sub(n.unsigned_abs() as usize));
+        } else {
+            for _ in 0..n {
+                results.push(json!({"SequenceNumber": "999", "ShardId": "shardId-000000000000"}));
+            }
         }
     }
     (

@@ -2,12 +2,15 @@
 
 #![allow(dead_code)]
 
+pub mod fake_broker;
 pub mod kinesis;
 pub mod mosquitto;
+pub mod pg_cluster;
 pub mod postgres;
 pub mod proxy;
 pub mod sigv4;
 pub mod tls;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,10 +2,12 @@
 //!
 //! Two sources, both readable while the gateway runs: the spool file (depth,
 //! oldest record, per-broker spooled/delivered/dropped/dead-lettered counters;
-//! read-only connection, never blocks the writer) and the live status file the
-//! running gateway keeps ([`crate::live_status`]: per-broker connection state,
-//! endpoint, last error, drain rate). A status file older than three rewrite
+//! read-only connection, never blocks the writer) and the status file the
+//! running gateway keeps ([`super::file`], a [`StatusDocument`]: per-broker
+//! connection state, endpoint, last error, drain rate). A status file older than three rewrite
 //! periods means the gateway is not running, and the report says so.
+//! The spool's filesystem is measured here (statvfs); whether appends are
+//! paused for room, and the floor in force, come from the status file.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -13,7 +15,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::live_status::REWRITE_EVERY;
+use super::document::{BrokerLine, DiskLine, StatusDocument};
+use super::file::REWRITE_EVERY;
+use crate::disk::{self, describe_bytes, Filesystem};
 use crate::spool::{BrokerCounters, SpoolError, SpoolReader, SpoolSummary};
 
 /// The report on the spool at `spool_path` and the status file at
@@ -27,6 +31,7 @@ pub fn report(
     let reader = SpoolReader::open(spool_path)?;
     let summary = reader.summary()?;
     let counters = reader.counters()?;
+    let spool_free = reader.free_page_bytes().unwrap_or(0);
     let live = Live::read(status_file, now_ms);
     let report = Report {
         spool_path,
@@ -34,6 +39,8 @@ pub fn report(
         summary: &summary,
         counters: &counters,
         live: &live,
+        filesystem: disk::filesystem(spool_path).ok(),
+        spool_free,
     };
     Ok(if json {
         report.as_json()
@@ -45,42 +52,42 @@ pub fn report(
 /// What the status file says, if anything current.
 struct Live {
     /// `None`: no file, or it cannot be read.
-    document: Option<Value>,
+    document: Option<StatusDocument>,
     /// Written recently by a gateway that had not stopped.
     running: bool,
 }
 
 impl Live {
     fn read(path: &Path, now_ms: i64) -> Live {
-        let document: Option<Value> = std::fs::read(path)
+        let document: Option<StatusDocument> = std::fs::read(path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         let running = document.as_ref().is_some_and(|document| {
-            let written_at = document["written_at_ms"].as_i64().unwrap_or(0);
-            let fresh = now_ms - written_at < 3 * REWRITE_EVERY.as_millis() as i64;
-            fresh && document["running"] == json!(true)
+            let fresh = now_ms - document.written_at_ms < 3 * REWRITE_EVERY.as_millis() as i64;
+            fresh && document.running
         });
         Live { document, running }
     }
 
-    /// Per-broker lines, only while the gateway runs (stale lines would mislead).
-    fn brokers(&self) -> BTreeMap<i64, &Value> {
-        let Some(document) = self.document.as_ref().filter(|_| self.running) else {
-            return BTreeMap::new();
-        };
-        document["brokers"]
-            .as_array()
-            .map(|brokers| {
-                brokers
-                    .iter()
-                    .filter_map(|b| Some((b["broker_id"].as_i64()?, b)))
-                    .collect()
-            })
+    /// The document, only while the gateway runs (stale values would mislead).
+    fn current(&self) -> Option<&StatusDocument> {
+        self.document.as_ref().filter(|_| self.running)
+    }
+
+    /// Per-broker lines, only while the gateway runs.
+    fn brokers(&self) -> BTreeMap<i64, &BrokerLine> {
+        self.current()
+            .map(|document| document.brokers.iter().map(|b| (b.broker_id, b)).collect())
             .unwrap_or_default()
     }
 
     fn written_at_ms(&self) -> Option<i64> {
-        self.document.as_ref()?["written_at_ms"].as_i64()
+        Some(self.document.as_ref()?.written_at_ms)
+    }
+
+    /// The running gateway's word on the spool's filesystem.
+    fn disk(&self) -> Option<DiskLine> {
+        self.current()?.disk
     }
 }
 
@@ -90,6 +97,10 @@ struct Report<'a> {
     summary: &'a SpoolSummary,
     counters: &'a [BrokerCounters],
     live: &'a Live,
+    /// The spool's filesystem now; `None` when it cannot be read.
+    filesystem: Option<Filesystem>,
+    /// Bytes of free pages in the spool file.
+    spool_free: u64,
 }
 
 impl Report<'_> {
@@ -119,6 +130,52 @@ impl Report<'_> {
             })
     }
 
+    /// `disk` in `--json`: measured now, with the running gateway's floor and pause.
+    fn disk_json(&self) -> Value {
+        let disk = self.live.disk();
+        json!({
+            "free_bytes": self.filesystem.map(|fs| fs.free_bytes),
+            "total_bytes": self.filesystem.map(|fs| fs.total_bytes),
+            "spool_free_page_bytes": self.spool_free,
+            "min_free_bytes": disk.map(|d| d.min_free_bytes),
+            "appends_paused": disk.map(|d| d.appends_paused),
+            "reserve_in_place": disk.map(|d| d.reserve_in_place),
+        })
+    }
+
+    /// The `disk:` line of the text report.
+    fn disk_text(&self) -> String {
+        let mut line = match self.filesystem {
+            Some(fs) => format!(
+                "{} free of {}",
+                describe_bytes(fs.free_bytes),
+                describe_bytes(fs.total_bytes)
+            ),
+            None => "free space unknown".to_owned(),
+        };
+        let _ = write!(
+            line,
+            ", {} reusable in the spool",
+            describe_bytes(self.spool_free)
+        );
+        if let Some(disk) = self.live.disk() {
+            let _ = write!(
+                line,
+                "; spool.min_free_bytes {}",
+                describe_bytes(disk.min_free_bytes)
+            );
+            if disk.appends_paused {
+                line.push_str("; APPENDS PAUSED for room (brokers keep what is not acknowledged)");
+            } else {
+                line.push_str("; appends running");
+            }
+            if !disk.reserve_in_place {
+                line.push_str("; reserve released");
+            }
+        }
+        line
+    }
+
     fn as_json(&self) -> String {
         let live = self.live.brokers();
         let brokers: Vec<Value> = self
@@ -133,6 +190,7 @@ impl Report<'_> {
                     "state": state(live.get(&id).copied(), self.live.running),
                 });
                 if let (Some(session), Some(line)) = (live.get(&id), line.as_object_mut()) {
+                    let session = serde_json::to_value(session).unwrap_or_default();
                     for key in [
                         "connected",
                         "endpoint",
@@ -143,6 +201,7 @@ impl Report<'_> {
                         "received",
                         "last_message_at_ms",
                         "subscribed_topics",
+                        "wedged_since_ms",
                     ] {
                         line.insert(key.to_owned(), session[key].clone());
                     }
@@ -153,18 +212,15 @@ impl Report<'_> {
         let total =
             |field: fn(&BrokerCounters) -> u64| self.counters.iter().map(field).sum::<u64>();
         let document = self.live.document.as_ref();
+        let current = self.live.current();
         json!({
             "gateway": {
                 "running": self.live.running,
-                "pid": document.map(|d| d["pid"].clone()),
+                "pid": document.map(|d| d.pid),
                 "status_written_at_ms": self.live.written_at_ms(),
-                "drain_records_per_s": document
-                    .filter(|_| self.live.running)
-                    .map(|d| d["drain_records_per_s"].clone()),
+                "drain_records_per_s": current.map(|d| d.drain_records_per_s),
                 // AWS's clock minus the gateway's, as the drain last learned it.
-                "clock_offset_ms": document
-                    .filter(|_| self.live.running)
-                    .map(|d| d["clock_offset_ms"].clone()),
+                "clock_offset_ms": current.map(|d| d.clock_offset_ms),
             },
             "spool": self.spool_path.display().to_string(),
             "total": {
@@ -177,6 +233,7 @@ impl Report<'_> {
             "bytes_waiting": self.summary.bytes,
             "oldest_record_age_s": self.oldest_age_s(),
             "dead_letters": self.summary.n_dead_letters,
+            "disk": self.disk_json(),
             "brokers": brokers,
         })
         .to_string()
@@ -187,13 +244,13 @@ impl Report<'_> {
         let live = self.live.brokers();
         let gateway = match (self.live.running, self.live.written_at_ms()) {
             (true, _) => {
-                let document = self.live.document.as_ref();
+                let document = self.live.current();
                 let rate = document
-                    .and_then(|d| d["drain_records_per_s"].as_f64())
+                    .and_then(|d| d.drain_records_per_s)
                     .map_or("-".to_owned(), |rate| format!("{rate}"));
-                let pid = document.map_or(json!(null), |d| d["pid"].clone());
+                let pid = document.map_or("?".to_owned(), |d| d.pid.to_string());
                 let clock = document
-                    .and_then(|d| d["clock_offset_ms"].as_i64())
+                    .map(|d| d.clock_offset_ms)
                     .filter(|offset| *offset != 0)
                     .map_or(String::new(), |offset| {
                         format!(
@@ -220,6 +277,7 @@ impl Report<'_> {
             self.summary.n_dead_letters,
             self.counters.iter().map(|c| c.dead_evicted).sum::<u64>()
         );
+        let _ = writeln!(out, "disk: {}", self.disk_text());
         let _ = writeln!(
             out,
             "{:>6} {:<12} {:<24} {:>7} {:>9} {:>9} {:>9} {:>7} {:>5}  last error",
@@ -238,22 +296,16 @@ impl Report<'_> {
             let session = live.get(&id).copied();
             let endpoint = session
                 .and_then(|s| {
-                    let endpoint = s["endpoint"].as_str()?;
-                    Some(match s["endpoint_count"].as_u64() {
-                        Some(n) if n > 1 => format!("{endpoint} ({}/{n})", s["endpoint_index"]),
+                    let endpoint = s.endpoint.as_deref()?;
+                    Some(match s.endpoint_count {
+                        n if n > 1 => format!("{endpoint} ({}/{n})", s.endpoint_index),
                         _ => endpoint.to_owned(),
                     })
                 })
                 .unwrap_or_else(|| "-".to_owned());
-            let since = session
-                .and_then(|s| s["since_ms"].as_i64())
-                .map_or("-".to_owned(), |since| age((self.now_ms - since) / 1000));
-            let received = session
-                .and_then(|s| s["received"].as_u64())
-                .map_or("-".to_owned(), |n| n.to_string());
-            let last_error = session
-                .and_then(|s| s["last_error"].as_str())
-                .unwrap_or("-");
+            let since = session.map_or("-".to_owned(), |s| age((self.now_ms - s.since_ms) / 1000));
+            let received = session.map_or("-".to_owned(), |s| s.received.to_string());
+            let last_error = session.and_then(|s| s.last_error.as_deref()).unwrap_or("-");
             let _ = writeln!(
                 out,
                 "{id:>6} {:<12} {endpoint:<24} {since:>7} {received:>9} {:>9} {:>9} {:>7} {:>5}  {last_error}",
@@ -268,13 +320,13 @@ impl Report<'_> {
     }
 }
 
-/// `connected`, `disconnected`, `not running` (gateway down), `inactive` (not in the catalog now).
-fn state(session: Option<&Value>, running: bool) -> &'static str {
+/// A broker's state: [`BrokerLine::state`] while the gateway runs; `not
+/// running` (gateway down); `inactive` (not in the catalog now).
+fn state(session: Option<&BrokerLine>, running: bool) -> &'static str {
     match (session, running) {
         (_, false) => "not running",
         (None, true) => "inactive",
-        (Some(session), true) if session["connected"] == json!(true) => "connected",
-        (Some(_), true) => "disconnected",
+        (Some(session), true) => session.state(),
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::catalog::BrokerId;
+use crate::ids::BrokerId;
 
 /// One broker's session, as last reported by the session itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct SessionStatus {
     pub last_message_at: Option<SystemTime>,
     /// Filters the broker accepted on the current connection.
     pub n_subscribed: usize,
+    /// Since when every connection dies on the same unreadable message.
+    pub wedged_since: Option<SystemTime>,
 }
 
 impl SessionStatus {
@@ -62,6 +64,7 @@ impl SessionStatus {
             n_endpoints: 0,
             last_message_at: None,
             n_subscribed: 0,
+            wedged_since: None,
         }
     }
 }

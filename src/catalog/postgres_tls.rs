@@ -1,0 +1,363 @@
+//! TLS under tokio-postgres: rustls with the ring provider, over tokio-rustls.
+//!
+//! [`Connector`] is the `MakeTlsConnect` the catalog connects with. It builds
+//! nothing per connection but the handshake, and it records how far a
+//! connection got ([`Progress`]), so the caller can tell a certificate problem
+//! from an unreachable server and can say which TLS version was agreed.
+//! The certificate checks are libpq's ([`Verify`]); the system's roots are
+//! loaded once per process. What it does not do: channel binding (SCRAM's
+//! `-PLUS` variant) is not offered, so `channel_binding=require` fails;
+//! `verify-full` is what stops a man in the middle.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use postgres::Socket;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{
+    ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::database_url::{RootCert, TlsParams, Verify};
+
+/// How far the last connection attempt got, as the connector saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Progress {
+    /// No TCP connection was made (tokio-postgres asks for a connector only after one).
+    #[default]
+    NotConnected,
+    /// Connected; no handshake (yet, or the server declined TLS, or none was asked for).
+    Connected,
+    /// The handshake failed: rustls's reason (a certificate, a name, a protocol).
+    HandshakeFailed(String),
+    /// The handshake succeeded with this protocol version (`TLSv1.3`).
+    Encrypted(&'static str),
+}
+
+/// The `MakeTlsConnect` for one connection attempt.
+#[derive(Clone)]
+pub struct Connector {
+    /// `None`: for an unencrypted attempt, which only wants the progress.
+    config: Option<Arc<ClientConfig>>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl Connector {
+    /// A connector for `tls`: reads `sslrootcert`, `sslcert` and `sslkey`
+    /// now, so a rotated file counts from the next connection on.
+    pub fn new(tls: &TlsParams) -> Result<Connector, String> {
+        Ok(Connector {
+            config: Some(client_config(tls)?),
+            progress: Arc::default(),
+        })
+    }
+
+    /// A connector that never encrypts: tokio-postgres asks for one even with
+    /// `sslmode=disable`, and its progress says whether the server was reached.
+    pub fn unencrypted() -> Connector {
+        Connector {
+            config: None,
+            progress: Arc::default(),
+        }
+    }
+
+    /// What the connections made with this connector got to, the last one counting.
+    pub fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_progress(progress: &Mutex<Progress>, value: Progress) {
+        *progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+    }
+}
+
+impl MakeTlsConnect<Socket> for Connector {
+    type Stream = Stream;
+    type TlsConnect = Handshake;
+    type Error = io::Error;
+
+    fn make_tls_connect(&mut self, host: &str) -> Result<Handshake, io::Error> {
+        Connector::set_progress(&self.progress, Progress::Connected);
+        Ok(Handshake {
+            config: self.config.clone(),
+            // Checked when a handshake is made: an unencrypted attempt needs none.
+            server_name: ServerName::try_from(host.to_owned()).ok(),
+            progress: Arc::clone(&self.progress),
+        })
+    }
+}
+
+/// One TLS handshake over a connected socket.
+pub struct Handshake {
+    config: Option<Arc<ClientConfig>>,
+    server_name: Option<ServerName<'static>>,
+    progress: Arc<Mutex<Progress>>,
+}
+
+impl TlsConnect<Socket> for Handshake {
+    type Stream = Stream;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
+
+    fn connect(self, socket: Socket) -> Self::Future {
+        Box::pin(async move {
+            let (Some(config), Some(server_name)) = (self.config, self.server_name) else {
+                let error = io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "no host name or IP address a certificate can name",
+                );
+                Connector::set_progress(
+                    &self.progress,
+                    Progress::HandshakeFailed(error.to_string()),
+                );
+                return Err(error);
+            };
+            let connector = tokio_rustls::TlsConnector::from(config);
+            match connector.connect(server_name, socket).await {
+                Ok(stream) => {
+                    let version = match stream.get_ref().1.protocol_version() {
+                        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                        _ => "TLS",
+                    };
+                    Connector::set_progress(&self.progress, Progress::Encrypted(version));
+                    Ok(Stream(stream))
+                }
+                Err(error) => {
+                    Connector::set_progress(
+                        &self.progress,
+                        Progress::HandshakeFailed(error.to_string()),
+                    );
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+/// The encrypted stream tokio-postgres reads and writes.
+pub struct Stream(tokio_rustls::client::TlsStream<Socket>);
+
+impl TlsStream for Stream {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// ring, built once.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let verify = tls.verify();
+    let roots = match (&tls.root_cert, verify) {
+        (_, Verify::Nothing) => None,
+        (Some(RootCert::System), _) => {
+            let roots = crate::trust::system_roots();
+            if roots.is_empty() {
+                return Err("database.url sslrootcert=system: no system roots found (install ca-certificates or name a CA file)".into());
+            }
+            Some(roots)
+        }
+        (Some(RootCert::File(path)), _) => {
+            let mut store = RootCertStore::empty();
+            for cert in certificates("sslrootcert", path)? {
+                store.add(cert).map_err(|error| {
+                    format!(
+                        "database.url sslrootcert {}: unusable certificate: {error}",
+                        path.display()
+                    )
+                })?;
+            }
+            Some(Arc::new(store))
+        }
+        // DatabaseUrl::parse refuses verify-ca and verify-full without sslrootcert.
+        (None, _) => return Err("database.url: no sslrootcert to verify the server with".into()),
+    };
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("tls: {error}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(LibpqVerifier {
+            provider,
+            roots,
+            check_name: verify == Verify::ChainAndName,
+        }));
+    let mut config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert_path, key_path)) => {
+            let chain = certificates("sslcert", cert_path)?;
+            let key = private_key(key_path)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|error| format!("database.url sslcert/sslkey: {error}"))?
+        }
+    };
+    // As libpq 17 sends it; servers before 17 ignore it.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn certificates(key: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|error| format!("database.url {key} {}: {error}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            format!(
+                "database.url {key} {}: not PEM certificates: {error}",
+                path.display()
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "database.url {key} {}: holds no PEM certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The client key: refused, as libpq does, when others may read it.
+fn private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
+    use std::os::unix::fs::MetadataExt;
+
+    let shown = path.display();
+    let metadata =
+        std::fs::metadata(path).map_err(|error| format!("database.url sslkey {shown}: {error}"))?;
+    let mode = metadata.mode() & 0o777;
+    let too_open = if metadata.uid() == 0 {
+        mode & 0o037 != 0
+    } else {
+        mode & 0o077 != 0
+    };
+    if too_open {
+        return Err(format!(
+            "database.url sslkey {shown}: mode {mode:o} lets others read the key; \
+             make it 0600 (or 0640 if owned by root)"
+        ));
+    }
+    let pem =
+        std::fs::read(path).map_err(|error| format!("database.url sslkey {shown}: {error}"))?;
+    // The parse error could quote nothing secret, but says little: keep ours.
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+        format!("database.url sslkey {shown}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
+    })
+}
+
+/// libpq's checks of the server's certificate: none, the chain (`roots`), or
+/// the chain and the name (`check_name`). The handshake's signatures are
+/// always checked, so the server holds the key of the certificate it shows.
+#[derive(Debug)]
+struct LibpqVerifier {
+    provider: Arc<CryptoProvider>,
+    /// `None`: any certificate (sslmode prefer/require without sslrootcert).
+    roots: Option<Arc<RootCertStore>>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for LibpqVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let certificate = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &certificate,
+            roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if self.check_name {
+            rustls::client::verify_server_name(&certificate, server_name)?;
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
