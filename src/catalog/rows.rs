@@ -207,6 +207,16 @@ impl Subscriptions {
         })?;
         if let Some(group) = &self.share_group {
             filter = format!("$share/{group}/{filter}");
+            // The limit holds for what goes into SUBSCRIBE (found by fuzz/ topic_filter).
+            if filter.len() > MAX_FILTER_BYTES {
+                return Err(format!(
+                    "$share/{:?}/ + topic_prefix {:?} + topic {:?} is longer than 1024 bytes, \
+                     the gateway's limit for a topic filter",
+                    Excerpt(group),
+                    Excerpt(&self.prefix),
+                    Excerpt(&topic.filter)
+                ));
+            }
         }
         let qos = if topic.qos == QOS_UNSET {
             self.default_qos
@@ -243,7 +253,7 @@ fn validate_broker(
         .filter(|entry| !entry.is_empty())
     {
         let endpoint = parse_endpoint(entry, port)
-            .map_err(|why| format!("mqtt_failover entry {entry:?} {why}"))?;
+            .map_err(|why| format!("mqtt_failover entry {:?} {why}", Excerpt(entry)))?;
         if !endpoints.contains(&endpoint) {
             endpoints.push(endpoint);
         }
@@ -276,7 +286,8 @@ fn validate_broker(
     if let Some(id) = &client_id {
         if id.len() > 128 || id.chars().any(char::is_control) {
             return Err(format!(
-                "client_id {id:?} is not a usable MQTT client id (at most 128 printable characters)"
+                "client_id {:?} is not a usable MQTT client id (at most 128 printable characters)",
+                Excerpt(id)
             ));
         }
     }
@@ -293,7 +304,8 @@ fn validate_broker(
     let prefix = row.topic_prefix.clone().unwrap_or_default();
     if prefix.contains(['+', '#', '\0']) {
         return Err(format!(
-            "topic_prefix {prefix:?} must not hold the wildcards + or #"
+            "topic_prefix {:?} must not hold the wildcards + or #",
+            Excerpt(&prefix)
         ));
     }
     let share_group = if row.use_shared_subscriptions == Some(true) {
@@ -304,7 +316,8 @@ fn validate_broker(
             .unwrap_or_else(|| DEFAULT_SHARED_GROUP.to_owned());
         if group.contains(['/', '+', '#', '\0']) {
             return Err(format!(
-                "shared_group {group:?} must not hold '/', '+' or '#'"
+                "shared_group {:?} must not hold '/', '+' or '#'",
+                Excerpt(&group)
             ));
         }
         Some(group)
@@ -403,7 +416,7 @@ fn check_host(host: &str) -> Result<String, String> {
             .chars()
             .any(|c| c.is_whitespace() || "/[]@".contains(c))
     {
-        return Err(format!("{host:?} is not a host name or address"));
+        return Err(format!("{:?} is not a host name or address", Excerpt(host)));
     }
     Ok(host.to_owned())
 }
@@ -467,7 +480,8 @@ fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
 }
 
 /// A value from a row as a log line shows it: the first 100 characters, and
-/// the length when there is more, so one huge cell cannot flood the log.
+/// the length when there is more, so one huge cell cannot flood the log
+/// (every quoted value, found by fuzz/ catalog_rows).
 struct Excerpt<'a>(&'a str);
 
 impl fmt::Debug for Excerpt<'_> {
@@ -510,12 +524,31 @@ pub fn check_broker(broker: &Broker) -> Result<(), String> {
             ));
         }
     }
+    // Found by fuzz/ snapshot_restore: these too, as the rows would have them.
+    if broker.password.is_some() && broker.username.is_none() {
+        return Err("a password without a user name".into());
+    }
     for topic in &broker.topics {
-        let filter = topic
-            .filter
-            .strip_prefix("$share/")
-            .and_then(|rest| rest.split_once('/'))
-            .map_or(topic.filter.as_str(), |(_, filter)| filter);
+        if topic.filter.len() > MAX_FILTER_BYTES {
+            return Err(format!(
+                "topic filter {:?} is longer than 1024 bytes",
+                Excerpt(&topic.filter)
+            ));
+        }
+        let filter = match topic.filter.strip_prefix("$share/") {
+            Some(rest) => match rest.split_once('/') {
+                Some((group, filter)) if !group.is_empty() && !group.contains(['+', '#', '\0']) => {
+                    filter
+                }
+                _ => {
+                    return Err(format!(
+                        "topic filter {:?} lacks a usable share group",
+                        Excerpt(&topic.filter)
+                    ))
+                }
+            },
+            None => &topic.filter,
+        };
         check_filter(filter).map_err(|why| {
             format!(
                 "topic filter {:?} is not usable: {why}",

@@ -149,7 +149,7 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
             if error_type.is_empty() {
                 "(no error type)"
             } else {
-                error_type
+                shorten(error_type)
             },
             if message.is_empty() { "" } else { ": " },
             shorten(&message)
@@ -217,7 +217,13 @@ fn parse_records(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome, Requ
         detail: format!("HTTP {status}: {why}"),
     };
     let response: PutRecordsResponse = serde_json::from_slice(body)
-        .map_err(|error| unexpected(format!("unreadable PutRecords response: {error}")))?;
+        // serde_json's message may quote the body: shortened (found by fuzz/ put_records).
+        .map_err(|error| {
+            unexpected(format!(
+                "unreadable PutRecords response: {}",
+                shorten(&error.to_string())
+            ))
+        })?;
     // Results are matched to records by position; a count mismatch makes that
     // impossible, so the whole request is retried (at-least-once, never lost).
     if response.records.len() != sent.len() {
@@ -242,7 +248,8 @@ fn parse_records(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome, Requ
             Some(code) => outcome.dead.push((
                 *id,
                 format!(
-                    "kinesis refused the record: {code}: {}",
+                    "kinesis refused the record: {}: {}",
+                    shorten(code),
                     shorten(result.error_message.as_deref().unwrap_or(""))
                 ),
             )),

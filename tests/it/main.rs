@@ -59,3 +59,5 @@ mod hostile;
 
 // KPL aggregation, de-aggregated by awslabs' independent module.
 mod aggregation;
+// The fuzz targets' kept corpus and found cases, replayed without libFuzzer (fuzz/harness.rs).
+mod fuzz_replay;

@@ -390,3 +390,58 @@ fn a_v2_value_opens_in_its_row_only_and_a_copy_elsewhere_skips_that_broker() {
     );
     assert!(messages.iter().all(|m| !m.contains("pw-")), "{messages:?}");
 }
+
+/// Issue 14, found by the fuzz target `topic_filter`: the 1 KiB limit holds
+/// for the filter as subscribed, `$share/{group}/` included.
+#[test]
+fn the_share_group_counts_toward_the_filter_limit() {
+    let mut shared = broker(2, "h", 1883);
+    shared.use_shared_subscriptions = Some(true);
+    let long = "a/".repeat(500) + "b"; // 1001 bytes: fits alone, not after `$share/mqtt-kinesis-bridge/`
+    let (catalog, problems) = validate(
+        &[broker(1, "good.example", 1883), shared],
+        &[topic(1, None, &long, 1)],
+    );
+    assert_eq!(catalog.brokers.len(), 1, "{problems:?}");
+    assert_eq!(catalog.brokers[0].topics[0].filter, long);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    let message = problems[0].to_string();
+    assert!(
+        message.starts_with("mqtt_broker row mqtt_id=2: $share/\"mqtt-kinesis-bridge\"/")
+            && message.contains("longer than 1024 bytes"),
+        "{message:?}"
+    );
+}
+
+/// Issue 14, found by the fuzz target `catalog_rows`: a huge cell is quoted
+/// as an excerpt in every problem, so it cannot flood the log.
+#[test]
+fn huge_cells_are_quoted_as_excerpts() {
+    let huge = "\u{13}".repeat(100_000);
+    let mut rows = Vec::new();
+    for (mqtt_id, column) in ["host", "failover", "client_id", "prefix", "group"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut row = broker(mqtt_id as i64 + 2, "h", 1883);
+        match column {
+            "host" => row.host = Some(format!("a {huge}")),
+            "failover" => row.failover = Some(format!("[{huge}")),
+            "client_id" => row.client_id = Some(huge.clone()),
+            "prefix" => row.topic_prefix = Some(format!("#{huge}")),
+            _ => {
+                row.use_shared_subscriptions = Some(true);
+                row.shared_group = Some(format!("/{huge}"));
+            }
+        }
+        rows.push(row);
+    }
+    let (catalog, problems) = validate(&rows, &[]);
+    assert!(catalog.brokers.is_empty());
+    assert_eq!(problems.len(), 5, "{problems:?}");
+    for problem in problems {
+        let message = problem.to_string();
+        assert!(message.len() < 2000, "{} bytes: {message}", message.len());
+        assert!(message.contains("… (100"), "{message}");
+    }
+}

@@ -202,3 +202,27 @@ fn failure_detail_names_status_type_and_message() {
     let failure = parse_response(400, long.as_bytes(), &[1]).unwrap_err();
     assert!(failure.detail.len() < 400, "{}", failure.detail.len());
 }
+
+/// Issue 14, found by the fuzz target `put_records`: what Kinesis (or a
+/// stand-in) sends back is quoted shortened, however long it is.
+#[test]
+fn quoted_response_text_is_bounded() {
+    let long = "x".repeat(100_000);
+    let bodies = [
+        (200, format!("\"{long}\"")),
+        (200, format!("{{\"Records\": \"{long}\"}}")),
+        (
+            400,
+            format!("{{\"__type\": \"{long}\", \"message\": \"{long}\"}}"),
+        ),
+    ];
+    for (status, body) in bodies {
+        let failure = parse_response(status, body.as_bytes(), &[1]).unwrap_err();
+        assert!(failure.to_string().len() < 1000, "{status}: {failure}");
+    }
+    let body =
+        format!("{{\"Records\": [{{\"ErrorCode\": \"{long}\", \"ErrorMessage\": \"{long}\"}}]}}");
+    let outcome = parse_response(200, body.as_bytes(), &[7]).unwrap();
+    assert_eq!(outcome.dead.len(), 1);
+    assert!(outcome.dead[0].1.len() < 1000, "{}", outcome.dead[0].1);
+}
