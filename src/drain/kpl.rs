@@ -159,54 +159,73 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
 /// Written here rather than taken as a crate: 40 lines, checked against the
 /// RFC's test suite below and against awslabs' deaggregator in the tests.
 pub fn md5(input: &[u8]) -> [u8; 16] {
-    const S: [u32; 64] = [
-        7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5,
-        9, 14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10,
-        15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
-    ];
-    // K[i] = floor(abs(sin(i + 1)) * 2^32).
-    let k: [u32; 64] =
-        std::array::from_fn(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32);
     let mut state: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
-    let mut message = input.to_vec();
-    message.push(0x80);
-    while message.len() % 64 != 56 {
-        message.push(0);
+    // Whole blocks straight from the input (no copy of a 50 KB record), then
+    // the padded tail: 0x80, zeros, the bit length.
+    let whole = input.len() / 64 * 64;
+    for block in input[..whole].chunks_exact(64) {
+        md5_block(&mut state, block);
     }
-    message.extend_from_slice(&((input.len() as u64).wrapping_mul(8)).to_le_bytes());
-    for chunk in message.chunks_exact(64) {
-        let m: [u32; 16] = std::array::from_fn(|i| {
-            u32::from_le_bytes([
-                chunk[4 * i],
-                chunk[4 * i + 1],
-                chunk[4 * i + 2],
-                chunk[4 * i + 3],
-            ])
-        });
-        let [mut a, mut b, mut c, mut d] = state;
-        for i in 0..64 {
-            let (f, g) = match i / 16 {
-                0 => ((b & c) | (!b & d), i),
-                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-                2 => (b ^ c ^ d, (3 * i + 5) % 16),
-                _ => (c ^ (b | !d), (7 * i) % 16),
-            };
-            let rotated = a
-                .wrapping_add(f)
-                .wrapping_add(k[i])
-                .wrapping_add(m[g])
-                .rotate_left(S[i]);
-            (a, d, c, b) = (d, c, b, b.wrapping_add(rotated));
-        }
-        for (word, add) in state.iter_mut().zip([a, b, c, d]) {
-            *word = word.wrapping_add(add);
-        }
+    let mut tail = [0u8; 128];
+    let rest = &input[whole..];
+    tail[..rest.len()].copy_from_slice(rest);
+    tail[rest.len()] = 0x80;
+    let tail_len = if rest.len() < 56 { 64 } else { 128 };
+    tail[tail_len - 8..tail_len]
+        .copy_from_slice(&(input.len() as u64).wrapping_mul(8).to_le_bytes());
+    for block in tail[..tail_len].chunks_exact(64) {
+        md5_block(&mut state, block);
     }
     let mut digest = [0u8; 16];
     for (i, word) in state.iter().enumerate() {
         digest[4 * i..4 * i + 4].copy_from_slice(&word.to_le_bytes());
     }
     digest
+}
+
+/// RFC 1321's per-round shift amounts.
+const MD5_S: [u32; 64] = [
+    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
+    14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15,
+    21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+];
+
+/// RFC 1321's table: `K[i] = floor(abs(sin(i + 1)) * 2^32)`, computed once.
+fn md5_k() -> &'static [u32; 64] {
+    static K: std::sync::OnceLock<[u32; 64]> = std::sync::OnceLock::new();
+    K.get_or_init(|| {
+        std::array::from_fn(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
+    })
+}
+
+fn md5_block(state: &mut [u32; 4], block: &[u8]) {
+    let k = md5_k();
+    let m: [u32; 16] = std::array::from_fn(|i| {
+        u32::from_le_bytes([
+            block[4 * i],
+            block[4 * i + 1],
+            block[4 * i + 2],
+            block[4 * i + 3],
+        ])
+    });
+    let [mut a, mut b, mut c, mut d] = *state;
+    for i in 0..64 {
+        let (f, g) = match i / 16 {
+            0 => ((b & c) | (!b & d), i),
+            1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+            2 => (b ^ c ^ d, (3 * i + 5) % 16),
+            _ => (c ^ (b | !d), (7 * i) % 16),
+        };
+        let rotated = a
+            .wrapping_add(f)
+            .wrapping_add(k[i])
+            .wrapping_add(m[g])
+            .rotate_left(MD5_S[i]);
+        (a, d, c, b) = (d, c, b, b.wrapping_add(rotated));
+    }
+    for (word, add) in state.iter_mut().zip([a, b, c, d]) {
+        *word = word.wrapping_add(add);
+    }
 }
 
 #[cfg(test)]

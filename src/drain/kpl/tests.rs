@@ -40,6 +40,8 @@ fn md5_matches_the_rfc_1321_test_suite() {
         (55, "04364420e25c512fd958a70738aa8f72"),
         (56, "668a72d5ba17f08e62dabcafad6db14b"),
         (64, "c1bb4f81d892b2d57947682aeb252456"),
+        (120, "fb98667f98096de92620b64f46e1c5b5"),
+        (1000, "398533d48111e9f664b1f64cb10c4b63"),
     ] {
         assert_eq!(hex(&md5(&vec![b'x'; len])), expected, "{len} bytes");
     }
