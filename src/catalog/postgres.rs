@@ -266,28 +266,57 @@ pub struct CatalogRows {
     pub unnamed: Vec<RowProblem>,
 }
 
-/// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems; a
-/// column of the wrong type fails the whole read, so the gateway keeps its
-/// last good catalog and snapshot rather than running without, say, `use_tls`.
+/// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems, and
+/// so is a row with a value of an unexpected type (a `use_tls` column of type
+/// text holding 'yes' skips that broker: it never runs without its TLS); a
+/// NULL in such a column is just NULL.
 pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
     let mut transaction = client.build_transaction().read_only(true).start()?;
     let mut brokers = Vec::new();
     let mut unnamed = Vec::new();
     for row in transaction.query(SELECT_BROKERS, &[])?.iter() {
-        if int(row, "mqtt_id")?.is_none() {
-            unnamed.push(RowProblem::Unnamed {
-                table: "mqtt_broker",
-                message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
-            });
-            continue;
+        let mqtt_id = match int(row, "mqtt_id") {
+            Ok(Some(mqtt_id)) => mqtt_id,
+            Ok(None) => {
+                unnamed.push(RowProblem::Unnamed {
+                    table: "mqtt_broker",
+                    message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
+                });
+                continue;
+            }
+            Err(error) => {
+                unnamed.push(RowProblem::Unnamed {
+                    table: "mqtt_broker",
+                    message: format!("{error}: skipped"),
+                });
+                continue;
+            }
+        };
+        // A value of an unexpected type skips its row, not the whole read.
+        match broker_row(row) {
+            Ok(broker) => brokers.push(broker),
+            Err(error) => unnamed.push(RowProblem::Broker {
+                mqtt_id,
+                message: error.to_string(),
+            }),
         }
-        brokers.push(broker_row(row)?);
     }
-    let topics = transaction
-        .query(SELECT_TOPICS, &[])?
-        .iter()
-        .map(topic_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut topics = Vec::new();
+    for row in transaction.query(SELECT_TOPICS, &[])?.iter() {
+        match topic_row(row) {
+            Ok(topic) => topics.push(topic),
+            Err(error) => unnamed.push(match int(row, "topic_id") {
+                Ok(Some(topic_id)) => RowProblem::Topic {
+                    topic_id,
+                    message: error.to_string(),
+                },
+                _ => RowProblem::Unnamed {
+                    table: "mqtt_topic",
+                    message: format!("{error}: skipped"),
+                },
+            }),
+        }
+    }
     let assignments = if transaction
         .query_one(HAS_ASSIGNMENT_TABLE, &[])?
         .get::<_, bool>(0)
@@ -382,6 +411,8 @@ fn int(row: &Row, name: &str) -> Result<Option<i64>, DbError> {
         Type::INT2 => row.try_get::<_, Option<i16>>(name)?.map(i64::from),
         Type::INT4 => row.try_get::<_, Option<i32>>(name)?.map(i64::from),
         Type::INT8 => row.try_get::<_, Option<i64>>(name)?,
+        // A NULL is a NULL whatever the column's type; a value is not read.
+        _ if is_null(row, name)? => None,
         ref other => {
             return Err(DbError::new(
                 DbErrorKind::Database,
@@ -392,12 +423,36 @@ fn int(row: &Row, name: &str) -> Result<Option<i64>, DbError> {
     Ok(value)
 }
 
+/// Whether the cell `name` is NULL, whatever the column's type.
+fn is_null(row: &Row, name: &str) -> Result<bool, DbError> {
+    /// Accepts any type and looks only at NULL-ness.
+    struct Null(bool);
+    impl<'a> postgres::types::FromSql<'a> for Null {
+        fn from_sql(
+            _: &Type,
+            _: &'a [u8],
+        ) -> Result<Null, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(Null(false))
+        }
+        fn from_sql_null(_: &Type) -> Result<Null, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(Null(true))
+        }
+        fn accepts(_: &Type) -> bool {
+            true
+        }
+    }
+    Ok(row.try_get::<_, Null>(name)?.0)
+}
+
 /// A boolean column; `None` when NULL or absent.
 fn boolean(row: &Row, name: &str) -> Result<Option<bool>, DbError> {
     let Some(column) = row.columns().iter().find(|c| c.name() == name) else {
         return Ok(None);
     };
     if *column.type_() != Type::BOOL {
+        if is_null(row, name)? {
+            return Ok(None);
+        }
         return Err(DbError::new(
             DbErrorKind::Database,
             format!(
@@ -411,8 +466,20 @@ fn boolean(row: &Row, name: &str) -> Result<Option<bool>, DbError> {
 
 /// A text column; `None` when NULL or absent.
 fn text(row: &Row, name: &str) -> Result<Option<String>, DbError> {
-    if !row.columns().iter().any(|c| c.name() == name) {
+    let Some(column) = row.columns().iter().find(|c| c.name() == name) else {
         return Ok(None);
+    };
+    if !matches!(
+        *column.type_(),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME
+    ) {
+        if is_null(row, name)? {
+            return Ok(None);
+        }
+        return Err(DbError::new(
+            DbErrorKind::Database,
+            format!("column {name} has type {}, expected text", column.type_()),
+        ));
     }
     Ok(row.try_get::<_, Option<String>>(name)?)
 }

@@ -594,3 +594,41 @@ fn a_70_kb_filter_row_and_3000_topic_rows_for_one_broker() {
     assert!(peak > 0 && peak < 64 << 20, "peak RSS {peak} bytes");
     assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
 }
+
+/// A catalog column of an unexpected type (`keep_alive` made text) skips the
+/// rows that hold a value there, naming row and column; a NULL in it is just
+/// NULL, so the other brokers run. The read as a whole goes on.
+#[test]
+fn a_column_of_an_unexpected_type_skips_only_the_rows_with_a_value() {
+    let dir = TempDir::new("hostile-column-type");
+    let db = TestDb::new();
+    let brokers = [Mosquitto::start(), Mosquitto::start()];
+    db.add_broker(1, brokers[0].port());
+    db.add_broker(2, brokers[1].port());
+    db.add_topic(None, "hostile/#", 1);
+    db.execute(
+        "ALTER TABLE iot_data.mqtt_broker ALTER COLUMN keep_alive TYPE text USING keep_alive::text; \
+         UPDATE iot_data.mqtt_broker SET keep_alive = 'sixty' WHERE mqtt_id = 2;",
+    );
+    let kinesis = FakeKinesis::start(vec![]);
+    let gateway =
+        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    wait_until("broker 1 connected", WAIT, || {
+        gateway
+            .try_status()
+            .and_then(|status| broker_status(&status, 1))
+            .is_some_and(|b| b["state"] == "connected")
+    });
+    publish(brokers[0].port(), "hostile/ok", "fine", 5);
+    wait_until("5 messages delivered", WAIT, || {
+        kinesis.accepted().len() == 5
+    });
+    let log = gateway.log();
+    assert!(
+        log.contains("skipped mqtt_broker row mqtt_id=2: column keep_alive has type text, expected an integer type"),
+        "{log}"
+    );
+    let status = gateway.status();
+    assert!(broker_status(&status, 2).is_none(), "{status:#}");
+    assert_eq!(gateway.terminate(), Some(0), "log:\n{log}");
+}
