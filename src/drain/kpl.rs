@@ -209,19 +209,30 @@ fn md5_block(state: &mut [u32; 4], block: &[u8]) {
         ])
     });
     let [mut a, mut b, mut c, mut d] = *state;
-    for i in 0..64 {
-        let (f, g) = match i / 16 {
-            0 => ((b & c) | (!b & d), i),
-            1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
-            2 => (b ^ c ^ d, (3 * i + 5) % 16),
-            _ => (c ^ (b | !d), (7 * i) % 16),
-        };
-        let rotated = a
-            .wrapping_add(f)
-            .wrapping_add(k[i])
-            .wrapping_add(m[g])
-            .rotate_left(MD5_S[i]);
-        (a, d, c, b) = (d, c, b, b.wrapping_add(rotated));
+    // One step: `a` moves to the back, the new word goes second.
+    macro_rules! step {
+        ($f:expr, $i:expr, $g:expr) => {{
+            let rotated = a
+                .wrapping_add($f)
+                .wrapping_add(k[$i])
+                .wrapping_add(m[$g])
+                .rotate_left(MD5_S[$i]);
+            (a, d, c, b) = (d, c, b, b.wrapping_add(rotated));
+        }};
+    }
+    // Four rounds of sixteen, each with its own function and word order
+    // (separate loops, so the compiler sees constant shapes).
+    for i in 0..16 {
+        step!((b & c) | (!b & d), i, i);
+    }
+    for i in 16..32 {
+        step!((d & b) | (!d & c), i, (5 * i + 1) % 16);
+    }
+    for i in 32..48 {
+        step!(b ^ c ^ d, i, (3 * i + 5) % 16);
+    }
+    for i in 48..64 {
+        step!(c ^ (b | !d), i, (7 * i) % 16);
     }
     for (word, add) in state.iter_mut().zip([a, b, c, d]) {
         *word = word.wrapping_add(add);
