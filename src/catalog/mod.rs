@@ -11,8 +11,10 @@ pub mod postgres;
 mod postgres_tls;
 pub mod rows;
 pub mod snapshot;
+mod source;
 mod status_upload;
 
+pub use source::{CatalogState, Source};
 pub use status_upload::StatusUpload;
 
 use std::fmt;
@@ -161,7 +163,7 @@ pub fn start(
     async_channel::Receiver<Catalog>,
     std::thread::JoinHandle<()>,
 )> {
-    start_with_status(config, shutdown, None)
+    start_with_status(config, shutdown, None, CatalogState::default())
 }
 
 /// [`start`], also writing the sessions' status to the database when `upload` is given.
@@ -169,6 +171,7 @@ pub fn start_with_status(
     config: CatalogConfig,
     shutdown: Shutdown,
     upload: Option<StatusUpload>,
+    state: CatalogState,
 ) -> std::io::Result<(
     async_channel::Receiver<Catalog>,
     std::thread::JoinHandle<()>,
@@ -179,6 +182,7 @@ pub fn start_with_status(
         .spawn(move || {
             let mut refresher = Refresher::new(config, sender, shutdown);
             refresher.uploader = upload.map(status_upload::Uploader::new);
+            refresher.state = state;
             refresher.run()
         })?;
     Ok((receiver, handle))
@@ -206,6 +210,8 @@ struct Refresher {
     uploader: Option<status_upload::Uploader>,
     /// The last snapshot was not written for want of room (said once).
     snapshot_deferred: bool,
+    /// Where the catalog came from, for the metrics.
+    state: CatalogState,
 }
 
 impl Refresher {
@@ -226,6 +232,7 @@ impl Refresher {
             n_failures: 0,
             uploader: None,
             snapshot_deferred: false,
+            state: CatalogState::default(),
         }
     }
 
@@ -234,6 +241,7 @@ impl Refresher {
         while !self.shutdown.is_requested() {
             match self.read_database() {
                 Ok((catalog, problems)) => {
+                    self.state.database_read();
                     retry_delay = FIRST_RETRY;
                     if self.n_failures > 0 {
                         log::info!("catalog: database reachable again");
@@ -247,6 +255,7 @@ impl Refresher {
                     self.wait_for_change();
                 }
                 Err(error) => {
+                    self.state.database_failed();
                     self.client = None;
                     self.n_failures += 1;
                     if !self.on_database_error(&error, retry_delay) {
@@ -323,6 +332,7 @@ impl Refresher {
             self.config.password_key.as_ref(),
         ) {
             Ok(withheld) => {
+                self.state.snapshot_taken(std::time::SystemTime::now());
                 if !withheld.broker_ids.is_empty() {
                     log::warn!(
                         "catalog snapshot: the passwords (or inline client keys) of brokers {:?} are not kept: there is no key to seal them with (database.password_key_file or {}); from the snapshot those brokers connect without them",
@@ -414,6 +424,7 @@ impl Refresher {
                 for skipped in &snapshot.skipped {
                     log::warn!("catalog: snapshot: skipped {skipped}");
                 }
+                self.state.running_from_snapshot(snapshot.taken_at);
                 self.saved = Some(snapshot.catalog.clone());
                 self.send(snapshot.catalog)
             }

@@ -33,8 +33,10 @@ mod resolver;
 mod roots;
 pub mod sign;
 pub mod skew;
+pub mod stats;
 
 use std::fmt;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -95,6 +97,7 @@ pub fn start(
         shutdown,
         Heartbeat::default(),
         clock::AwsOffset::default(),
+        Arc::default(),
     )
 }
 
@@ -106,6 +109,7 @@ pub fn start_watched(
     shutdown: Shutdown,
     heartbeat: Heartbeat,
     aws_offset: clock::AwsOffset,
+    stats: Arc<stats::DrainStats>,
 ) -> Result<JoinHandle<()>, DrainError> {
     let credentials =
         credentials::load().map_err(|error| DrainError::Credentials(error.to_string()))?;
@@ -134,6 +138,7 @@ pub fn start_watched(
         pending_settlement: None,
         oldest_seen: None,
         aws_offset,
+        stats,
     };
     std::thread::Builder::new()
         .name("drain".into())
@@ -167,6 +172,8 @@ struct Drain {
     oldest_seen: Option<(i64, Instant)>,
     /// Where the clock offset the client learned is shown (status file).
     aws_offset: clock::AwsOffset,
+    /// Requests and refused records, counted for the metrics.
+    stats: Arc<stats::DrainStats>,
 }
 
 /// What the loop does after a round.
@@ -333,7 +340,9 @@ impl Drain {
         let pause = if batch.entries.is_empty() {
             None
         } else {
+            let started = Instant::now();
             let result = self.client.put_records(&batch.entries, &self.credentials);
+            self.stats.record_request(&result, started.elapsed());
             self.aws_offset.set(self.client.clock_offset_ms());
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
             self.react(result, ids, &mut settlement)
