@@ -486,3 +486,27 @@ fn silent_and_oversized_clients_disturb_nothing() {
     assert!(!gateway.log().contains("panicked"));
     assert_eq!(gateway.terminate(), Some(0));
 }
+
+/// Issue 15: the README's example scrape config and alert rules are valid,
+/// and each alert fires on the series it is for (`promtool test rules`).
+#[test]
+fn the_example_alert_rules_pass_promtool() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+        ["check", "config", "prometheus.yml"],
+    ] {
+        let output = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run promtool (Debian's prometheus package)");
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
