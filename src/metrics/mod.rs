@@ -275,7 +275,7 @@ impl Scraper {
             &mut out,
             "messages_received_total",
             Kind::Counter,
-            "Messages handed to the spool since the gateway started.",
+            "Messages handed to the spool since the gateway started (or the broker joined the catalog).",
             &|i| Some(statuses[i].n_received as f64),
         );
         per_broker(
@@ -285,16 +285,20 @@ impl Scraper {
             "Messages received while the spool was closed (lost) since the gateway started.",
             &|i| Some(statuses[i].n_lost as f64),
         );
-        let counters = |i: usize| -> Option<BrokerCounters> {
-            let id = *board.keys().nth(i)?;
-            let (all, _) = spool.as_ref()?;
-            Some(
-                all.iter()
-                    .find(|c| c.broker_id == id)
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        };
+        // Each broker's counters from the spool (zero before its first record);
+        // none at all when the spool could not be read.
+        let counters: Vec<Option<BrokerCounters>> = board
+            .keys()
+            .map(|id| {
+                let (all, _) = spool.as_ref()?;
+                Some(
+                    all.iter()
+                        .find(|c| c.broker_id == *id)
+                        .cloned()
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
         let spool_counters: [SpoolCounter; 5] = [
             (
                 "records_spooled_total",
@@ -324,7 +328,7 @@ impl Scraper {
         ];
         for (name, help, field) in spool_counters {
             per_broker(&mut out, name, Kind::Counter, help, &|i| {
-                counters(i).map(|c| field(&c) as f64)
+                counters[i].as_ref().map(|c| field(c) as f64)
             });
         }
 

@@ -510,3 +510,55 @@ fn the_example_alert_rules_pass_promtool() {
         );
     }
 }
+
+/// The CPU one scrape costs the gateway's `metrics` thread, with 20 brokers
+/// in the catalog (opt-in: `cargo test --release --test it -- --ignored
+/// --nocapture measure_scrape_cost`).
+#[test]
+#[ignore]
+fn measure_scrape_cost() {
+    let dir = TempDir::new("metrics-cost");
+    let db = TestDb::new();
+    let broker = Mosquitto::start();
+    for id in 1..=20 {
+        db.add_broker(id, broker.port());
+    }
+    db.add_topic(None, "c/#", 1);
+    let kinesis = FakeKinesis::start(vec![]);
+    let port = free_port();
+    let gateway = Gateway::start_with(&dir, &db, &kinesis.endpoint(), &metrics_keys(port, None));
+    gateway.wait_log("20 brokers subscribed", |log| {
+        log.matches("connected, subscribed").count() >= 20
+    });
+    publish(broker.port(), "c/x", "cost", 100);
+    let text = scrape(port);
+    let metrics_ticks = || -> u64 {
+        let tasks = format!("/proc/{}/task", gateway.pid());
+        std::fs::read_dir(tasks)
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?.path();
+                let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+                (comm.trim() == "metrics").then(|| {
+                    let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+                    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+                    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+                })
+            })
+            .sum()
+    };
+    let n_scrapes = 2000;
+    let before = metrics_ticks();
+    for _ in 0..n_scrapes {
+        assert!(get(port, "/metrics").is_some_and(|(status, _)| status == 200));
+    }
+    let ticks = metrics_ticks() - before;
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!(
+        "{n_scrapes} scrapes of {} bytes: {:.0} us of the metrics thread's CPU each",
+        text.len(),
+        ticks as f64 / hz * 1e6 / n_scrapes as f64
+    );
+    assert_eq!(gateway.terminate(), Some(0));
+}
