@@ -27,6 +27,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub mqtt: MqttConfig,
     pub status: StatusConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// Accepted but worth saying once the log is up (deprecated keys).
     pub warnings: Vec<String>,
@@ -214,6 +215,23 @@ pub struct StatusConfig {
     pub report_interval: Duration,
 }
 
+/// Prometheus metrics: an HTTP endpoint, a file for node_exporter, both, or neither.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Address `/metrics` and `/health` are served on; `None` (the default): not served.
+    pub listen: Option<std::net::SocketAddr>,
+    /// File the exposition is written to (node_exporter's textfile collector); `None`: none.
+    pub textfile: Option<PathBuf>,
+    /// How often the textfile is rewritten (default 15 s).
+    pub interval: Duration,
+}
+
+impl MetricsConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.listen.is_some() || self.textfile.is_some()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionKeyScheme {
     /// The MQTT topic (the default: keeps each topic's order within a shard).
@@ -296,6 +314,8 @@ struct RawConfig {
     #[serde(default)]
     status: RawStatus,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     log: RawLog,
 }
 
@@ -368,6 +388,14 @@ struct RawMqtt {
 struct RawStatus {
     file: Option<PathBuf>,
     report_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+    textfile: Option<PathBuf>,
+    interval: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -446,6 +474,7 @@ impl Config {
         )?;
         let mqtt = validate_mqtt(raw.mqtt)?;
         let status = validate_status(raw.status, &spool.path)?;
+        let metrics = validate_metrics(raw.metrics)?;
         let beside = |path: &Path, suffix: &str| {
             let mut name = path.as_os_str().to_owned();
             name.push(suffix);
@@ -476,6 +505,14 @@ impl Config {
                 "status.file",
                 vec![status.file.clone(), status.file.with_extension("json.new")],
             ),
+            (
+                "metrics.textfile",
+                metrics
+                    .textfile
+                    .iter()
+                    .flat_map(|path| [path.clone(), crate::metrics::textfile_temporary(path)])
+                    .collect(),
+            ),
         ])?;
         let level = match raw.log.level {
             None => log::LevelFilter::Info,
@@ -493,6 +530,7 @@ impl Config {
             catalog,
             mqtt,
             status,
+            metrics,
             log: LogConfig { level },
             warnings,
         })
@@ -1064,6 +1102,49 @@ fn validate_status(raw: RawStatus, spool_path: &Path) -> Result<StatusConfig, Co
     Ok(StatusConfig {
         file,
         report_interval,
+    })
+}
+
+/// How often the textfile is rewritten, by default: node_exporter's usual scrape interval.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+
+fn validate_metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
+    let listen = match raw.listen {
+        None => None,
+        Some(text) => {
+            use std::net::ToSocketAddrs;
+            // Any address the user gives: `127.0.0.1:9464`, `[::]:9464`, `localhost:9464`.
+            let address = text
+                .to_socket_addrs()
+                .map_err(|error| {
+                    invalid(
+                        "metrics.listen",
+                        format!("{text:?} is not an address with a port (like \"127.0.0.1:9464\"): {error}"),
+                    )
+                })?
+                .next()
+                .ok_or_else(|| invalid("metrics.listen", format!("{text:?} names no address")))?;
+            Some(address)
+        }
+    };
+    let textfile = match raw.textfile {
+        Some(path) if path.as_os_str().is_empty() => {
+            return Err(invalid("metrics.textfile", "must not be empty"))
+        }
+        Some(path) => {
+            ensure_parent_dir("metrics.textfile", &path)?;
+            Some(path)
+        }
+        None => None,
+    };
+    let interval = optional_duration("metrics.interval", raw.interval, DEFAULT_METRICS_INTERVAL)?;
+    if interval < Duration::from_secs(1) {
+        return Err(invalid("metrics.interval", "must be at least 1s"));
+    }
+    Ok(MetricsConfig {
+        listen,
+        textfile,
+        interval,
     })
 }
 

@@ -10,9 +10,11 @@ pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod files;
+pub mod histogram;
 pub mod ids;
 pub mod limits;
 pub mod logger;
+pub mod metrics;
 pub mod repeating;
 pub mod sealed;
 pub mod secret;
@@ -98,6 +100,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     let drain_heartbeat = Heartbeat::default();
     let aws_offset = clock::AwsOffset::default();
     let credentials = drain::CredentialsHandle::new();
+    let drain_stats = Arc::new(drain::stats::DrainStats::default());
     let drain = drain::start_watched(
         config.kinesis.clone(),
         spool.clone(),
@@ -105,7 +108,20 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         drain_heartbeat.clone(),
         aws_offset.clone(),
         credentials.clone(),
+        Arc::clone(&drain_stats),
     )?;
+    // The systemd watchdog's rule, which /health applies too (with the
+    // unit's WatchdogSec when systemd did not set one).
+    let watchdog_timeout = systemd::watchdog_timeout();
+    let stages = {
+        let timeout = watchdog_timeout.unwrap_or(watchdog::DEFAULT_TIMEOUT);
+        // A drain round may legitimately take a whole request timeout.
+        let drain_limit = timeout.max(config.kinesis.request_timeout * 2);
+        vec![
+            ("spool writer", spool.writer_heartbeat(), timeout),
+            ("drain", drain_heartbeat, drain_limit),
+        ]
+    };
     let board = status::StatusBoard::new();
     let upload = catalog::StatusUpload {
         board: board.clone(),
@@ -118,22 +134,37 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         snapshot_keep_free: spool.space().min_free_bytes(),
         ..config.catalog.clone()
     };
-    let (catalogs, catalog) =
-        catalog::start_with_status(catalog_config, shutdown.clone(), Some(upload))
-            .map_err(RunError::Thread)?;
+    let catalog_state = catalog::CatalogState::default();
+    let (catalogs, catalog) = catalog::start_with_status(
+        catalog_config,
+        shutdown.clone(),
+        Some(upload),
+        catalog_state.clone(),
+    )
+    .map_err(RunError::Thread)?;
+    let metrics = metrics::start(
+        config.metrics.clone(),
+        metrics::Sources {
+            board: board.clone(),
+            spool_path: config.spool.path.clone(),
+            depth: spool.shared_depth(),
+            space: spool.space(),
+            spool_max_bytes: config.spool.max_bytes,
+            drain: drain_stats,
+            catalog: catalog_state,
+            aws_offset: aws_offset.clone(),
+            stages: stages.clone(),
+        },
+        shutdown.clone(),
+    )
+    .map_err(RunError::Thread)?;
 
     let executor = Arc::new(smol::Executor::new());
     let notifier = systemd::Notifier::from_env();
     if let Some(notifier) = &notifier {
         // The spool is open and every stage has started.
         notifier.notify("READY=1");
-        if let Some(timeout) = systemd::watchdog_timeout() {
-            // A drain round may legitimately take a whole request timeout.
-            let drain_limit = timeout.max(config.kinesis.request_timeout * 2);
-            let stages = vec![
-                ("spool writer", spool.writer_heartbeat(), timeout),
-                ("drain", drain_heartbeat, drain_limit),
-            ];
+        if let Some(timeout) = watchdog_timeout {
             log::info!("systemd watchdog: pinging every {:?}", timeout / 2);
             executor
                 .spawn(watchdog::run(
@@ -186,6 +217,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     shutdown.request();
     // Its last write says the gateway stopped.
     join("status file", status_file);
+    if let Some(metrics) = metrics {
+        join("metrics", metrics);
+    }
     if let Some(notifier) = &notifier {
         notifier.notify("STOPPING=1");
     }

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use crate::shutdown::Shutdown;
 use crate::systemd::Notifier;
 
+/// The watchdog timeout when systemd sets none (`WatchdogSec=` of the shipped
+/// unit): what `/health` holds the stages to outside systemd.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// When a stage started its current piece of work, if it is in one.
 #[derive(Debug, Clone, Default)]
 pub struct Heartbeat {

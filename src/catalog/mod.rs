@@ -13,8 +13,10 @@ pub mod postgres;
 mod postgres_tls;
 pub mod rows;
 pub mod snapshot;
+mod source;
 mod status_upload;
 
+pub use source::{CatalogState, Source};
 pub use status_upload::StatusUpload;
 
 use std::fmt;
@@ -164,7 +166,7 @@ pub fn start(
     async_channel::Receiver<Catalog>,
     std::thread::JoinHandle<()>,
 )> {
-    start_with_status(config, shutdown, None)
+    start_with_status(config, shutdown, None, CatalogState::default())
 }
 
 /// [`start`], also writing the sessions' status to the database when `upload` is given.
@@ -172,6 +174,7 @@ pub fn start_with_status(
     config: CatalogConfig,
     shutdown: Shutdown,
     upload: Option<StatusUpload>,
+    state: CatalogState,
 ) -> std::io::Result<(
     async_channel::Receiver<Catalog>,
     std::thread::JoinHandle<()>,
@@ -182,6 +185,7 @@ pub fn start_with_status(
         .spawn(move || {
             let mut refresher = Refresher::new(config, sender, shutdown);
             refresher.uploader = upload.map(status_upload::Uploader::new);
+            refresher.state = state;
             refresher.run()
         })?;
     Ok((receiver, handle))
@@ -214,6 +218,8 @@ struct Refresher {
     assignment_table: Option<bool>,
     /// The last split of the catalog between gateways, logged when it changes.
     assignment: Option<Assignment>,
+    /// Where the catalog came from, for the metrics.
+    state: CatalogState,
 }
 
 impl Refresher {
@@ -236,6 +242,7 @@ impl Refresher {
             snapshot_deferred: false,
             assignment_table: None,
             assignment: None,
+            state: CatalogState::default(),
         }
     }
 
@@ -244,6 +251,7 @@ impl Refresher {
         while !self.shutdown.is_requested() {
             match self.read_database() {
                 Ok((catalog, problems)) => {
+                    self.state.database_read();
                     retry_delay = FIRST_RETRY;
                     if self.n_failures > 0 {
                         log::info!("catalog: database reachable again");
@@ -257,6 +265,7 @@ impl Refresher {
                     self.wait_for_change();
                 }
                 Err(error) => {
+                    self.state.database_failed();
                     self.client = None;
                     self.n_failures += 1;
                     if !self.on_database_error(&error, retry_delay) {
@@ -370,6 +379,7 @@ impl Refresher {
             self.config.password_key.as_ref(),
         ) {
             Ok(withheld) => {
+                self.state.snapshot_taken(std::time::SystemTime::now());
                 if !withheld.broker_ids.is_empty() {
                     log::warn!(
                         "catalog snapshot: the passwords (or inline client keys) of brokers {:?} are not kept: there is no key to seal them with (database.password_key_file or {}); from the snapshot those brokers connect without them",
@@ -467,6 +477,7 @@ impl Refresher {
                 for skipped in &snapshot.skipped {
                     log::warn!("catalog: snapshot: skipped {skipped}");
                 }
+                self.state.running_from_snapshot(snapshot.taken_at);
                 self.saved = Some(snapshot.catalog.clone());
                 self.send(snapshot.catalog)
             }

@@ -501,3 +501,40 @@ fn bad_iot_settings_name_the_key() {
         "\"sso\" is not one of",
     );
 }
+
+/// Issue 15: metrics are off unless asked for; the keys are checked like the others.
+#[test]
+fn metrics_are_off_by_default_and_checked_when_set() {
+    let config = parse(&minimal()).unwrap();
+    assert!(!config.metrics.is_enabled());
+    assert_eq!(config.metrics.interval, DEFAULT_METRICS_INTERVAL);
+
+    let textfile = dir().join("textfile/mkb.prom");
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:9464\"\ntextfile = \"{}\"\ninterval = \"5s\"\n",
+        minimal(),
+        textfile.display()
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    assert_eq!(config.metrics.textfile.as_deref(), Some(textfile.as_path()));
+    assert_eq!(config.metrics.interval, Duration::from_secs(5));
+    assert!(
+        textfile.parent().unwrap().is_dir(),
+        "its directory is created"
+    );
+
+    let with = |line: &str| format!("{}\n[metrics]\n{line}\n", minimal());
+    let ipv6 = parse(&with("listen = \"[::1]:9464\"")).unwrap();
+    assert_eq!(ipv6.metrics.listen, Some("[::1]:9464".parse().unwrap()));
+    check_error(&with("listen = \"127.0.0.1\""), "metrics.listen");
+    check_error(&with("listen = \"9464\""), "metrics.listen");
+    check_error(&with("interval = \"500ms\""), "metrics.interval");
+    check_error(&with("textfile = \"\""), "metrics.textfile");
+    check_error(&with("port = 9464"), "port");
+    let over_status = format!("textfile = \"{}/status.json\"", dir().display());
+    check_error(&with(&over_status), "metrics.textfile");
+}

@@ -88,10 +88,12 @@ impl Client {
                 .map_err(|error| match error {
                     CallError::Unexpected(detail) => RequestFailure {
                         kind: FailureKind::Unexpected,
+                        status: 0,
                         detail,
                     },
                     CallError::Unavailable(detail) => RequestFailure {
                         kind: FailureKind::Unavailable,
+                        status: 0,
                         detail,
                     },
                 })?;

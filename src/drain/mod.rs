@@ -35,8 +35,10 @@ mod resolver;
 mod roots;
 pub mod sign;
 pub mod skew;
+pub mod stats;
 
 use std::fmt;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -99,6 +101,7 @@ pub fn start(
         Heartbeat::default(),
         clock::AwsOffset::default(),
         CredentialsHandle::new(),
+        Arc::default(),
     )
 }
 
@@ -112,6 +115,7 @@ pub fn start_watched(
     heartbeat: Heartbeat,
     aws_offset: clock::AwsOffset,
     credentials: CredentialsHandle,
+    stats: Arc<stats::DrainStats>,
 ) -> Result<JoinHandle<()>, DrainError> {
     let reader = spool.reader().map_err(DrainError::Spool)?;
     // Not joined: see the refresher's module docs.
@@ -149,6 +153,7 @@ pub fn start_watched(
         oldest_seen: None,
         aws_offset,
         waiting_for_credentials: None,
+        stats,
     };
     std::thread::Builder::new()
         .name("drain".into())
@@ -186,6 +191,8 @@ struct Drain {
     /// Since when no valid credentials were at hand (records wait
     /// meanwhile), and whether the log said so.
     waiting_for_credentials: Option<(Instant, bool)>,
+    /// Requests and refused records, counted for the metrics.
+    stats: Arc<stats::DrainStats>,
 }
 
 /// What the loop does after a round.
@@ -363,15 +370,21 @@ impl Drain {
             None
         } else {
             let ids: Vec<i64> = batch.entries.iter().map(|entry| entry.id).collect();
+            let started = Instant::now();
             let result = match self.config.aggregation {
-                Aggregation::None => self.client.put_records(&batch.entries, &credentials),
+                Aggregation::None => {
+                    let result = self.client.put_records(&batch.entries, &credentials);
+                    self.stats.record_request(&result, started.elapsed());
+                    result
+                }
                 Aggregation::Kpl { max_bytes } => {
-                    // The answer speaks of Kinesis records: each aggregated
-                    // one's outcome is that of every spool record it carries.
+                    // The answer speaks of Kinesis records (and the metrics
+                    // count those): each aggregated one's outcome is that of
+                    // every spool record it carries.
                     let (wire, carried) = kpl::aggregate(&batch.entries, max_bytes);
-                    self.client
-                        .put_records(&wire, &credentials)
-                        .map(|outcome| outcome.expand(&carried))
+                    let result = self.client.put_records(&wire, &credentials);
+                    self.stats.record_request(&result, started.elapsed());
+                    result.map(|outcome| outcome.expand(&carried))
                 }
             };
             self.aws_offset.set(self.client.clock_offset_ms());

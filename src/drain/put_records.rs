@@ -56,6 +56,9 @@ pub struct Outcome {
     pub retry: Vec<i64>,
     /// Refused for good: dead letters, with Kinesis' reason.
     pub dead: Vec<(i64, String)>,
+    /// Records that failed (retried or dead), by [`super::stats::error_code_idx`]:
+    /// counted here so the metrics need no string per record.
+    pub failed_codes: [u32; super::stats::ERROR_CODES.len() + 1],
 }
 
 impl Outcome {
@@ -65,6 +68,8 @@ impl Outcome {
     pub fn expand(self, carried: &std::collections::HashMap<i64, Vec<i64>>) -> Outcome {
         let spread = |id: i64| carried.get(&id).cloned().unwrap_or_else(|| vec![id]);
         Outcome {
+            // Kinesis records that failed, as Kinesis counted them.
+            failed_codes: self.failed_codes,
             delivered: self.delivered.into_iter().flat_map(spread).collect(),
             retry: self.retry.into_iter().flat_map(spread).collect(),
             dead: self
@@ -85,6 +90,8 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestFailure {
     pub kind: FailureKind,
+    /// The HTTP status; 0 when no (complete) response arrived.
+    pub status: u16,
     /// HTTP status (0 when there was no response), error type and message, for logs.
     pub detail: String,
 }
@@ -144,6 +151,7 @@ pub fn parse_response(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome,
     };
     Err(RequestFailure {
         kind,
+        status,
         detail: format!(
             "HTTP {status} {}{}{}",
             if error_type.is_empty() {
@@ -214,6 +222,7 @@ fn classify_error_type(status: u16, error_type: &str) -> FailureKind {
 fn parse_records(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome, RequestFailure> {
     let unexpected = |why: String| RequestFailure {
         kind: FailureKind::Unexpected,
+        status,
         detail: format!("HTTP {status}: {why}"),
     };
     let response: PutRecordsResponse = serde_json::from_slice(body)
@@ -239,6 +248,9 @@ fn parse_records(status: u16, body: &[u8], sent: &[i64]) -> Result<Outcome, Requ
             .sequence_number
             .as_deref()
             .is_some_and(|s| !s.is_empty());
+        if let Some(code) = result.error_code.as_deref().filter(|code| !code.is_empty()) {
+            outcome.failed_codes[super::stats::error_code_idx(code)] += 1;
+        }
         match result.error_code.as_deref() {
             // Delivered only with Kinesis' word for it: a sequence number.
             None | Some("") if stored => outcome.delivered.push(*id),

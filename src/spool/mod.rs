@@ -152,6 +152,8 @@ pub struct Depth {
     n_records: AtomicU64,
     bytes: AtomicU64,
     n_commits: AtomicU64,
+    /// How long each commit took, its fsync included.
+    commit_durations: crate::histogram::Histogram,
 }
 
 impl Depth {
@@ -164,6 +166,10 @@ impl Depth {
     /// Transactions committed since the spool was opened: one fsync each.
     pub fn n_commits(&self) -> u64 {
         self.n_commits.load(Ordering::Relaxed)
+    }
+    /// Durations of the commits since the spool was opened, for the metrics.
+    pub fn commit_durations(&self) -> &crate::histogram::Histogram {
+        &self.commit_durations
     }
 }
 
@@ -370,6 +376,12 @@ impl Spool {
         &self.depth
     }
 
+    /// The same totals as [`Spool::depth`], for a reader that must not keep the
+    /// spool open (holding a [`Spool`] would keep its writer running).
+    pub fn shared_depth(&self) -> Arc<Depth> {
+        Arc::clone(&self.depth)
+    }
+
     /// Room on the spool's filesystem and whether appends wait for it, as the writer last measured.
     pub fn space(&self) -> Arc<SpaceStatus> {
         Arc::clone(&self.space)
@@ -449,6 +461,8 @@ const COUNT_RECORDS_AND_DEAD_LETTERS: &str =
     "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)";
 const SUMMARY: &str = "SELECT count(*), coalesce(sum(size), 0), min(received_at_ms), \
      (SELECT count(*) FROM dead_letters) FROM records";
+/// By id, the order records arrive in: one step down the primary key, no scan.
+const OLDEST_RECEIVED_AT: &str = "SELECT received_at_ms FROM records ORDER BY id LIMIT 1";
 const DEAD_LETTERS: &str = "SELECT id, error FROM dead_letters ORDER BY id";
 const COUNTERS: &str =
     "SELECT broker_id, spooled, delivered, retried, dropped, dead_lettered, dead_evicted \
@@ -556,6 +570,16 @@ impl SpoolReader {
                     n_dead_letters: row.get::<_, i64>(3)? as u64,
                 })
             })
+            .map_err(|error| sqlite_error(&self.path, error))
+    }
+
+    /// When the oldest waiting record was received (Unix ms); `None` when none waits.
+    /// Cheap at any depth, unlike [`SpoolReader::summary`], which counts every row.
+    pub fn oldest_received_at_ms(&self) -> Result<Option<i64>, SpoolError> {
+        use rusqlite::OptionalExtension;
+        self.connection
+            .query_row(OLDEST_RECEIVED_AT, [], |row| row.get(0))
+            .optional()
             .map_err(|error| sqlite_error(&self.path, error))
     }
 

@@ -647,6 +647,7 @@ impl Writer {
     /// One transaction: `settles` and `appends`, the overflow policy, the counters.
     fn commit_group(&mut self, settles: &[Settle], appends: &[Append]) -> Result<(), SpoolError> {
         let path = self.config.path.clone();
+        let started = Instant::now();
         let transaction = self
             .connection
             .transaction()
@@ -669,6 +670,7 @@ impl Writer {
             transaction.commit()
         })();
         result.map_err(|error| sqlite_error(&path, error))?;
+        self.depth.commit_durations.observe(started.elapsed());
         self.n_records = tally.n_records.max(0) as u64;
         self.bytes = tally.bytes.max(0) as u64;
         self.dead_bytes = tally.dead_bytes.max(0) as u64;

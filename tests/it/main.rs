@@ -42,6 +42,9 @@ mod gateway_options;
 // The password-key commands as the real binary: new-key, encrypt-password.
 mod cli_sealed;
 
+// Metrics (issue 15): a real Prometheus scraping the gateway, promtool, /health, the textfile, hostile clients.
+mod metrics;
+
 // Installing like firmware: systemd notify and watchdog, the unit and sysusers files.
 mod systemd;
 

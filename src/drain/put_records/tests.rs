@@ -76,6 +76,19 @@ fn per_record_results_by_position() {
                 "kinesis refused the record: InvalidArgumentException: InvalidArgumentException happened"
                     .to_owned()
             )],
+            failed_codes: {
+                use crate::drain::stats::error_code_idx;
+                let mut codes = [0; 10];
+                for code in [
+                    "ProvisionedThroughputExceededException",
+                    "InternalFailure",
+                    "KMSThrottlingException",
+                    "InvalidArgumentException",
+                ] {
+                    codes[error_code_idx(code)] += 1;
+                }
+                codes
+            },
         })
     );
 }
@@ -93,6 +106,7 @@ fn a_result_without_error_or_sequence_number_is_sent_again() {
             delivered: vec![1],
             retry: vec![2, 3, 4],
             dead: vec![],
+            failed_codes: Default::default(),
         })
     );
 }
