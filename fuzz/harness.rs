@@ -280,8 +280,7 @@ pub fn catalog_rows(data: &[u8]) {
     while !bytes.is_empty() && topic_rows.len() < 64 {
         topic_rows.push(topic_row(&mut bytes));
     }
-    let (catalog, problems) =
-        rows::validate_with_key(&broker_rows, &topic_rows, use_key.then_some(&key));
+    let (catalog, problems) = rows::validate(&broker_rows, &topic_rows, use_key.then_some(&key));
     check_catalog(&catalog);
     for problem in &problems {
         check_bounded("a problem line", &problem.to_string());
@@ -346,7 +345,7 @@ pub fn topic_filter(data: &[u8]) {
         topic: Some(filter),
         qos: bytes.opt_int(),
     };
-    let (catalog, problems) = rows::validate(&[broker], &[topic]);
+    let (catalog, problems) = rows::validate(&[broker], &[topic], None);
     check_catalog(&catalog);
     for problem in &problems {
         check_bounded("a problem line", &problem.to_string());

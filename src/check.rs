@@ -202,8 +202,7 @@ fn check_database(
                     error.to_string(),
                 )),
             }
-            let (catalog, mut problems) =
-                catalog::rows::validate_with_key(&read.brokers, &read.topics, key);
+            let (catalog, mut problems) = catalog::rows::validate(&read.brokers, &read.topics, key);
             problems.extend(read.unnamed);
             let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
             checks.push(Check::pass(

@@ -101,14 +101,16 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     let aws_offset = clock::AwsOffset::default();
     let credentials = drain::CredentialsHandle::new();
     let drain_stats = Arc::new(drain::stats::DrainStats::default());
-    let drain = drain::start_watched(
+    let drain = drain::start(
         config.kinesis.clone(),
         spool.clone(),
         shutdown.clone(),
-        drain_heartbeat.clone(),
-        aws_offset.clone(),
-        credentials.clone(),
-        Arc::clone(&drain_stats),
+        drain::Shared {
+            heartbeat: drain_heartbeat.clone(),
+            aws_offset: aws_offset.clone(),
+            credentials: credentials.clone(),
+            stats: Arc::clone(&drain_stats),
+        },
     )?;
     // The systemd watchdog's rule, which /health applies too (with the
     // unit's WatchdogSec when systemd did not set one).
@@ -135,7 +137,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         ..config.catalog.clone()
     };
     let catalog_state = catalog::CatalogState::default();
-    let (catalogs, catalog) = catalog::start_with_status(
+    let (catalogs, catalog) = catalog::start(
         catalog_config,
         shutdown.clone(),
         Some(upload),

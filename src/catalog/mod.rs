@@ -159,18 +159,9 @@ pub struct Catalog {
 /// Starts the catalog thread. The receiver yields the first catalog (from the
 /// database, or else the snapshot) and then every change. The thread ends on
 /// shutdown or when the receiver is dropped.
+/// With `upload` it also writes the sessions' status to the database; `state`
+/// says where the catalog came from (for the metrics).
 pub fn start(
-    config: CatalogConfig,
-    shutdown: Shutdown,
-) -> std::io::Result<(
-    async_channel::Receiver<Catalog>,
-    std::thread::JoinHandle<()>,
-)> {
-    start_with_status(config, shutdown, None, CatalogState::default())
-}
-
-/// [`start`], also writing the sessions' status to the database when `upload` is given.
-pub fn start_with_status(
     config: CatalogConfig,
     shutdown: Shutdown,
     upload: Option<StatusUpload>,
@@ -295,7 +286,7 @@ impl Refresher {
             }
         };
         let read = postgres::read_rows(client)?;
-        let (catalog, mut problems) = rows::validate_with_key(
+        let (catalog, mut problems) = rows::validate(
             &read.brokers,
             &read.topics,
             self.config.password_key.as_ref(),

@@ -97,14 +97,9 @@ impl fmt::Display for RowProblem {
 /// The group shared subscriptions use when `shared_group` is NULL.
 pub const DEFAULT_SHARED_GROUP: &str = "mqtt-kinesis-bridge";
 
-/// [`validate_with_key`] without a key: sealed values are problems.
-pub fn validate(broker_rows: &[BrokerRow], topic_rows: &[TopicRow]) -> (Catalog, Vec<RowProblem>) {
-    validate_with_key(broker_rows, topic_rows, None)
-}
-
 /// Validates the active rows, opening `enc:v1:` values with `key`; returns the
 /// brokers that can run and what was skipped.
-pub fn validate_with_key(
+pub fn validate(
     broker_rows: &[BrokerRow],
     topic_rows: &[TopicRow],
     key: Option<&SealKey>,
@@ -496,7 +491,7 @@ impl fmt::Debug for Excerpt<'_> {
 
 /// The row rules, applied again to a broker that did not come from a row
 /// (the snapshot, a file anyone with the gateway's rights could have edited):
-/// endpoints, client id, keep-alive, filters and QoS as [`validate_with_key`]
+/// endpoints, client id, keep-alive, filters and QoS as [`validate`]
 /// would have let them through.
 pub fn check_broker(broker: &Broker) -> Result<(), String> {
     if broker.endpoints.is_empty() {

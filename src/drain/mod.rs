@@ -87,36 +87,34 @@ const MAX_REFUSED_IN_A_ROW: u32 = 3;
 /// [`MAX_REFUSED_IN_A_ROW`] bad records must not stall the spool for good.
 const SYSTEMIC_RETRIES: u32 = 5;
 
+/// What the drain shares with the rest of the gateway; `Default` for a
+/// drain on its own (tests).
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// Marked busy for each round (read, send, settle), so the watchdog sees a drain that hangs.
+    pub heartbeat: Heartbeat,
+    /// AWS's clock minus ours, as learned from the answers.
+    pub aws_offset: clock::AwsOffset,
+    /// The credentials the drain signs with, kept fresh by the refresher.
+    pub credentials: CredentialsHandle,
+    /// Requests and refused records, counted for the metrics.
+    pub stats: Arc<stats::DrainStats>,
+}
+
 /// Starts the drain thread. It sends the oldest records until shutdown, then
 /// finishes the request in flight and returns.
 pub fn start(
     config: KinesisConfig,
     spool: Spool,
     shutdown: Shutdown,
+    shared: Shared,
 ) -> Result<JoinHandle<()>, DrainError> {
-    start_watched(
-        config,
-        spool,
-        shutdown,
-        Heartbeat::default(),
-        clock::AwsOffset::default(),
-        CredentialsHandle::new(),
-        Arc::default(),
-    )
-}
-
-/// [`start`], marking `heartbeat` busy for each round (read, send, settle) so
-/// the watchdog sees a drain that hangs, and publishing the credentials'
-/// source and expiry in `credentials` (for the status file).
-pub fn start_watched(
-    config: KinesisConfig,
-    spool: Spool,
-    shutdown: Shutdown,
-    heartbeat: Heartbeat,
-    aws_offset: clock::AwsOffset,
-    credentials: CredentialsHandle,
-    stats: Arc<stats::DrainStats>,
-) -> Result<JoinHandle<()>, DrainError> {
+    let Shared {
+        heartbeat,
+        aws_offset,
+        credentials,
+        stats,
+    } = shared;
     let reader = spool.reader().map_err(DrainError::Spool)?;
     // Not joined: see the refresher's module docs.
     let _refresher = refresher::start(

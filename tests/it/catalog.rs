@@ -60,7 +60,8 @@ struct Running {
 impl Running {
     fn start(config: CatalogConfig) -> Running {
         let shutdown = Shutdown::new();
-        let (catalogs, thread) = catalog::start(config, shutdown.clone()).expect("start catalog");
+        let (catalogs, thread) = catalog::start(config, shutdown.clone(), None, Default::default())
+            .expect("start catalog");
         Running {
             shutdown,
             catalogs,

@@ -62,7 +62,7 @@ fn iot_credentials_are_refreshed_before_each_expiry_and_sign_every_request() -> 
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     config.credentials = iot_config(&pki, &provider.url());
     let shutdown = Shutdown::new();
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
 
     // Records keep arriving while the keys turn over: four keys span three expiries.
     let mut n_appended = 0;
@@ -110,7 +110,7 @@ fn iot_outage_is_ridden_out_then_expiry_pauses_and_recovery_resumes() -> TestRes
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     config.credentials = iot_config(&pki, &provider.url());
     let shutdown = Shutdown::new();
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until("the first key", DEADLINE, || provider.n_served() == 1);
     let first_key = provider.served()[0].clone();
 
@@ -166,7 +166,7 @@ fn expired_token_exception_fetches_new_credentials_at_once() -> TestResult {
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     config.credentials = iot_config(&pki, &provider.url());
     let shutdown = Shutdown::new();
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until("the first key", DEADLINE, || provider.n_served() == 1);
     // AWS revokes the session early: Kinesis answers ExpiredTokenException.
     let first = provider.served()[0].0.clone();

@@ -119,7 +119,7 @@ fn delivers_to_kinesis_local_byte_for_byte() -> TestResult {
 
     let shutdown = Shutdown::new();
     let config = kinesis_config(emulator.endpoint(), RecordFormat::Raw);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until_empty(&spool, 0);
     stop(&shutdown, handle);
     assert_eq!(
@@ -134,7 +134,7 @@ fn delivers_to_kinesis_local_byte_for_byte() -> TestResult {
     // Again in JSON, with the drain already waiting when the records arrive.
     let shutdown = Shutdown::new();
     let config = kinesis_config(emulator.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     append_all(
         &spool,
         vec![
@@ -186,7 +186,7 @@ fn faults_lose_nothing_and_duplicate_nothing() -> TestResult {
 
     let shutdown = Shutdown::new();
     let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until_empty(&spool, 2);
     stop(&shutdown, handle);
     assert!(fake.script_done(), "every fault was exercised");
@@ -233,7 +233,7 @@ fn missing_stream_keeps_records_until_it_exists() -> TestResult {
     let (spool, _writer) = open_spool(&dir);
     let shutdown = Shutdown::new();
     let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     append_all(
         &spool,
         (0..10)
@@ -263,7 +263,7 @@ fn shutdown_during_backoff_keeps_records() -> TestResult {
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     // Long pauses: shutdown must not wait for them.
     config.max_backoff = Duration::from_secs(3600);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until("a few failed requests", DEADLINE, || fake.n_requests() >= 2);
     stop(&shutdown, handle);
     assert_eq!(counts(&spool), (5, 0));
@@ -288,7 +288,7 @@ fn a_trickle_shares_one_request_and_a_full_batch_goes_at_once() -> TestResult {
     let shutdown = Shutdown::new();
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     config.linger = Duration::from_secs(10);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
 
     // 1,000 records: two full requests, which do not wait for the linger.
     append_all(&spool, (0..1000).map(fresh_record).collect());
@@ -326,7 +326,8 @@ fn drain_into(
     damage(&spool);
     let shutdown = Shutdown::new();
     let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone()).expect("start the drain");
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())
+        .expect("start the drain");
     wait_until_empty(&spool, n_dead);
     stop(&shutdown, handle);
     (dir, spool)
@@ -409,7 +410,7 @@ fn a_run_of_refused_records_does_not_stall_the_spool() -> TestResult {
 
     let shutdown = Shutdown::new();
     let config = kinesis_config(fake.endpoint(), RecordFormat::Json);
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until_empty(&spool, 5);
     stop(&shutdown, handle);
     let dead: Vec<i64> = spool
@@ -446,7 +447,7 @@ fn aggregated_records_that_fail_retry_every_message_they_carry() -> TestResult {
     let shutdown = Shutdown::new();
     let mut config = kinesis_config(fake.endpoint(), RecordFormat::Json);
     config.aggregation = mqtt_kinesis_bridge::config::Aggregation::Kpl { max_bytes: 51_200 };
-    let handle = drain::start(config, spool.clone(), shutdown.clone())?;
+    let handle = drain::start(config, spool.clone(), shutdown.clone(), Default::default())?;
     wait_until_empty(&spool, 0);
     stop(&shutdown, handle);
     assert!(fake.script_done(), "every fault was exercised");

@@ -36,6 +36,7 @@ fn measure(name: &str, endpoint: String, n_records: usize) -> f64 {
         kinesis_config(endpoint, RecordFormat::Json),
         spool.clone(),
         shutdown.clone(),
+        Default::default(),
     )
     .expect("drain starts");
     wait_until("the spool to be drained", Duration::from_secs(600), || {

@@ -3,6 +3,11 @@ use std::time::Duration;
 use super::*;
 use crate::catalog::Endpoint;
 
+/// [`super::validate`] without a key: sealed values are problems.
+fn validate(broker_rows: &[BrokerRow], topic_rows: &[TopicRow]) -> (Catalog, Vec<RowProblem>) {
+    super::validate(broker_rows, topic_rows, None)
+}
+
 fn broker(mqtt_id: i64, host: &str, port: i64) -> BrokerRow {
     BrokerRow {
         mqtt_id,
@@ -316,7 +321,7 @@ fn sealed_passwords_open_with_the_key_and_fail_only_their_broker() {
         row(2, other.seal("pw-two")),
         row(3, "plain-three".into()),
     ];
-    let (catalog, problems) = validate_with_key(&rows, &[], Some(&key));
+    let (catalog, problems) = super::validate(&rows, &[], Some(&key));
     let passwords: Vec<(i64, &str)> = catalog
         .brokers
         .iter()
@@ -370,7 +375,7 @@ fn a_v2_value_opens_in_its_row_only_and_a_copy_elsewhere_skips_that_broker() {
         key_in_password_column,
         row(4, "plain-four".into()),
     ];
-    let (catalog, problems) = validate_with_key(&rows, &[], Some(&key));
+    let (catalog, problems) = super::validate(&rows, &[], Some(&key));
     let opened: Vec<(i64, &str, bool)> = catalog
         .brokers
         .iter()
