@@ -81,8 +81,7 @@ fn certificate_columns_naming_devices_fifos_and_directories_fail_only_their_brok
     db.add_topic(None, "hostile/#", 1);
 
     let kinesis = FakeKinesis::start(vec![]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    let gateway = start(&dir, &db, &kinesis.endpoint());
     let expected_errors = [
         (
             2,
@@ -263,6 +262,19 @@ fn secrets_stay_out_of_errors_logs_and_reports() {
     }
 }
 
+/// The real binary with the harness's config, its address space limited.
+fn start(dir: &TempDir, db: &TestDb, endpoint: &str) -> Gateway {
+    Gateway::start_with_memory_limit(dir, db, endpoint, &[], ADDRESS_SPACE)
+}
+
+/// Whether `status --json` shows broker `id` in `state` (false until it answers).
+fn in_state(gateway: &Gateway, id: i64, state: &str) -> bool {
+    gateway
+        .try_status()
+        .and_then(|status| broker_status(&status, id))
+        .is_some_and(|broker| broker["state"] == state)
+}
+
 /// The peak resident memory of process `pid`, in bytes (VmHWM).
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -291,8 +303,7 @@ fn an_unreadable_message_wedges_only_its_broker_and_says_so() {
     db.add_broker(3, hostile.port());
     db.add_topic(None, "hostile/#", 1);
     let kinesis = FakeKinesis::start(vec![]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    let gateway = start(&dir, &db, &kinesis.endpoint());
     wait_until("three brokers connected", WAIT, || {
         gateway.try_status().is_some_and(|status| {
             (1..=3).all(|id| broker_status(&status, id).is_some_and(|b| b["state"] == "connected"))
@@ -368,13 +379,9 @@ fn a_broker_row_without_an_id_skips_only_that_row() {
     ));
     db.add_topic(None, "hostile/#", 1);
     let kinesis = FakeKinesis::start(vec![]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    let gateway = start(&dir, &db, &kinesis.endpoint());
     wait_until("broker 1 connected", WAIT, || {
-        gateway
-            .try_status()
-            .and_then(|status| broker_status(&status, 1))
-            .is_some_and(|b| b["state"] == "connected")
+        in_state(&gateway, 1, "connected")
     });
     publish(broker.port(), "hostile/a", "ok", 5);
     wait_until("5 messages delivered", WAIT, || {
@@ -473,8 +480,7 @@ fn a_kinesis_answering_nonsense_loses_nothing() {
         Fault::Redirect,
         Fault::Error("ValidationException"),
     ]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    let gateway = start(&dir, &db, &kinesis.endpoint());
     wait_until("both brokers connected", WAIT, || {
         gateway.try_status().is_some_and(|status| {
             (1..=2).all(|id| broker_status(&status, id).is_some_and(|b| b["state"] == "connected"))
@@ -533,14 +539,8 @@ fn a_topic_that_is_not_utf8_wedges_only_its_broker() {
     db.add_broker(2, hostile.port());
     db.add_topic(None, "hostile/#", 1);
     let kinesis = FakeKinesis::start(vec![]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
-    wait_until("broker 2 wedged", WAIT, || {
-        gateway
-            .try_status()
-            .and_then(|status| broker_status(&status, 2))
-            .is_some_and(|broker| broker["state"] == "wedged")
-    });
+    let gateway = start(&dir, &db, &kinesis.endpoint());
+    wait_until("broker 2 wedged", WAIT, || in_state(&gateway, 2, "wedged"));
     assert!(hostile.n_connections() >= 3, "{}", hostile.n_connections());
     publish(healthy.port(), "hostile/ok", "fine", 10);
     wait_until("broker 1's 10 messages delivered", WAIT, || {
@@ -567,8 +567,7 @@ fn a_70_kb_filter_row_and_3000_topic_rows_for_one_broker() {
          SELECT 1, 'many/' || n, 1, TRUE FROM generate_series(1, 3000) AS n",
     );
     let kinesis = FakeKinesis::start(vec![]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    let gateway = start(&dir, &db, &kinesis.endpoint());
     wait_until("3,000 filters subscribed", WAIT, || {
         gateway
             .try_status()
@@ -611,13 +610,9 @@ fn a_column_of_an_unexpected_type_skips_only_the_rows_with_a_value() {
          UPDATE iot_data.mqtt_broker SET keep_alive = 'sixty' WHERE mqtt_id = 2;",
     );
     let kinesis = FakeKinesis::start(vec![]);
-    let gateway =
-        Gateway::start_with_memory_limit(&dir, &db, &kinesis.endpoint(), &[], ADDRESS_SPACE);
+    let gateway = start(&dir, &db, &kinesis.endpoint());
     wait_until("broker 1 connected", WAIT, || {
-        gateway
-            .try_status()
-            .and_then(|status| broker_status(&status, 1))
-            .is_some_and(|b| b["state"] == "connected")
+        in_state(&gateway, 1, "connected")
     });
     publish(brokers[0].port(), "hostile/ok", "fine", 5);
     wait_until("5 messages delivered", WAIT, || {
