@@ -6,6 +6,7 @@
 //! [`run`] is the only place that wires the stages together.
 
 pub mod check;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod disk;
