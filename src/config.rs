@@ -791,9 +791,6 @@ fn validate_kinesis(
     })
 }
 
-/// Certificates and keys are small; a larger file is not one.
-const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
-
 fn validate_iot(
     raw: RawIot,
     gateway_id: &str,
@@ -899,7 +896,7 @@ fn validate_iot(
 /// PEM text given inline (it holds `-----BEGIN`), or the file it names; with
 /// a label for messages (the path, or "the PEM in {key}").
 fn pem_or_file(key: &'static str, value: &str) -> Result<(String, String), ConfigError> {
-    if value.contains("-----BEGIN") {
+    if crate::catalog::is_pem(value) {
         return Ok((value.to_owned(), format!("the PEM in {key}")));
     }
     let path = Path::new(value);
@@ -907,13 +904,13 @@ fn pem_or_file(key: &'static str, value: &str) -> Result<(String, String), Confi
     Ok((text, path.display().to_string()))
 }
 
+/// A certificate or key file named in the config: a regular file of at most
+/// 1 MiB (a FIFO must not hang the start), as the catalog's are.
 fn read_small_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|file| file.take(MAX_PEM_FILE_BYTES).read_to_string(&mut text))
-        .map_err(|error| invalid(key, format!("cannot read {}: {error}", path.display())))?;
-    Ok(text)
+    let cannot_read = |why: String| invalid(key, format!("cannot read {}: {why}", path.display()));
+    let bytes = crate::files::read_regular(path, crate::files::MAX_PEM_FILE_BYTES)
+        .map_err(|error| cannot_read(error.to_string()))?;
+    String::from_utf8(bytes).map_err(|_| cannot_read("it is not UTF-8 text".into()))
 }
 
 /// `kinesis.iot.key`: PEM, a file holding PEM, or an `enc:v1:` value (inline
@@ -921,7 +918,7 @@ fn read_small_file(key: &'static str, path: &Path) -> Result<String, ConfigError
 /// to a catalog row and column, which a config value has not: refused.
 fn iot_key(value: &str, password_key: Option<&SealKey>) -> Result<Secret, ConfigError> {
     const KEY: &str = "kinesis.iot.key";
-    let text = if value.contains("-----BEGIN") || sealed::is_sealed(value) {
+    let text = if crate::catalog::is_pem(value) || sealed::is_sealed(value) {
         Secret::new(value)
     } else {
         Secret::new(read_small_file(KEY, Path::new(value))?)

@@ -11,8 +11,11 @@ use std::io::{self, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-/// Mode of every file the gateway makes.
+/// Mode of every file the gateway makes (but the metrics textfile, which
+/// node_exporter must read).
 pub const PRIVATE_MODE: u32 = 0o600;
+/// A certificate or key file, at most: far larger than any chain or key.
+pub const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
 
 /// Why a file could not be read whole.
 #[derive(Debug)]
@@ -81,14 +84,36 @@ pub fn read_regular(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ReadError> {
 /// Creates `path` anew (it must not exist: `O_EXCL` also refuses a symbolic
 /// link there) with mode 0600, for writing.
 pub fn create_private(path: &Path) -> io::Result<File> {
+    create_new(path, PRIVATE_MODE)
+}
+
+/// Creates `path` anew with exactly `mode` (the umask does not count);
+/// `O_EXCL` refuses a symbolic link there too.
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(PRIVATE_MODE)
+        .mode(mode)
         .open(path)?;
     // The umask may have taken bits off; set exactly what we mean.
-    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_MODE))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(file)
+}
+
+/// Replaces `path` with `bytes`: written to `temporary` (made anew with
+/// `mode`; a link planted there is removed, not followed), then renamed over
+/// `path`, so a reader sees the old file or the new one, never half of it.
+/// No fsync: for files that describe the moment.
+pub fn replace(path: &Path, temporary: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(temporary);
+    let result = create_new(temporary, mode)
+        .and_then(|mut file| file.write_all(bytes))
+        .and_then(|()| std::fs::rename(temporary, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(temporary);
+    }
+    result
 }
 
 /// Makes sure `path` is a regular file of ours: created with mode 0600 when

@@ -382,8 +382,8 @@ fn from_base64_at(text: &str, origin: KeyOrigin) -> Result<SealKey, KeyError> {
 /// Reads a key file: a regular file (a FIFO or device would hang or never
 /// end), small, and private unless [`ALLOW_OPEN_KEY_FILE_ENV`] says otherwise.
 fn read_key_file(path: &Path) -> Result<SealKey, KeyError> {
-    use std::io::Read;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use crate::files::{read_regular, ReadError};
+    use std::os::unix::fs::PermissionsExt;
     let read_error = |error| KeyError::Read {
         path: path.to_owned(),
         error,
@@ -392,23 +392,18 @@ fn read_key_file(path: &Path) -> Result<SealKey, KeyError> {
         path: path.to_owned(),
         what,
     };
-    // O_NONBLOCK: opening a FIFO with no writer must not hang the start.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_error)?;
-    let metadata = file.metadata().map_err(read_error)?;
-    if !metadata.is_file() {
-        return Err(not_a_key_file("is not a regular file".into()));
-    }
-    if metadata.len() > MAX_KEY_FILE_BYTES {
-        return Err(not_a_key_file(format!(
-            "is {} bytes, not a key (base64 of 32 bytes)",
-            metadata.len()
-        )));
-    }
-    let mode = metadata.permissions().mode() & 0o777;
+    let bytes = read_regular(path, MAX_KEY_FILE_BYTES).map_err(|error| match error {
+        ReadError::Io(error) => read_error(error),
+        ReadError::NotRegular(_) => not_a_key_file("is not a regular file".into()),
+        ReadError::TooLarge { n_bytes, .. } => not_a_key_file(format!(
+            "is {n_bytes} bytes, not a key (base64 of 32 bytes)"
+        )),
+    })?;
+    let mode = std::fs::metadata(path)
+        .map_err(read_error)?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         let allowed = std::env::var(ALLOW_OPEN_KEY_FILE_ENV).is_ok_and(|value| value == "1");
         let error = KeyError::OpenToOthers {
@@ -420,10 +415,6 @@ fn read_key_file(path: &Path) -> Result<SealKey, KeyError> {
         }
         log::warn!("{error}");
     }
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
     // Bytes that are not UTF-8 become U+FFFD, which then fails as "not base64".
     from_base64_at(
         &String::from_utf8_lossy(&bytes),

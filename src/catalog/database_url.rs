@@ -192,10 +192,7 @@ impl DatabaseUrl {
             && (0..n_hosts).all(|idx| match (addrs.get(idx), hosts.get(idx)) {
                 (Some(addr), _) => addr.is_loopback(),
                 (None, Some(Host::Unix(_))) => true,
-                (None, Some(Host::Tcp(name))) => {
-                    name.eq_ignore_ascii_case("localhost")
-                        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-                }
+                (None, Some(Host::Tcp(name))) => super::is_loopback_host(name),
                 (None, None) => false,
             })
     }

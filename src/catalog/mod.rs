@@ -99,15 +99,19 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+/// `localhost` or a loopback address: traffic to it never crosses a network.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Endpoint {
     /// This machine: `localhost` or a loopback address. Traffic to it never
     /// crosses a network.
     pub fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(&self.host)
     }
 }
 

@@ -240,7 +240,7 @@ fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
 }
 
 fn certificates(key: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path)
+    let pem = read_pem_file(path)
         .map_err(|error| format!("database.url {key} {}: {error}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -257,6 +257,11 @@ fn certificates(key: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<
         ));
     }
     Ok(certs)
+}
+
+/// A certificate or key file: regular, at most 1 MiB (as the brokers' are).
+fn read_pem_file(path: &std::path::Path) -> Result<Vec<u8>, crate::files::ReadError> {
+    crate::files::read_regular(path, crate::files::MAX_PEM_FILE_BYTES)
 }
 
 /// The client key: refused, as libpq does, when others may read it.
@@ -279,7 +284,7 @@ fn private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String>
         ));
     }
     let pem =
-        std::fs::read(path).map_err(|error| format!("database.url sslkey {shown}: {error}"))?;
+        read_pem_file(path).map_err(|error| format!("database.url sslkey {shown}: {error}"))?;
     // The parse error could quote nothing secret, but says little: keep ours.
     PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
         format!("database.url sslkey {shown}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")

@@ -16,8 +16,6 @@
 mod exposition;
 mod http;
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -145,22 +143,7 @@ fn write_textfile(path: &Path, text: &str, keep_free: u64) -> std::io::Result<()
         ));
     }
     let temporary = textfile_temporary(path);
-    let _ = std::fs::remove_file(&temporary);
-    let result = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(TEXTFILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.set_permissions(std::fs::Permissions::from_mode(TEXTFILE_MODE))?;
-            file.write_all(text.as_bytes())
-        })
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    crate::files::replace(path, &temporary, text.as_bytes(), TEXTFILE_MODE)
 }
 
 /// A per-broker counter from the spool file: name, help, which field.

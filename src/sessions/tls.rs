@@ -71,9 +71,6 @@ fn system_roots() -> Result<RootCertStore, String> {
     Ok(RootCertStore::clone(&roots))
 }
 
-/// A certificate or key file: far larger than any chain or key.
-const MAX_PEM_FILE_BYTES: u64 = 1 << 20;
-
 /// PEM text, or the contents of the file it names (a regular file of at most 1 MiB).
 fn pem_text(column: &str, value: &str) -> Result<Vec<u8>, String> {
     if crate::catalog::is_pem(value) {
@@ -88,12 +85,11 @@ fn pem_text(column: &str, value: &str) -> Result<Vec<u8>, String> {
             value.chars().count()
         ));
     }
-    crate::files::read_regular(std::path::Path::new(path), MAX_PEM_FILE_BYTES).map_err(|error| {
-        match error {
+    crate::files::read_regular(std::path::Path::new(path), crate::files::MAX_PEM_FILE_BYTES)
+        .map_err(|error| match error {
             crate::files::ReadError::Io(error) => format!("{column}: cannot read {path}: {error}"),
             other => format!("{column}: {path} {other}"),
-        }
-    })
+        })
 }
 
 fn certificates(column: &str, value: &str) -> Result<Vec<CertificateDer<'static>>, String> {

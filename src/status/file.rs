@@ -130,18 +130,13 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
 }
 
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
     let temporary = path.with_extension("json.new");
-    // Made anew each time (a link planted at the temporary name is removed,
-    // not followed), 0600, then renamed over the status file.
-    let _ = std::fs::remove_file(&temporary);
-    let result = crate::files::create_private(&temporary)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    crate::files::replace(
+        path,
+        &temporary,
+        text.as_bytes(),
+        crate::files::PRIVATE_MODE,
+    )
 }
 
 /// Overwrites the existing file in the blocks it has: a shorter text is
