@@ -6,7 +6,7 @@
 //! One request per connection (`Connection: close`), every request recorded,
 //! every answer with a `Date`. Handlers are closures over the test's state.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,33 +168,16 @@ impl Drop for HttpStub {
 /// One request, one answer, close.
 fn serve<S: Read + Write>(stream: S, handler: &Handler, requests: &Mutex<Vec<Request>>) {
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        // A TLS handshake the client gave up, or a refused client certificate.
+    // None: a TLS handshake the client gave up, or a refused client certificate.
+    let Some(super::http_head::Head {
+        method,
+        path,
+        headers,
+        content_length,
+    }) = super::http_head::read_head(&mut reader)
+    else {
         return;
-    }
-    let mut words = line.split_whitespace();
-    let method = words.next().unwrap_or("").to_owned();
-    let path = words.next().unwrap_or("").to_owned();
-    let mut headers = Vec::new();
-    let mut content_length = 0;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if name == "content-length" {
-                content_length = value.trim().parse().unwrap_or(0);
-            }
-            headers.push((name, value.trim().to_owned()));
-        }
-    }
+    };
     let mut body = vec![0; content_length];
     if reader.read_exact(&mut body).is_err() {
         return;

@@ -7,7 +7,7 @@
 //! signatures; the fake does when told the secret ([`FakeKinesis::check_signatures`]).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -351,37 +351,17 @@ fn serve(stream: TcpStream, state: &Mutex<FakeState>) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
     let mut writer = stream;
     loop {
-        let mut content_length = 0usize;
-        let mut has_auth = false;
-        let mut amz_date: Option<i64> = None;
-        let mut headers: Vec<(String, String)> = Vec::new();
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        let Some(head) = super::http_head::read_head(&mut reader) else {
             return;
-        }
-        let method = line.split_whitespace().next().unwrap_or("").to_owned();
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let name = name.trim().to_ascii_lowercase();
-                if name == "content-length" {
-                    content_length = value.trim().parse().unwrap_or(0);
-                }
-                has_auth |= name == "authorization";
-                if name == "x-amz-date" {
-                    amz_date = parse_amz_date(value.trim());
-                }
-                headers.push((name, value.trim().to_owned()));
-            }
-        }
+        };
+        let has_auth = head.header("authorization").is_some();
+        let amz_date = head.header("x-amz-date").and_then(parse_amz_date);
+        let super::http_head::Head {
+            method,
+            path,
+            headers,
+            content_length,
+        } = head;
         let fault = {
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             state.n_requests += 1;

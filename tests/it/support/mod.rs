@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_broker;
+pub mod http_head;
 pub mod http_stub;
 pub mod kinesis;
 pub mod mosquitto;
