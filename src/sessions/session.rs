@@ -556,7 +556,7 @@ impl Link {
                 let urgent = ack.qos != QoS::AtMostOnce
                     && self.unacked.len() + 1 >= session.config.commit_at_unacked;
                 let receipt = deliver(publish, urgent, session).await;
-                let up_for = self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+                let up_for = || self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
                 if let wedge::Change::Freed { n_connections } = session.wedge.on_message(up_for) {
                     log::info!(
                         "{}: messages flow again after {n_connections} connections died \

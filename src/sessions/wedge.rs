@@ -71,9 +71,10 @@ impl WedgeWatch {
         Change::None
     }
 
-    /// A connection has been up for `up_for` and a message arrived intact.
-    pub fn on_message(&mut self, up_for: Duration) -> Change {
-        if up_for >= FREE_AFTER && self.streak > 0 {
+    /// A message arrived intact on a connection up for `up_for()` (asked
+    /// only while a streak is open: this runs for every message).
+    pub fn on_message(&mut self, up_for: impl FnOnce() -> Duration) -> Change {
+        if self.streak > 0 && up_for() >= FREE_AFTER {
             return self.free();
         }
         Change::None
@@ -123,13 +124,13 @@ mod tests {
         assert_eq!(watch.on_disconnect(short, Some(TOO_BIG), t1), Change::None);
         // Messages on a short connection: not yet free (the redelivery may
         // still be ahead); on a long one: free.
-        assert_eq!(watch.on_message(short), Change::None);
+        assert_eq!(watch.on_message(|| short), Change::None);
         assert_eq!(
-            watch.on_message(FREE_AFTER),
+            watch.on_message(|| FREE_AFTER),
             Change::Freed { n_connections: 4 }
         );
         assert!(!watch.is_wedged());
-        assert_eq!(watch.on_message(FREE_AFTER), Change::None);
+        assert_eq!(watch.on_message(|| FREE_AFTER), Change::None);
     }
 
     #[test]
