@@ -17,6 +17,7 @@ mod session;
 pub mod tls;
 mod walk;
 mod wedge;
+mod wire;
 
 pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;

@@ -1,20 +1,21 @@
 //! One broker: connect, subscribe, receive into the spool, back off, disconnect.
 //!
-//! rumqttc does the protocol. Its event loop is tokio-based, so each poll is
-//! wrapped in [`async_compat::Compat`]: rumqttc's sockets and timers live on
-//! async-compat's single background tokio thread, while this task runs on our
-//! smol executor. The [`rumqttc::AsyncClient`] is a plain (flume) channel
-//! sender and needs no runtime at all.
+//! rumqttc does the protocol: its event loop connects (TCP, TLS,
+//! CONNECT/CONNACK); once connected, [`super::wire`] reads and writes with
+//! rumqttc's state and codec so that the acks of one commit go out in one
+//! write. rumqttc's sockets and timers are tokio's: the sessions' executor runs
+//! inside a current-thread tokio runtime (see `lib.rs`), and each poll is also
+//! wrapped in [`async_compat::Compat`].
 //!
 //! Backpressure: each received PUBLISH is awaited into [`Appender::append`]
 //! before the event loop is polled again, so when the spool queue is full we
 //! stop reading the socket and the broker's TCP window fills up. Nothing is
 //! buffered here.
 //!
-//! A poll that is in progress is never cancelled while connected: commands from
-//! the supervisor are raced against the *same* pinned poll future, which keeps
-//! running afterwards (rumqttc's read path is not cancel-safe: a dropped poll
-//! can lose an ack it had yet to write).
+//! rumqttc's connecting poll is never cancelled: commands from the supervisor
+//! are raced against the *same* pinned poll future. Once connected, the read
+//! is cancelled when something else wins, which is safe only because every
+//! write is flushed before the next read (see [`super::wire`]).
 //!
 //! Not here: deciding which brokers run (the supervisor), retrying forever on
 //! bad credentials without the catalog's help (we back off to the maximum).
@@ -27,14 +28,15 @@ use std::time::{Duration, Instant, SystemTime};
 use async_compat::Compat;
 use futures_lite::FutureExt;
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, EventLoop, Packet, Publish, QoS,
-    SubscribeFilter, SubscribeReasonCode,
+    ConnectReturnCode, ConnectionError, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
 use super::walk::{self, Walk};
 use super::wedge::{self, WedgeWatch};
+use super::wire::{self, Ack, Outbound};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
@@ -45,9 +47,6 @@ pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a probe of the primary endpoint waits for its CONNACK.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests (subscribe, unsubscribe, disconnect) waiting for rumqttc's event
-/// loop; more wait in the session's outbox, so a full channel never blocks us.
-const REQUEST_CAPACITY: usize = 1024;
 
 /// What the supervisor tells a running session.
 #[derive(Debug)]
@@ -183,10 +182,11 @@ pub async fn run(session: &mut Session) {
         }
     };
     let options = connect::options(&session.broker, session.endpoint(), &settings);
-    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+    // Requests are written by the session itself (see `wire`), not through rumqttc's channel.
+    let eventloop = EventLoop::new(options, 1);
     // Inside Compat, rumqttc's socket and timers are also dropped in tokio's context.
     let mut eventloop = Compat::new(eventloop);
-    let mut link = Link::new(client, session, settings);
+    let mut link = Link::new(session, settings);
     link.on_attempt(session);
     loop {
         let polled = poll_once(eventloop.get_mut(), &mut link, session).await;
@@ -211,7 +211,6 @@ pub async fn run(session: &mut Session) {
                 link.on_attempt(session);
             }
         }
-        link.flush_outbox();
     }
     if link.connected_at.is_some() {
         let why = if session.running {
@@ -240,6 +239,10 @@ enum Event {
     Committed(Result<(), SpoolError>),
     /// A probe of the primary endpoint finished: true when it answered.
     PrimaryProbed(bool),
+    /// Connected: packets were read into rumqttc's state, or the socket failed.
+    Read(Result<(), rumqttc::StateError>),
+    /// Connected: the keep-alive interval passed.
+    Ping,
 }
 
 #[derive(PartialEq, Eq)]
@@ -248,60 +251,131 @@ enum Flow {
     Done,
 }
 
-/// Polls the event loop once. Commands that arrive meanwhile are handled
-/// without dropping the poll. `None`: stop now (told to stop while not
-/// connected, or the DISCONNECT deadline passed).
+/// The next event of the connection. While connecting, rumqttc's own poll
+/// (TCP, TLS, CONNECT/CONNACK); once connected, [`wire`]: queued writes go out
+/// in one flush, then the socket is read. Commands, commit receipts and timers
+/// that arrive meanwhile are handled here. `None`: stop now (told to stop
+/// while not connected, or the DISCONNECT deadline passed).
 async fn poll_once(
+    eventloop: &mut EventLoop,
+    link: &mut Link,
+    session: &mut Session,
+) -> Option<Result<rumqttc::Event, ConnectionError>> {
+    if eventloop.network.is_none() {
+        return connect_once(eventloop, link, session).await;
+    }
+    loop {
+        while let Some(event) = eventloop.state.events.pop_front() {
+            // Our own writes need no reaction, except the DISCONNECT that ends a stop.
+            match event {
+                rumqttc::Event::Outgoing(outgoing) if outgoing != Outgoing::Disconnect => {}
+                event => return Some(Ok(event)),
+            }
+        }
+        let written = wire::write(eventloop, &mut link.queued, &mut link.awaiting_subacks);
+        if let Err(error) = Compat::new(written).await {
+            return Some(Err(error));
+        }
+        if !eventloop.state.events.is_empty() {
+            continue;
+        }
+        let read = async { Event::Read(Compat::new(wire::read(eventloop)).await) };
+        let woken = next_event(read, link, session).await;
+        if let Some(stop) = on_wake(woken, eventloop, link, session) {
+            return stop;
+        }
+    }
+}
+
+/// Connecting: rumqttc's poll, never cancelled (commands are raced against the
+/// same pinned future, which keeps running afterwards).
+async fn connect_once(
     eventloop: &mut EventLoop,
     link: &mut Link,
     session: &mut Session,
 ) -> Option<Result<rumqttc::Event, ConnectionError>> {
     let mut poll = std::pin::pin!(Compat::new(eventloop.poll()));
     loop {
-        let commands = session.running.then_some(&session.commands);
-        let oldest_unacked = link.unacked.front().map(|(_, receipt)| receipt);
-        let probe = link.primary_probe.as_mut();
-        match next_event(
-            poll.as_mut(),
-            commands,
-            link.stop_deadline,
-            oldest_unacked,
-            probe,
-        )
-        .await
-        {
-            Event::Polled(result) => return Some(result),
-            Event::Committed(Ok(())) => link.ack_committed(),
-            Event::Committed(Err(error)) => link.spool_lost(&error, session),
-            Event::PrimaryProbed(answered) => link.on_primary_probed(answered, session),
-            Event::StopDeadline => {
-                log::warn!(
-                    "{}: DISCONNECT not sent within {DISCONNECT_TIMEOUT:?}; closing anyway",
-                    session.label()
-                );
-                return None;
-            }
-            Event::Command(command) => {
-                if link.on_command(command, session) == Flow::Done {
-                    return None;
-                }
-            }
+        let polled = async { Event::Polled(poll.as_mut().await) };
+        let woken = next_event(polled, link, session).await;
+        if let Event::Polled(result) = woken {
+            return Some(result);
+        }
+        if let Some(stop) = on_wake_unconnected(woken, link, session) {
+            return stop;
         }
     }
 }
 
-/// Waits for the first of: a command, the stop deadline, the poll. Commands
-/// come first so a busy broker cannot delay a stop.
-async fn next_event<F>(
-    poll: Pin<&mut F>,
-    commands: Option<&async_channel::Receiver<Command>>,
-    stop_deadline: Option<Instant>,
-    oldest_unacked: Option<&CommitReceipt>,
-    primary_probe: Option<&mut PrimaryProbe>,
-) -> Event
-where
-    F: Future<Output = Result<rumqttc::Event, ConnectionError>>,
-{
+/// Handles what woke the connected loop. `Some`: return that from [`poll_once`].
+fn on_wake(
+    woken: Event,
+    eventloop: &mut EventLoop,
+    link: &mut Link,
+    session: &mut Session,
+) -> Option<Option<Result<rumqttc::Event, ConnectionError>>> {
+    match woken {
+        Event::Read(Ok(())) => None,
+        Event::Read(Err(error)) => {
+            eventloop.clean();
+            Some(Some(Err(ConnectionError::MqttState(error))))
+        }
+        Event::Ping => {
+            link.queued.ping = true;
+            link.ping_timer.set_after(link.keep_alive());
+            None
+        }
+        woken => on_wake_unconnected(woken, link, session),
+    }
+}
+
+fn on_wake_unconnected(
+    woken: Event,
+    link: &mut Link,
+    session: &mut Session,
+) -> Option<Option<Result<rumqttc::Event, ConnectionError>>> {
+    match woken {
+        Event::Committed(Ok(())) => link.ack_committed(),
+        Event::Committed(Err(error)) => link.spool_lost(&error, session),
+        Event::PrimaryProbed(answered) => link.on_primary_probed(answered, session),
+        Event::StopDeadline => {
+            log::warn!(
+                "{}: DISCONNECT not sent within {DISCONNECT_TIMEOUT:?}; closing anyway",
+                session.label()
+            );
+            return Some(None);
+        }
+        Event::Command(command) => {
+            if link.on_command(command, session) == Flow::Done {
+                return Some(None);
+            }
+        }
+        Event::Polled(_) | Event::Read(_) | Event::Ping => {}
+    }
+    None
+}
+
+/// Waits for the first of: a command, the stop deadline, the oldest unacked
+/// record's commit, the primary probe, the keep-alive (while connected), then
+/// `io` (the poll or the socket).
+/// Commands come first so a busy broker cannot delay a stop.
+async fn next_event(io: impl Future<Output = Event>, link: &mut Link, session: &Session) -> Event {
+    let commands = session.running.then_some(&session.commands);
+    let stop_deadline = link.stop_deadline;
+    let oldest_unacked = link.unacked.front().map(|(_, receipt)| receipt);
+    let primary_probe = link.primary_probe.as_mut();
+    // One timer for the connection, not one per turn: each new timer is a
+    // message to async-io's reactor thread.
+    let ping_timer = link.connected_at.is_some().then_some(&mut link.ping_timer);
+    let ping = async {
+        match ping_timer {
+            Some(timer) => {
+                timer.await;
+                Event::Ping
+            }
+            None => std::future::pending().await,
+        }
+    };
     let probed = async {
         match primary_probe {
             Some(probe) => Event::PrimaryProbed(probe.await),
@@ -329,12 +403,12 @@ where
             None => std::future::pending().await,
         }
     };
-    let polled = async { Event::Polled(poll.await) };
     command
         .or(deadline)
         .or(committed)
         .or(probed)
-        .or(polled)
+        .or(ping)
+        .or(io)
         .await
 }
 
@@ -388,45 +462,18 @@ pub async fn pause(session: &mut Session, delay: Duration) -> bool {
     false
 }
 
-/// What acknowledging one message takes: 4 bytes, not a whole `Publish`.
-/// Brokers do not always hold back at their in-flight window (Mosquitto
-/// sends a queued backlog faster than rumqttc writes our acks, one per poll),
-/// so thousands can wait here; their number is bounded by the 65,535 packet ids.
-#[derive(Clone, Copy, Debug)]
-struct Ack {
-    pkid: u16,
-    qos: QoS,
-}
-
-impl Ack {
-    /// The form rumqttc's `ack` takes; an empty topic and payload allocate nothing.
-    fn to_publish(self) -> Publish {
-        let mut publish = Publish::new("", self.qos, Vec::new());
-        publish.pkid = self.pkid;
-        publish
-    }
-}
-
-/// A request for rumqttc that waits in our outbox until its channel has room.
-enum Outbound {
-    Subscribe(Vec<SubscribeFilter>),
-    Unsubscribe(String),
-    Disconnect,
-}
-
 /// Per-connection state of one session: lives as long as one [`run`].
 struct Link {
-    client: AsyncClient,
     settings: ConnectSettings,
     /// The endpoint walk and backoff (pure), across this run's errors.
     walk: Walk,
     rng: fastrand::Rng,
     /// Set at CONNACK, cleared on error.
     connected_at: Option<Instant>,
-    /// Requests not yet accepted by rumqttc's channel, oldest first.
-    outbox: VecDeque<Outbound>,
-    /// PUBACK/PUBREC of committed records not yet accepted by rumqttc's channel, oldest first.
-    acks: VecDeque<Ack>,
+    /// Acks of committed records and requests, written together at the next turn.
+    queued: wire::Queued,
+    /// When the next PINGREQ is due: from CONNACK, every keep-alive, as rumqttc does.
+    ping_timer: async_io::Timer,
     /// Filters of each SUBSCRIBE sent and not yet acknowledged, in order (brokers ack in order).
     awaiting_subacks: VecDeque<Vec<String>>,
     /// Logged "connected, subscribed" for the current connection.
@@ -441,21 +488,25 @@ struct Link {
 }
 
 impl Link {
-    fn new(client: AsyncClient, session: &Session, settings: ConnectSettings) -> Link {
+    fn new(session: &Session, settings: ConnectSettings) -> Link {
         Link {
-            client,
             settings,
             walk: Walk::new(session.config.min_backoff, session.config.max_backoff),
             rng: fastrand::Rng::new(),
             connected_at: None,
-            outbox: VecDeque::new(),
-            acks: VecDeque::new(),
+            queued: wire::Queued::default(),
+            ping_timer: async_io::Timer::never(),
             awaiting_subacks: VecDeque::new(),
             announced: false,
             stop_deadline: None,
             unacked: VecDeque::new(),
             primary_probe: None,
         }
+    }
+
+    /// rumqttc's keep-alive: the broker's own, at least a second.
+    fn keep_alive(&self) -> Duration {
+        self.settings.keep_alive.max(Duration::from_secs(1))
     }
 
     /// Logs and records the endpoint about to be tried.
@@ -503,9 +554,8 @@ impl Link {
         // Acknowledge what the spool is committing first, so the broker
         // does not redeliver it on the next start (bounded by the deadline).
         if self.unacked.is_empty() {
-            self.outbox.push_back(Outbound::Disconnect);
+            self.queued.outbox.push_back(Outbound::Disconnect);
         }
-        self.flush_outbox();
     }
 
     /// The spool stopped before committing what waits here: acknowledging it
@@ -518,8 +568,7 @@ impl Link {
         );
         self.unacked.clear();
         if self.stop_deadline.is_some() {
-            self.outbox.push_back(Outbound::Disconnect);
-            self.flush_outbox();
+            self.queued.outbox.push_back(Outbound::Disconnect);
         }
     }
 
@@ -533,13 +582,12 @@ impl Link {
             }
             first = false;
             if let Some((ack, _)) = self.unacked.pop_front() {
-                self.acks.push_back(ack);
+                self.queued.acks.push_back(ack);
             }
         }
         if self.unacked.is_empty() && self.stop_deadline.is_some() {
-            self.outbox.push_back(Outbound::Disconnect);
+            self.queued.outbox.push_back(Outbound::Disconnect);
         }
-        self.flush_outbox();
     }
 
     async fn on_event(&mut self, event: rumqttc::Event, session: &mut Session) -> Flow {
@@ -586,6 +634,7 @@ impl Link {
 
     fn on_connack(&mut self, session: &Session) {
         self.connected_at = Some(Instant::now());
+        self.ping_timer.set_after(self.keep_alive());
         self.announced = false;
         self.walk.on_connected();
         if session.broker.endpoints.len() > 1 {
@@ -612,11 +661,11 @@ impl Link {
             self.announce(session);
         }
         for packet in subscribe_packets(filters) {
-            self.outbox.push_back(Outbound::Subscribe(packet));
+            self.queued.outbox.push_back(Outbound::Subscribe(packet));
         }
         if self.stop_deadline.is_some() {
             // Told to stop while connecting; the CONNACK arrived first.
-            self.outbox.push_back(Outbound::Disconnect);
+            self.queued.outbox.push_back(Outbound::Disconnect);
         }
     }
 
@@ -655,8 +704,8 @@ impl Link {
     /// (rumqttc reconnects when polled after an error).
     fn on_error(&mut self, error: &ConnectionError, session: &mut Session) -> Duration {
         let up_for = self.connected_at.take().map(|since| since.elapsed());
-        self.outbox.clear();
-        self.acks.clear();
+        self.queued.clear();
+        self.ping_timer = async_io::Timer::never();
         self.awaiting_subacks.clear();
         self.primary_probe = None;
         // Packet ids belong to the lost connection: the broker redelivers what we
@@ -747,12 +796,11 @@ impl Link {
                 apply_topic_update(&mut session.broker.topics, &subscribe, &unsubscribe);
                 if self.connected_at.is_some() && self.stop_deadline.is_none() {
                     for filter in unsubscribe {
-                        self.outbox.push_back(Outbound::Unsubscribe(filter));
+                        self.queued.outbox.push_back(Outbound::Unsubscribe(filter));
                     }
                     for packet in subscribe_packets(subscribe_filters(&subscribe)) {
-                        self.outbox.push_back(Outbound::Subscribe(packet));
+                        self.queued.outbox.push_back(Outbound::Subscribe(packet));
                     }
-                    self.flush_outbox();
                 }
                 // Not connected: the next CONNACK subscribes to the updated list.
                 Flow::Continue
@@ -766,36 +814,6 @@ impl Link {
                     self.begin_disconnect();
                 }
                 Flow::Continue
-            }
-        }
-    }
-
-    /// Hands queued requests to rumqttc until its channel is full; the rest go
-    /// after the next event (each poll can take one request from the channel).
-    fn flush_outbox(&mut self) {
-        if self.connected_at.is_none() {
-            return;
-        }
-        // Acknowledgements first: a DISCONNECT queued meanwhile goes after them.
-        while let Some(ack) = self.acks.front() {
-            if self.client.try_ack(&ack.to_publish()).is_err() {
-                return;
-            }
-            self.acks.pop_front();
-        }
-        while let Some(outbound) = self.outbox.front() {
-            let sent = match outbound {
-                Outbound::Subscribe(filters) => self.client.try_subscribe_many(filters.clone()),
-                Outbound::Unsubscribe(filter) => self.client.try_unsubscribe(filter.clone()),
-                Outbound::Disconnect => self.client.try_disconnect(),
-            };
-            if sent.is_err() {
-                // Full: the event loop owns the receiver, so it cannot be closed.
-                return;
-            }
-            if let Some(Outbound::Subscribe(filters)) = self.outbox.pop_front() {
-                self.awaiting_subacks
-                    .push_back(filters.into_iter().map(|filter| filter.path).collect());
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{put_records_headers, sign};
+use super::{payload_sha256, put_records_headers, sign};
 use crate::drain::credentials::Credentials;
 use crate::secret::Secret;
 
@@ -118,4 +118,17 @@ fn body_is_signed() {
     let one = put_records_headers(url, b"{}", &credentials(None), "us-east-1", time).unwrap();
     let two = put_records_headers(url, b"{ }", &credentials(None), "us-east-1", time).unwrap();
     assert_ne!(header(&one, "authorization"), header(&two, "authorization"));
+}
+
+#[test]
+fn the_payload_hash_is_the_sha256_of_the_body_in_hex() {
+    // FIPS 180-2's "abc" and the empty string.
+    assert_eq!(
+        payload_sha256(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        payload_sha256(b""),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
 }
