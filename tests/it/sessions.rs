@@ -619,3 +619,36 @@ fn three_thousand_topics_are_subscribed_in_packets_under_the_limit() {
     gateway.wait_records(1, "last", 3);
     gateway.stop();
 }
+
+/// The keep-alive is the session's own once connected (it writes its packets
+/// itself): a broker that answers PINGREQ keeps one connection through many
+/// keep-alive intervals; one that goes silent without closing the socket is
+/// left after the next interval finds the ping unanswered, and reconnected.
+#[test]
+fn keep_alive_pings_and_a_silent_broker_is_reconnected() {
+    use crate::support::fake_broker::FakeBroker;
+    let answering = FakeBroker::start(Vec::new());
+    let silent = FakeBroker::start_with(Vec::new(), false);
+    let gateway = Gateway::start("keep-alive");
+    let mut one = broker(1, answering.port(), &["t/#"]);
+    let mut two = broker(2, silent.port(), &["t/#"]);
+    one.keep_alive = Some(Duration::from_secs(1));
+    two.keep_alive = Some(Duration::from_secs(1));
+    gateway.send(vec![one, two]);
+    wait_until("3 pings answered on one connection", WAIT, || {
+        answering.n_pings() >= 3
+    });
+    assert_eq!(
+        answering.n_connections(),
+        1,
+        "the answered broker stays connected"
+    );
+    wait_until(
+        "the silent broker reconnected after its unanswered ping",
+        WAIT,
+        || silent.n_connections() >= 2 && connects(&gateway, 2) >= 2,
+    );
+    assert!(silent.n_pings() >= 1);
+    assert_eq!(answering.n_connections(), 1);
+    assert_eq!(connects(&gateway, 1), 1);
+}

@@ -12,16 +12,25 @@ use std::sync::Arc;
 pub struct FakeBroker {
     port: u16,
     connections: Arc<AtomicUsize>,
+    pings: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
 
 impl FakeBroker {
     pub fn start(publish: Vec<u8>) -> FakeBroker {
+        FakeBroker::start_with(publish, true)
+    }
+
+    /// `answer_pings` false: PINGREQs are counted and never answered, as by a
+    /// broker (or a link) that went silent without closing the connection.
+    pub fn start_with(publish: Vec<u8>, answer_pings: bool) -> FakeBroker {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake broker");
         let port = listener.local_addr().expect("local addr").port();
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let pings = Arc::new(AtomicUsize::new(0));
         let (counter, stopping) = (Arc::clone(&connections), Arc::clone(&stop));
+        let ping_counter = Arc::clone(&pings);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
@@ -30,12 +39,14 @@ impl FakeBroker {
                 let Ok(stream) = stream else { continue };
                 counter.fetch_add(1, Ordering::SeqCst);
                 let publish = publish.clone();
-                std::thread::spawn(move || serve(stream, &publish));
+                let pings = Arc::clone(&ping_counter);
+                std::thread::spawn(move || serve(stream, &publish, &pings, answer_pings));
             }
         });
         FakeBroker {
             port,
             connections,
+            pings,
             stop,
         }
     }
@@ -47,6 +58,11 @@ impl FakeBroker {
     /// TCP connections accepted so far.
     pub fn n_connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// PINGREQs received so far, over all connections.
+    pub fn n_pings(&self) -> usize {
+        self.pings.load(Ordering::SeqCst)
     }
 }
 
@@ -103,7 +119,7 @@ fn read_packet(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((first[0], body))
 }
 
-fn serve(mut stream: TcpStream, publish: &[u8]) {
+fn serve(mut stream: TcpStream, publish: &[u8], pings: &AtomicUsize, answer_pings: bool) {
     // CONNECT → CONNACK (session present: a queued message follows).
     let Some((0x10, _)) = read_packet(&mut stream) else {
         return;
@@ -124,8 +140,13 @@ fn serve(mut stream: TcpStream, publish: &[u8]) {
                     return;
                 }
             }
-            // PINGREQ → PINGRESP.
-            0xc0 if stream.write_all(&[0xd0, 0x00]).is_err() => return,
+            // PINGREQ → PINGRESP (unless told to stay silent).
+            0xc0 => {
+                pings.fetch_add(1, Ordering::SeqCst);
+                if answer_pings && stream.write_all(&[0xd0, 0x00]).is_err() {
+                    return;
+                }
+            }
             // DISCONNECT, or anything else: keep reading until the client goes.
             _ => {}
         }
