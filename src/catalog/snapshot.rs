@@ -89,6 +89,10 @@ struct StoredBroker {
     #[serde(default)]
     sealed_secret: bool,
     topics: Vec<(String, u8)>,
+    /// (filter, device_id_level) of the topics that set one; absent in
+    /// snapshots written before it.
+    #[serde(default)]
+    device_id_levels: Vec<(String, u8)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -198,6 +202,11 @@ fn store(broker: &Broker, key: Option<&SealKey>) -> (StoredBroker, bool) {
             .topics
             .iter()
             .map(|t| (t.filter.clone(), t.qos))
+            .collect(),
+        device_id_levels: broker
+            .topics
+            .iter()
+            .filter_map(|t| Some((t.filter.clone(), t.device_id_level?)))
             .collect(),
     };
     (stored, complete)
@@ -350,7 +359,18 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
         topics: stored
             .topics
             .into_iter()
-            .map(|(filter, qos)| Topic { filter, qos })
+            .map(|(filter, qos)| {
+                let device_id_level = stored
+                    .device_id_levels
+                    .iter()
+                    .find(|(with_level, _)| *with_level == filter)
+                    .map(|(_, level)| *level);
+                Topic {
+                    filter,
+                    qos,
+                    device_id_level,
+                }
+            })
             .collect(),
     };
     Ok(broker)
@@ -370,6 +390,7 @@ mod tests {
         crate::catalog::Topic {
             filter: filter.into(),
             qos,
+            device_id_level: None,
         }
     }
 
@@ -381,6 +402,7 @@ mod tests {
             vec![Topic {
                 filter: "a/#".into(),
                 qos: 1,
+                device_id_level: None,
             }],
         );
         broker.endpoints.push(Endpoint {

@@ -25,6 +25,7 @@ fn record(broker_id: BrokerId, n: usize, payload_len: usize) -> NewRecord {
         topic: format!("sensors/{broker_id}"),
         payload,
         partition_key: PartitionKey::try_from("k").unwrap(),
+        device_id: None,
         qos: 1,
         received_at_ms: 1_700_000_000_000 + n as i64,
     }

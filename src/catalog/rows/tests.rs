@@ -23,6 +23,7 @@ fn topic(topic_id: i64, mqtt_id: Option<i64>, filter: &str, qos: i64) -> TopicRo
         mqtt_id,
         topic: Some(filter.to_owned()),
         qos: Some(qos),
+        device_id_level: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn topic(text: &str) -> Topic {
     Topic {
         filter: filter.into(),
         qos: qos.parse().expect("qos"),
+        device_id_level: None,
     }
 }
 
