@@ -159,6 +159,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
             drain: drain_stats,
             catalog: catalog_state,
             aws_offset: aws_offset.clone(),
+            devices: devices.clone(),
             stages: stages.clone(),
         },
         shutdown.clone(),
