@@ -402,7 +402,7 @@ mod tests {
             vec![Topic {
                 filter: "a/#".into(),
                 qos: 1,
-                device_id_level: None,
+                device_id_level: Some(2),
             }],
         );
         broker.endpoints.push(Endpoint {
@@ -482,6 +482,18 @@ mod tests {
         let good = r#"{"id":1,"endpoints":[["h",1883]],"username":null,"password":null,"tls":null,"client_id":null,"keep_alive_s":30,"clean_session":false,"topics":[["$share/g/a/#",1]]}"#;
         let snapshot = decode(0, &[good.to_owned()], None).unwrap();
         assert_eq!(snapshot.catalog.brokers[0].topics[0].filter, "$share/g/a/#");
+        // Written before device_id_levels: no level.
+        assert_eq!(snapshot.catalog.brokers[0].topics[0].device_id_level, None);
+        let with_level = good.replace(
+            r#""topics":[["$share/g/a/#",1]]"#,
+            r#""topics":[["$share/g/a/#",1]],"device_id_levels":[["$share/g/a/#",2]]"#,
+        );
+        let snapshot = decode(0, std::slice::from_ref(&with_level), None).unwrap();
+        assert_eq!(
+            snapshot.catalog.brokers[0].topics[0].device_id_level,
+            Some(2)
+        );
+        let out_of_range = with_level.replace(r#",2]]"#, r#",40]]"#);
         let skipped = |rows: &[String], key: Option<&SealKey>| {
             let snapshot = decode(0, rows, key).unwrap();
             assert!(snapshot.catalog.brokers.is_empty());
@@ -492,6 +504,7 @@ mod tests {
             twice,
             ["broker 1: appears 2 times; every copy is left out"; 2]
         );
+        assert!(skipped(&[out_of_range], None)[0].contains("device_id_level 40"));
         let no_group = good.replace("$share/g/a/#", "$share/a");
         assert!(skipped(&[no_group], None)[0].contains("share group"));
         let key = key();
