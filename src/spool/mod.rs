@@ -79,9 +79,10 @@ pub struct Record {
 }
 
 impl Record {
-    /// Payload, topic and partition key: what the record's request entry is made of.
+    /// Payload, topic, partition key and device id: what the record's request entry is made of.
     pub fn data_bytes(&self) -> usize {
-        self.payload.len() + self.topic.len() + self.partition_key.len()
+        let device_id_len = self.device_id.as_ref().map_or(0, String::len);
+        self.payload.len() + self.topic.len() + self.partition_key.len() + device_id_len
     }
 }
 
