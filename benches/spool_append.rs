@@ -15,6 +15,7 @@ fn record(n: u64) -> NewRecord {
         topic: format!("plant/line{}/sensor", n % 16),
         payload: vec![b'x'; 256],
         partition_key: PartitionKey::try_from("plant/line/sensor").unwrap(),
+        device_id: None,
         qos: 1,
         received_at_ms: n as i64,
     }

@@ -24,6 +24,7 @@ fn main() {
                     topic: "crash/test".into(),
                     payload: format!("{round}:{n}").into_bytes(),
                     partition_key: PartitionKey::try_from("crash").unwrap(),
+                    device_id: None,
                     qos: 1,
                     received_at_ms: n as i64,
                 };

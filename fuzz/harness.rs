@@ -221,6 +221,8 @@ fn topic_row(bytes: &mut Bytes) -> TopicRow {
         mqtt_id: bytes.opt_int(),
         topic: bytes.opt_text(),
         qos: bytes.opt_int(),
+        // Not drawn from the input: the kept corpus keeps its meaning.
+        device_id_level: None,
     }
 }
 
@@ -344,6 +346,7 @@ pub fn topic_filter(data: &[u8]) {
         mqtt_id: Some(1),
         topic: Some(filter),
         qos: bytes.opt_int(),
+        device_id_level: None,
     };
     let (catalog, problems) = rows::validate(&[broker], &[topic], None);
     check_catalog(&catalog);
@@ -483,6 +486,7 @@ pub fn record_format(data: &[u8]) {
         received_at_ms: bytes.int(),
         attempts: 0,
         partition_key: bytes.text(),
+        device_id: None,
         topic: bytes.text(),
         payload: bytes.rest().to_vec(),
     };

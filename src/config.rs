@@ -27,6 +27,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub mqtt: MqttConfig,
     pub status: StatusConfig,
+    pub devices: DevicesConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// Accepted but worth saying once the log is up (deprecated keys).
@@ -215,6 +216,19 @@ pub struct StatusConfig {
     pub report_interval: Duration,
 }
 
+/// Per-device counts (issue 16): `iot_data.mqtt_device_seen`.
+#[derive(Debug, Clone)]
+pub struct DevicesConfig {
+    /// (broker, device) pairs held in memory at most (default 100,000);
+    /// messages of further devices are only counted as untracked.
+    pub max_tracked: usize,
+}
+
+/// `devices.max_tracked` by default.
+pub const DEFAULT_MAX_TRACKED_DEVICES: usize = 100_000;
+/// Upper bound of `devices.max_tracked`: about 100 bytes each, 1 GB.
+pub const MAX_MAX_TRACKED_DEVICES: usize = 10_000_000;
+
 /// Prometheus metrics: an HTTP endpoint, a file for node_exporter, both, or neither.
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -240,6 +254,11 @@ pub enum PartitionKeyScheme {
     Broker,
     /// `{broker id}/{topic}`.
     BrokerTopic,
+    /// The device id (`device_id_level` of the topic row); the topic when the
+    /// message has none. Keeps each device's order within a shard.
+    Device,
+    /// `{broker id}/{device id}`; `{broker id}/{topic}` when the message has none.
+    BrokerDevice,
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +332,8 @@ struct RawConfig {
     mqtt: RawMqtt,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    devices: RawDevices,
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
@@ -388,6 +409,12 @@ struct RawMqtt {
 struct RawStatus {
     file: Option<PathBuf>,
     report_interval: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDevices {
+    max_tracked: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -474,6 +501,7 @@ impl Config {
         )?;
         let mqtt = validate_mqtt(raw.mqtt)?;
         let status = validate_status(raw.status, &spool.path)?;
+        let devices = validate_devices(raw.devices)?;
         let metrics = validate_metrics(raw.metrics)?;
         let beside = |path: &Path, suffix: &str| {
             let mut name = path.as_os_str().to_owned();
@@ -530,6 +558,7 @@ impl Config {
             catalog,
             mqtt,
             status,
+            devices,
             metrics,
             log: LogConfig { level },
             warnings,
@@ -1019,10 +1048,12 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         None | Some("topic") => PartitionKeyScheme::Topic,
         Some("broker") => PartitionKeyScheme::Broker,
         Some("broker_topic") => PartitionKeyScheme::BrokerTopic,
+        Some("device") => PartitionKeyScheme::Device,
+        Some("broker_device") => PartitionKeyScheme::BrokerDevice,
         Some(other) => {
             return Err(invalid(
                 "mqtt.partition_key",
-                format!("{other:?} is not one of \"topic\", \"broker\", \"broker_topic\""),
+                format!("{other:?} is not one of \"topic\", \"broker\", \"broker_topic\", \"device\", \"broker_device\""),
             ))
         }
     };
@@ -1104,6 +1135,22 @@ fn validate_status(raw: RawStatus, spool_path: &Path) -> Result<StatusConfig, Co
 
 /// How often the textfile is rewritten, by default: node_exporter's usual scrape interval.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+
+fn validate_devices(raw: RawDevices) -> Result<DevicesConfig, ConfigError> {
+    let max_tracked = match raw.max_tracked {
+        None => DEFAULT_MAX_TRACKED_DEVICES,
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_MAX_TRACKED_DEVICES)
+            .ok_or_else(|| {
+                invalid(
+                    "devices.max_tracked",
+                    format!("{n} is not 0..{MAX_MAX_TRACKED_DEVICES}"),
+                )
+            })?,
+    };
+    Ok(DevicesConfig { max_tracked })
+}
 
 fn validate_metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
     let listen = match raw.listen {

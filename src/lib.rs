@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod devices;
 pub mod disk;
 pub mod files;
 pub mod histogram;
@@ -126,11 +127,13 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         ]
     };
     let board = status::StatusBoard::new();
+    let devices = devices::Devices::new(config.devices.max_tracked);
     let upload = catalog::StatusUpload {
         board: board.clone(),
         gateway_id: config.gateway_id.clone(),
         interval: config.status.report_interval,
         aws_offset: aws_offset.clone(),
+        devices: devices.clone(),
     };
     // The snapshot is not essential: it leaves the spool's floor free.
     let catalog_config = config::CatalogConfig {
@@ -156,6 +159,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
             drain: drain_stats,
             catalog: catalog_state,
             aws_offset: aws_offset.clone(),
+            devices: devices.clone(),
             stages: stages.clone(),
         },
         shutdown.clone(),
@@ -204,6 +208,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         config.gateway_id.clone(),
         shutdown.clone(),
         board,
+        devices,
     );
     // Sessions are IO-bound and light: one executor thread runs them all.
     // rumqttc's sockets and timers are tokio's; inside this current-thread

@@ -9,6 +9,7 @@
 
 pub mod assignment;
 pub mod database_url;
+pub mod device_upload;
 pub mod postgres;
 mod postgres_tls;
 pub mod rows;
@@ -152,6 +153,9 @@ pub struct Topic {
     pub filter: String,
     /// 0, 1 or 2.
     pub qos: u8,
+    /// The topic level (1 = the first) that names the device a message on
+    /// this subscription came from; `None`: no device id.
+    pub device_id_level: Option<u8>,
 }
 
 /// The desired state: every active broker this gateway runs, sorted by id, ids unique.
@@ -179,6 +183,13 @@ pub fn start(
         .name("catalog".into())
         .spawn(move || {
             let mut refresher = Refresher::new(config, sender, shutdown);
+            refresher.device_uploader = upload.as_ref().map(|upload| {
+                device_upload::DeviceUploader::new(
+                    upload.devices.clone(),
+                    upload.gateway_id.clone(),
+                    upload.interval,
+                )
+            });
             refresher.uploader = upload.map(status_upload::Uploader::new);
             refresher.state = state;
             refresher.run()
@@ -206,6 +217,7 @@ struct Refresher {
     /// Consecutive failed reads; state changes are logged once, not every retry.
     n_failures: u32,
     uploader: Option<status_upload::Uploader>,
+    device_uploader: Option<device_upload::DeviceUploader>,
     /// The last snapshot was not written for want of room (said once).
     snapshot_deferred: bool,
     /// Whether `iot_data.mqtt_broker_gateway` existed at the last read
@@ -213,6 +225,9 @@ struct Refresher {
     assignment_table: Option<bool>,
     /// The last split of the catalog between gateways, logged when it changes.
     assignment: Option<Assignment>,
+    /// Whether `iot_data.mqtt_topic` had `device_id_level` at the last read
+    /// (`None` before the first): said once, and again when it changes.
+    device_id_level_column: Option<bool>,
     /// Where the catalog came from, for the metrics.
     state: CatalogState,
 }
@@ -234,9 +249,11 @@ impl Refresher {
             problems: Vec::new(),
             n_failures: 0,
             uploader: None,
+            device_uploader: None,
             snapshot_deferred: false,
             assignment_table: None,
             assignment: None,
+            device_id_level_column: None,
             state: CatalogState::default(),
         }
     }
@@ -271,6 +288,10 @@ impl Refresher {
                 }
             }
         }
+        // The counts since the last interval, so a clean stop loses none.
+        if let (Some(uploader), Some(client)) = (&mut self.device_uploader, &mut self.client) {
+            uploader.upload(client);
+        }
         log::debug!("catalog: stopped");
     }
 
@@ -296,6 +317,14 @@ impl Refresher {
             self.config.password_key.as_ref(),
         );
         problems.extend(read.unnamed);
+        if self.device_id_level_column != Some(read.device_id_level_column) {
+            if read.device_id_level_column {
+                log::info!("catalog: iot_data.mqtt_topic has device_id_level: topics that set it carry device ids");
+            } else {
+                log::info!("catalog: iot_data.mqtt_topic has no device_id_level column: no device ids (buffer-schema/catalog/0007_devices.sql adds it)");
+            }
+            self.device_id_level_column = Some(read.device_id_level_column);
+        }
         let table_present = read.assignments.is_some();
         let (catalog, assignment) = assignment::assign(
             catalog,
@@ -422,6 +451,9 @@ impl Refresher {
                 return;
             }
             if let (Some(uploader), Some(client)) = (&mut self.uploader, &mut self.client) {
+                uploader.upload_if_due(client);
+            }
+            if let (Some(uploader), Some(client)) = (&mut self.device_uploader, &mut self.client) {
                 uploader.upload_if_due(client);
             }
             let slice = remaining.min(SHUTDOWN_CHECK);

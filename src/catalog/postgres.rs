@@ -264,6 +264,8 @@ pub struct CatalogRows {
     pub assignments: Option<Vec<AssignmentRow>>,
     /// Broker rows skipped before validation: they cannot be named.
     pub unnamed: Vec<RowProblem>,
+    /// Whether `iot_data.mqtt_topic` has `device_id_level` (0007_devices.sql).
+    pub device_id_level_column: bool,
 }
 
 /// Rows that cannot be named (a NULL `mqtt_id`) are skipped as problems, and
@@ -302,7 +304,14 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
         }
     }
     let mut topics = Vec::new();
-    for row in transaction.query(SELECT_TOPICS, &[])?.iter() {
+    // Prepared first: its columns say whether the catalog has device_id_level
+    // (0007), even when no row is active.
+    let select_topics = transaction.prepare(SELECT_TOPICS)?;
+    let device_id_level_column = select_topics
+        .columns()
+        .iter()
+        .any(|column| column.name() == "device_id_level");
+    for row in transaction.query(&select_topics, &[])?.iter() {
         match topic_row(row) {
             Ok(topic) => topics.push(topic),
             Err(error) => unnamed.push(match int(row, "topic_id") {
@@ -345,6 +354,7 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
         topics,
         assignments,
         unnamed,
+        device_id_level_column,
     })
 }
 
@@ -399,6 +409,7 @@ fn topic_row(row: &Row) -> Result<TopicRow, DbError> {
         mqtt_id: int(row, "mqtt_id")?,
         topic: text(row, "topic")?,
         qos: int(row, "qos")?,
+        device_id_level: int(row, "device_id_level")?,
     })
 }
 
@@ -612,4 +623,60 @@ pub fn write_status(
     }
     transaction.commit()?;
     Ok(())
+}
+
+/// Whether `iot_data.mqtt_device_seen` (0007) exists: asked first, so its
+/// absence does not abort the transaction.
+const HAS_DEVICE_TABLE: &str = "SELECT to_regclass('iot_data.mqtt_device_seen') IS NOT NULL";
+/// Adds the messages, keeps the earliest first and the latest last sighting:
+/// a write sent twice (or late) never moves `last_seen_at` back.
+const UPSERT_DEVICES: &str = "
+    INSERT INTO iot_data.mqtt_device_seen AS seen
+        (gateway_id, mqtt_id, device_id, first_seen_at, last_seen_at, messages)
+    SELECT $1, d.mqtt_id, d.device_id, d.first_seen_at, d.last_seen_at, d.messages
+    FROM unnest($2::int4[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::int8[])
+        AS d(mqtt_id, device_id, first_seen_at, last_seen_at, messages)
+    ON CONFLICT (gateway_id, mqtt_id, device_id) DO UPDATE SET
+        first_seen_at = LEAST(seen.first_seen_at, EXCLUDED.first_seen_at),
+        last_seen_at = GREATEST(seen.last_seen_at, EXCLUDED.last_seen_at),
+        messages = seen.messages + EXCLUDED.messages";
+
+/// What a device write did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeviceWrite {
+    Written,
+    /// There is no `iot_data.mqtt_device_seen`: nothing was written.
+    NoTable,
+}
+
+/// Upserts `statements` for `gateway_id` in one transaction: all or nothing,
+/// so a failed write can be sent again whole.
+pub fn write_devices(
+    client: &mut Client,
+    gateway_id: &str,
+    statements: &[super::device_upload::DeviceColumns],
+) -> Result<DeviceWrite, DbError> {
+    let mut transaction = client.transaction()?;
+    if !transaction
+        .query_one(HAS_DEVICE_TABLE, &[])?
+        .get::<_, bool>(0)
+    {
+        return Ok(DeviceWrite::NoTable);
+    }
+    let upsert = transaction.prepare(UPSERT_DEVICES)?;
+    for columns in statements {
+        transaction.execute(
+            &upsert,
+            &[
+                &gateway_id,
+                &columns.mqtt_ids,
+                &columns.device_ids,
+                &columns.first_seen_at,
+                &columns.last_seen_at,
+                &columns.messages,
+            ],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(DeviceWrite::Written)
 }

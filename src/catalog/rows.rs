@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::{Broker, BrokerId, Catalog, Endpoint, TlsSettings, Topic};
+use crate::devices::MAX_LEVEL;
 use crate::sealed::{self, SealKey};
 use crate::secret::Secret;
 
@@ -49,6 +50,8 @@ pub struct TopicRow {
     pub mqtt_id: Option<i64>,
     pub topic: Option<String>,
     pub qos: Option<i64>,
+    /// The topic level naming the device (NULL, or a catalog without the column: none).
+    pub device_id_level: Option<i64>,
 }
 
 /// A row that was skipped, and why. Never holds a password.
@@ -138,8 +141,10 @@ pub fn validate(
         }
     }
 
-    let mut shared_topics = Vec::new();
-    let mut own_topics: HashMap<BrokerId, Vec<Topic>> = HashMap::new();
+    // With the row's topic_id: a filter in several rows takes the
+    // device_id_level of the lowest topic_id that sets one.
+    let mut shared_topics: Vec<(i64, Topic)> = Vec::new();
+    let mut own_topics: HashMap<BrokerId, Vec<(i64, Topic)>> = HashMap::new();
     for row in topic_rows {
         let topic = match validate_topic(row) {
             Ok(topic) => topic,
@@ -152,9 +157,12 @@ pub fn validate(
             }
         };
         match row.mqtt_id {
-            None => shared_topics.push(topic),
+            None => shared_topics.push((row.topic_id, topic)),
             // A topic of an inactive or unknown broker is simply not used.
-            Some(id) => own_topics.entry(id).or_default().push(topic),
+            Some(id) => own_topics
+                .entry(id)
+                .or_default()
+                .push((row.topic_id, topic)),
         }
     }
     let mut catalog = Catalog::default();
@@ -163,8 +171,8 @@ pub fn validate(
         topics.extend(own_topics.remove(&broker.id).unwrap_or_default());
         match topics
             .into_iter()
-            .map(|topic| subscriptions.apply(topic))
-            .collect::<Result<Vec<Topic>, String>>()
+            .map(|(topic_id, topic)| Ok((topic_id, subscriptions.apply(topic)?)))
+            .collect::<Result<Vec<(i64, Topic)>, String>>()
         {
             Ok(topics) => {
                 broker.topics = merge_topics(topics);
@@ -218,7 +226,11 @@ impl Subscriptions {
         } else {
             topic.qos
         };
-        Ok(Topic { filter, qos })
+        Ok(Topic {
+            filter,
+            qos,
+            device_id_level: topic.device_id_level,
+        })
     }
 }
 
@@ -468,9 +480,19 @@ fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
         Some(qos @ 0..=2) => qos as u8,
         Some(qos) => return Err(format!("qos {qos} is not 0, 1 or 2")),
     };
+    let device_id_level = match row.device_id_level {
+        None => None,
+        Some(level) => Some(
+            u8::try_from(level)
+                .ok()
+                .filter(|level| (1..=MAX_LEVEL).contains(level))
+                .ok_or_else(|| format!("device_id_level {level} is not 1..{MAX_LEVEL}"))?,
+        ),
+    };
     Ok(Topic {
         filter: filter.to_owned(),
         qos,
+        device_id_level,
     })
 }
 
@@ -553,6 +575,13 @@ pub fn check_broker(broker: &Broker) -> Result<(), String> {
         if topic.qos > 2 {
             return Err(format!("topic qos {} is not 0, 1 or 2", topic.qos));
         }
+        if let Some(level) = topic.device_id_level {
+            if !(1..=MAX_LEVEL).contains(&level) {
+                return Err(format!(
+                    "topic device_id_level {level} is not 1..{MAX_LEVEL}"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -585,16 +614,25 @@ pub fn check_filter(filter: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Sorted by filter, one entry per filter, keeping the highest QoS asked for.
-fn merge_topics(topics: Vec<Topic>) -> Vec<Topic> {
-    let mut by_filter: BTreeMap<String, u8> = BTreeMap::new();
-    for topic in topics {
-        let qos = by_filter.entry(topic.filter).or_insert(topic.qos);
+/// Sorted by filter, one entry per filter, keeping the highest QoS asked for
+/// and the `device_id_level` of the lowest topic_id that sets one.
+fn merge_topics(mut topics: Vec<(i64, Topic)>) -> Vec<Topic> {
+    topics.sort_by_key(|(topic_id, _)| *topic_id);
+    let mut by_filter: BTreeMap<String, (u8, Option<u8>)> = BTreeMap::new();
+    for (_, topic) in topics {
+        let (qos, level) = by_filter
+            .entry(topic.filter)
+            .or_insert((topic.qos, topic.device_id_level));
         *qos = (*qos).max(topic.qos);
+        *level = level.or(topic.device_id_level);
     }
     by_filter
         .into_iter()
-        .map(|(filter, qos)| Topic { filter, qos })
+        .map(|(filter, (qos, device_id_level))| Topic {
+            filter,
+            qos,
+            device_id_level,
+        })
         .collect()
 }
 

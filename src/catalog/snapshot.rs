@@ -89,6 +89,10 @@ struct StoredBroker {
     #[serde(default)]
     sealed_secret: bool,
     topics: Vec<(String, u8)>,
+    /// (filter, device_id_level) of the topics that set one; absent in
+    /// snapshots written before it.
+    #[serde(default)]
+    device_id_levels: Vec<(String, u8)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -198,6 +202,11 @@ fn store(broker: &Broker, key: Option<&SealKey>) -> (StoredBroker, bool) {
             .topics
             .iter()
             .map(|t| (t.filter.clone(), t.qos))
+            .collect(),
+        device_id_levels: broker
+            .topics
+            .iter()
+            .filter_map(|t| Some((t.filter.clone(), t.device_id_level?)))
             .collect(),
     };
     (stored, complete)
@@ -350,7 +359,18 @@ fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String
         topics: stored
             .topics
             .into_iter()
-            .map(|(filter, qos)| Topic { filter, qos })
+            .map(|(filter, qos)| {
+                let device_id_level = stored
+                    .device_id_levels
+                    .iter()
+                    .find(|(with_level, _)| *with_level == filter)
+                    .map(|(_, level)| *level);
+                Topic {
+                    filter,
+                    qos,
+                    device_id_level,
+                }
+            })
             .collect(),
     };
     Ok(broker)
@@ -370,6 +390,7 @@ mod tests {
         crate::catalog::Topic {
             filter: filter.into(),
             qos,
+            device_id_level: None,
         }
     }
 
@@ -381,6 +402,7 @@ mod tests {
             vec![Topic {
                 filter: "a/#".into(),
                 qos: 1,
+                device_id_level: Some(2),
             }],
         );
         broker.endpoints.push(Endpoint {
@@ -460,6 +482,18 @@ mod tests {
         let good = r#"{"id":1,"endpoints":[["h",1883]],"username":null,"password":null,"tls":null,"client_id":null,"keep_alive_s":30,"clean_session":false,"topics":[["$share/g/a/#",1]]}"#;
         let snapshot = decode(0, &[good.to_owned()], None).unwrap();
         assert_eq!(snapshot.catalog.brokers[0].topics[0].filter, "$share/g/a/#");
+        // Written before device_id_levels: no level.
+        assert_eq!(snapshot.catalog.brokers[0].topics[0].device_id_level, None);
+        let with_level = good.replace(
+            r#""topics":[["$share/g/a/#",1]]"#,
+            r#""topics":[["$share/g/a/#",1]],"device_id_levels":[["$share/g/a/#",2]]"#,
+        );
+        let snapshot = decode(0, std::slice::from_ref(&with_level), None).unwrap();
+        assert_eq!(
+            snapshot.catalog.brokers[0].topics[0].device_id_level,
+            Some(2)
+        );
+        let out_of_range = with_level.replace(r#",2]]"#, r#",40]]"#);
         let skipped = |rows: &[String], key: Option<&SealKey>| {
             let snapshot = decode(0, rows, key).unwrap();
             assert!(snapshot.catalog.brokers.is_empty());
@@ -470,6 +504,7 @@ mod tests {
             twice,
             ["broker 1: appears 2 times; every copy is left out"; 2]
         );
+        assert!(skipped(&[out_of_range], None)[0].contains("device_id_level 40"));
         let no_group = good.replace("$share/g/a/#", "$share/a");
         assert!(skipped(&[no_group], None)[0].contains("share group"));
         let key = key();

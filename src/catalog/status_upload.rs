@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use super::postgres::{self, StatusRow};
 use super::BrokerId;
 use crate::clock::AwsOffset;
+use crate::devices::Devices;
 use crate::status::{SessionStatus, StatusBoard};
 
 /// What to upload and how often.
@@ -23,6 +24,9 @@ pub struct StatusUpload {
     pub interval: Duration,
     /// The drain's view of the clock, for the `clock_offset_ms` column.
     pub aws_offset: AwsOffset,
+    /// The sessions' per-device counts, for `iot_data.mqtt_device_seen`
+    /// (written at the same `interval`).
+    pub devices: Devices,
 }
 
 /// Changes that are worth a write of their own (counters wait for the

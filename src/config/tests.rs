@@ -538,3 +538,24 @@ fn metrics_are_off_by_default_and_checked_when_set() {
     let over_status = format!("textfile = \"{}/status.json\"", dir().display());
     check_error(&with(&over_status), "metrics.textfile");
 }
+
+#[test]
+fn devices_keys_have_defaults_and_bounds() {
+    let config = parse(&minimal()).unwrap();
+    assert_eq!(config.devices.max_tracked, 100_000);
+    let config = parse(&(minimal() + "[devices]\nmax_tracked = 10\n")).unwrap();
+    assert_eq!(config.devices.max_tracked, 10);
+    let config = parse(&(minimal() + "[mqtt]\npartition_key = \"broker_device\"\n")).unwrap();
+    assert_eq!(config.mqtt.partition_key, PartitionKeyScheme::BrokerDevice);
+    let config = parse(&(minimal() + "[mqtt]\npartition_key = \"device\"\n")).unwrap();
+    assert_eq!(config.mqtt.partition_key, PartitionKeyScheme::Device);
+    check_error(
+        &(minimal() + "[devices]\nmax_tracked = -1\n"),
+        "config key `devices.max_tracked`: -1 is not 0..10000000",
+    );
+    check_error(
+        &(minimal() + "[devices]\nmax_tracked = 10000001\n"),
+        "devices.max_tracked",
+    );
+    check_error(&(minimal() + "[devices]\nmax_trackd = 1\n"), "max_trackd");
+}

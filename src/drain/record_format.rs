@@ -26,7 +26,7 @@ pub fn encode(
     }
 }
 
-/// `{"record_id","broker_id","topic","qos","received_at","received_at_rfc3339", payload…}`.
+/// `{"record_id","broker_id","topic",["device_id",]"qos","received_at","received_at_rfc3339", payload…}`.
 ///
 /// The payload goes in exactly one of three keys: `payload` (it is JSON: embedded
 /// as is), `payload_text` (UTF-8 but not JSON: a string), `payload_base64` (binary).
@@ -41,6 +41,10 @@ fn json_envelope(spool_uid: &str, record: &Record, clock_offset_ms: i64) -> Vec<
         record.broker_id
     );
     let _ = serde_json::to_writer(&mut out, &record.topic);
+    if let Some(device_id) = &record.device_id {
+        out.extend_from_slice(b",\"device_id\":");
+        let _ = serde_json::to_writer(&mut out, device_id);
+    }
     let _ = write!(
         out,
         ",\"qos\":{},\"received_at\":{},\"received_at_rfc3339\":\"{}\",",

@@ -24,6 +24,7 @@ use std::time::Duration;
 use crate::catalog::{CatalogState, Source};
 use crate::clock::{unix_ms, AwsOffset};
 use crate::config::MetricsConfig;
+use crate::devices::Devices;
 use crate::disk;
 use crate::drain::stats::{DrainStats, RequestOutcome};
 use crate::shutdown::Shutdown;
@@ -48,6 +49,8 @@ pub struct Sources {
     pub drain: Arc<DrainStats>,
     pub catalog: CatalogState,
     pub aws_offset: AwsOffset,
+    /// The per-device counts (issue 16).
+    pub devices: Devices,
     /// The systemd watchdog's stages and limits: `/health` applies the same rule.
     pub stages: Vec<Stage>,
 }
@@ -415,6 +418,29 @@ impl Scraper {
             "AWS's clock minus the gateway's, as the answers' Date said (0 until known).",
             sources.aws_offset.get() as f64 / 1000.0,
         );
+
+        let devices = sources.devices.counts();
+        gauge(
+            &mut out,
+            "devices_tracked",
+            "(broker, device) pairs counted in memory for iot_data.mqtt_device_seen; at most devices.max_tracked.",
+            devices.n_tracked as f64,
+        );
+        for (name, help, value) in [
+            (
+                "devices_untracked_messages_total",
+                "Messages of devices beyond devices.max_tracked (not in iot_data.mqtt_device_seen) since the gateway started.",
+                devices.n_untracked_messages,
+            ),
+            (
+                "devices_id_too_long_messages_total",
+                "Messages whose device_id_level named a level too long for a device id since the gateway started.",
+                devices.n_too_long,
+            ),
+        ] {
+            out.family(name, Kind::Counter, help);
+            out.sample(name, &[], value as f64);
+        }
 
         let catalog = &sources.catalog;
         out.family(

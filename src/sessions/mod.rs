@@ -32,6 +32,7 @@ use futures_lite::FutureExt;
 
 use crate::catalog::{Broker, BrokerId, Catalog};
 use crate::config::MqttConfig;
+use crate::devices::Devices;
 use crate::shutdown::Shutdown;
 use crate::spool::Appender;
 use crate::status::StatusBoard;
@@ -43,7 +44,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keeps one session per broker in the latest catalog until shutdown, then
 /// disconnects every session and returns once none is left. Every session
-/// reports its state into `status` (the status file, the status table, tests).
+/// reports its state into `status` (the status file, the status table, tests)
+/// and counts each message with a device id into `devices`.
+// One argument more than clippy likes: each is a handle `lib.rs::run` wires
+// in (the device counts joined last); a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     executor: Arc<smol::Executor<'static>>,
     catalogs: async_channel::Receiver<Catalog>,
@@ -52,6 +57,7 @@ pub async fn run(
     gateway_id: String,
     shutdown: Shutdown,
     status: StatusBoard,
+    devices: Devices,
 ) {
     let mut supervisor = Supervisor {
         executor,
@@ -59,6 +65,7 @@ pub async fn run(
         config,
         gateway_id,
         status,
+        devices,
         sessions: BTreeMap::new(),
         retiring: Vec::new(),
     };
@@ -111,6 +118,7 @@ struct Supervisor {
     config: MqttConfig,
     gateway_id: String,
     status: StatusBoard,
+    devices: Devices,
     sessions: BTreeMap<BrokerId, SessionHandle>,
     /// Sessions told to stop (removed or restarted) that may still be disconnecting.
     retiring: Vec<(BrokerId, smol::Task<()>)>,
@@ -157,19 +165,25 @@ impl Supervisor {
                     subscribe,
                     unsubscribe,
                 } => {
-                    log::info!(
-                        "broker {id} changed: subscribing to {} and unsubscribing from {} topics",
-                        subscribe.len(),
-                        unsubscribe.len()
-                    );
+                    if subscribe.is_empty() && unsubscribe.is_empty() {
+                        log::info!("broker {id} changed: device_id_level of its topics");
+                    } else {
+                        log::info!(
+                            "broker {id} changed: subscribing to {} and unsubscribing from {} topics",
+                            subscribe.len(),
+                            unsubscribe.len()
+                        );
+                    }
                     if let Some(handle) = self.sessions.get_mut(&id) {
-                        if let Some(wanted) = catalog.brokers.iter().find(|b| b.id == id) {
-                            handle.broker = wanted.clone();
-                        }
+                        let Some(wanted) = catalog.brokers.iter().find(|b| b.id == id) else {
+                            continue;
+                        };
+                        handle.broker = wanted.clone();
                         // Unbounded channel: a session stuck in backpressure never blocks the supervisor.
                         let _ = handle.commands.try_send(Command::UpdateTopics {
                             subscribe,
                             unsubscribe,
+                            topics: wanted.topics.clone(),
                         });
                     }
                 }
@@ -190,6 +204,7 @@ impl Supervisor {
             commands: command_rx,
             running: true,
             wedge: Default::default(),
+            devices: self.devices.clone(),
         };
         let min_backoff = self.config.min_backoff;
         let max_backoff = self.config.max_backoff;

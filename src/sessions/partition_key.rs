@@ -10,17 +10,42 @@ use crate::catalog::BrokerId;
 use crate::config::PartitionKeyScheme;
 use crate::spool::PartitionKey;
 
-/// The key for a message on `topic` from broker `broker_id`.
-pub fn partition_key(scheme: PartitionKeyScheme, broker_id: BrokerId, topic: &str) -> PartitionKey {
-    let text = match scheme {
-        // MQTT forbids empty topic names; if one slips through, the broker id keeps the key valid.
-        PartitionKeyScheme::Topic if !topic.is_empty() => topic.to_owned(),
-        PartitionKeyScheme::Topic | PartitionKeyScheme::Broker => broker_id.to_string(),
-        PartitionKeyScheme::BrokerTopic => format!("{broker_id}/{topic}"),
-    };
+/// The key for a message on `topic` from broker `broker_id`, with the
+/// device id the topic names (`device_id`, see `crate::devices`); the device
+/// schemes fall back to the topic when there is none.
+pub fn partition_key(
+    scheme: PartitionKeyScheme,
+    broker_id: BrokerId,
+    topic: &str,
+    device_id: Option<&str>,
+) -> PartitionKey {
     let mut key = PartitionKey::new();
-    // Only the capacity can make write_str fail; truncate first so it cannot.
-    let _ = key.write_str(truncate(&text, key.capacity()));
+    // Written straight into the key, no String in between. Only the capacity
+    // can make a write fail: the broker id (at most 20 bytes) and the device
+    // id (at most 128) always fit; a topic is cut to what is left.
+    match (scheme, device_id) {
+        (PartitionKeyScheme::Device, Some(device_id)) => {
+            let _ = key.write_str(device_id);
+        }
+        (PartitionKeyScheme::BrokerDevice, Some(device_id)) => {
+            let _ = write!(key, "{broker_id}/{device_id}");
+        }
+        // MQTT forbids empty topic names; if one slips through, the broker id keeps the key valid.
+        (PartitionKeyScheme::Topic | PartitionKeyScheme::Device, _) if !topic.is_empty() => {
+            let _ = key.write_str(truncate(topic, key.capacity()));
+        }
+        (
+            PartitionKeyScheme::Topic | PartitionKeyScheme::Device | PartitionKeyScheme::Broker,
+            _,
+        ) => {
+            let _ = write!(key, "{broker_id}");
+        }
+        (PartitionKeyScheme::BrokerTopic | PartitionKeyScheme::BrokerDevice, _) => {
+            let _ = write!(key, "{broker_id}/");
+            let room = key.capacity() - key.len();
+            let _ = key.write_str(truncate(topic, room));
+        }
+    }
     key
 }
 

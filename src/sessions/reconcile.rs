@@ -18,7 +18,8 @@ pub enum Change {
     Stop(BrokerId),
     /// Connection settings (host, port, credentials) differ: reconnect as the new broker.
     Restart(Broker),
-    /// Only the topic list differs: change subscriptions on the live connection.
+    /// Only the topic list differs: change subscriptions on the live
+    /// connection. Both lists are empty when only a `device_id_level` changed.
     UpdateTopics {
         id: BrokerId,
         /// New filters, and filters whose QoS changed (subscribing again replaces the QoS).
@@ -59,7 +60,8 @@ pub fn reconcile(running: &BTreeMap<BrokerId, Broker>, desired: &Catalog) -> Vec
     changes
 }
 
-/// `None` when both lists subscribe to the same filters with the same QoS.
+/// `None` when both lists subscribe to the same filters with the same QoS
+/// and device id levels.
 fn topic_change(id: BrokerId, current: &[Topic], wanted: &[Topic]) -> Option<Change> {
     let current_qos: BTreeMap<&str, u8> = current
         .iter()
@@ -69,20 +71,17 @@ fn topic_change(id: BrokerId, current: &[Topic], wanted: &[Topic]) -> Option<Cha
         .iter()
         .map(|topic| (topic.filter.as_str(), topic.qos))
         .collect();
-    let subscribe: Vec<Topic> = wanted_qos
+    let subscribe: Vec<Topic> = wanted
         .iter()
-        .filter(|(filter, qos)| current_qos.get(*filter) != Some(*qos))
-        .map(|(filter, qos)| Topic {
-            filter: (*filter).to_owned(),
-            qos: *qos,
-        })
+        .filter(|topic| current_qos.get(topic.filter.as_str()) != Some(&topic.qos))
+        .cloned()
         .collect();
     let unsubscribe: Vec<String> = current_qos
         .keys()
         .filter(|filter| !wanted_qos.contains_key(*filter))
         .map(|filter| (*filter).to_owned())
         .collect();
-    if subscribe.is_empty() && unsubscribe.is_empty() {
+    if subscribe.is_empty() && unsubscribe.is_empty() && current == wanted {
         None
     } else {
         Some(Change::UpdateTopics {

@@ -20,7 +20,7 @@
 //! Not here: deciding which brokers run (the supervisor), retrying forever on
 //! bad credentials without the catalog's help (we back off to the maximum).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +39,8 @@ use super::wedge::{self, WedgeWatch};
 use super::wire::{self, Ack, Outbound};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
+use crate::devices::{self, Devices, Extracted};
+use crate::ids::DeviceId;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
 use crate::status::{SessionTicket, StatusBoard};
 
@@ -55,6 +57,8 @@ pub enum Command {
     UpdateTopics {
         subscribe: Vec<Topic>,
         unsubscribe: Vec<String>,
+        /// The whole desired list (with each topic's `device_id_level`).
+        topics: Vec<Topic>,
     },
     /// Disconnect cleanly and end. Closing the command channel means the same.
     Stop,
@@ -79,6 +83,8 @@ pub struct Session {
     pub running: bool,
     /// Whether one unreadable message keeps killing the connection.
     pub wedge: WedgeWatch,
+    /// Per-device counts, shared by every session and the catalog thread.
+    pub devices: Devices,
 }
 
 impl Session {
@@ -452,10 +458,7 @@ pub async fn pause(session: &mut Session, delay: Duration) -> bool {
         };
         match command.or(timer).await {
             None => return true,
-            Some(Some(Command::UpdateTopics {
-                subscribe,
-                unsubscribe,
-            })) => apply_topic_update(&mut session.broker.topics, &subscribe, &unsubscribe),
+            Some(Some(Command::UpdateTopics { topics, .. })) => session.broker.topics = topics,
             Some(Some(Command::Stop) | None) => session.running = false,
         }
     }
@@ -792,8 +795,9 @@ impl Link {
             Some(Command::UpdateTopics {
                 subscribe,
                 unsubscribe,
+                topics,
             }) => {
-                apply_topic_update(&mut session.broker.topics, &subscribe, &unsubscribe);
+                session.broker.topics = topics;
                 if self.connected_at.is_some() && self.stop_deadline.is_none() {
                     for filter in unsubscribe {
                         self.queued.outbox.push_back(Outbound::Unsubscribe(filter));
@@ -823,14 +827,27 @@ impl Link {
 /// `None` when the spool is closed: the message is counted as lost and logged.
 async fn deliver(publish: Publish, urgent: bool, session: &mut Session) -> Option<CommitReceipt> {
     let broker_id = session.broker.id;
+    let received_at_ms = crate::clock::unix_ms();
+    let device_id = device_id(session, &publish.topic);
     let record = NewRecord {
         broker_id,
-        partition_key: partition_key(session.config.partition_key, broker_id, &publish.topic),
+        partition_key: partition_key(
+            session.config.partition_key,
+            broker_id,
+            &publish.topic,
+            device_id.as_deref(),
+        ),
+        device_id,
         topic: publish.topic,
         payload: publish.payload.to_vec(),
         qos: publish.qos as u8,
-        received_at_ms: crate::clock::unix_ms(),
+        received_at_ms,
     };
+    // Counted before the hand-over (which takes the record): a message the
+    // closed spool refuses is counted too, it was seen all the same.
+    if let Some(device_id) = &record.device_id {
+        session.devices.seen(broker_id, device_id, received_at_ms);
+    }
     match session.appender.append(record, urgent).await {
         Ok(receipt) => {
             session.status.update(session.ticket, |status| {
@@ -858,23 +875,26 @@ async fn deliver(publish: Publish, urgent: bool, session: &mut Session) -> Optio
     }
 }
 
-/// Applies a topic update to the desired list, keeping it sorted by filter.
-fn apply_topic_update(topics: &mut Vec<Topic>, subscribe: &[Topic], unsubscribe: &[String]) {
-    let mut by_filter: BTreeMap<String, u8> = topics
-        .drain(..)
-        .map(|topic| (topic.filter, topic.qos))
-        .collect();
-    for filter in unsubscribe {
-        by_filter.remove(filter);
+/// The device a message on `topic` came from: the level named by the first
+/// subscription (in filter order) that sets `device_id_level` and matches
+/// the topic. Nothing to do, and nothing allocated, when no subscription of
+/// the broker sets a level.
+fn device_id(session: &Session, topic: &str) -> Option<DeviceId> {
+    let level = session
+        .broker
+        .topics
+        .iter()
+        .filter_map(|t| Some((t.filter.as_str(), t.device_id_level?)))
+        .find(|(filter, _)| devices::filter_matches(filter, topic))
+        .map(|(_, level)| level)?;
+    match devices::device_id_at(topic, level) {
+        Extracted::Device(id) => Some(id),
+        Extracted::Absent => None,
+        Extracted::TooLong => {
+            session.devices.too_long(session.broker.id, topic);
+            None
+        }
     }
-    for topic in subscribe {
-        by_filter.insert(topic.filter.clone(), topic.qos);
-    }
-    topics.extend(
-        by_filter
-            .into_iter()
-            .map(|(filter, qos)| Topic { filter, qos }),
-    );
 }
 
 /// The filters split into SUBSCRIBE packets that each fit rumqttc's outgoing

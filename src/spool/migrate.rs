@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../buffer-schema/0001_records.sql"),
     include_str!("../../buffer-schema/0002_counters.sql"),
     include_str!("../../buffer-schema/0003_dead_letter_bound.sql"),
+    include_str!("../../buffer-schema/0004_device_id.sql"),
 ];
 
 pub fn latest_version() -> i64 {

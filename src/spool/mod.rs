@@ -25,7 +25,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::config::SpoolConfig;
-use crate::ids::BrokerId;
+use crate::ids::{BrokerId, DeviceId};
 use crate::watchdog::Heartbeat;
 
 pub use receipt::CommitReceipt;
@@ -44,6 +44,8 @@ pub struct NewRecord {
     pub topic: String,
     pub payload: Vec<u8>,
     pub partition_key: PartitionKey,
+    /// The device the topic names (`device_id_level`); `None`: none.
+    pub device_id: Option<DeviceId>,
     pub qos: u8,
     /// UTC milliseconds since the Unix epoch.
     pub received_at_ms: i64,
@@ -54,7 +56,9 @@ impl NewRecord {
     /// allowance for the row and index, so a flood of empty messages is bounded too.
     pub fn spool_bytes(&self) -> u64 {
         const ROW_OVERHEAD: u64 = 64;
-        (self.payload.len() + self.topic.len() + self.partition_key.len()) as u64 + ROW_OVERHEAD
+        let device_id_len = self.device_id.as_ref().map_or(0, |id| id.len());
+        (self.payload.len() + self.topic.len() + self.partition_key.len() + device_id_len) as u64
+            + ROW_OVERHEAD
     }
 }
 
@@ -67,6 +71,7 @@ pub struct Record {
     pub topic: String,
     pub payload: Vec<u8>,
     pub partition_key: String,
+    pub device_id: Option<String>,
     pub qos: u8,
     pub received_at_ms: i64,
     /// PutRecords attempts so far.
@@ -74,9 +79,10 @@ pub struct Record {
 }
 
 impl Record {
-    /// Payload, topic and partition key: what the record's request entry is made of.
+    /// Payload, topic, partition key and device id: what the record's request entry is made of.
     pub fn data_bytes(&self) -> usize {
-        self.payload.len() + self.topic.len() + self.partition_key.len()
+        let device_id_len = self.device_id.as_ref().map_or(0, String::len);
+        self.payload.len() + self.topic.len() + self.partition_key.len() + device_id_len
     }
 }
 
@@ -455,7 +461,7 @@ pub struct SpoolReader {
 /// not read it, so an oversize row is never loaded whole.
 const SELECT_OLDEST: &str =
     "SELECT id, broker_id, topic, CASE WHEN length(payload) <= ?3 THEN payload END, \
-     partition_key, qos, received_at_ms, attempts, length(payload), size \
+     partition_key, qos, received_at_ms, attempts, length(payload), size, device_id \
      FROM records WHERE id > ?1 ORDER BY id LIMIT ?2";
 const COUNT_RECORDS_AND_DEAD_LETTERS: &str =
     "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)";
@@ -673,6 +679,7 @@ fn decode_record(id: i64, row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         qos: row.get(5)?,
         received_at_ms: row.get(6)?,
         attempts: row.get(7)?,
+        device_id: row.get(10)?,
     })
 }
 

@@ -25,6 +25,7 @@ fn record(broker_id: BrokerId, n: usize, payload_len: usize) -> NewRecord {
         topic: format!("sensors/{broker_id}"),
         payload,
         partition_key: PartitionKey::try_from("k").unwrap(),
+        device_id: None,
         qos: 1,
         received_at_ms: 1_700_000_000_000 + n as i64,
     }
@@ -182,6 +183,8 @@ fn migrates_a_version_1_spool_keeping_its_records() {
     let records = reader.oldest(0, 10).unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].payload, vec![1, 2]);
+    // Version 4's column: a record from before it has no device id.
+    assert_eq!(records[0].device_id, None);
     assert_eq!(spool.depth().bytes(), 100);
     assert_eq!(spool.uid().len(), 16);
     // Version 2's tables work on the migrated file.
@@ -458,4 +461,32 @@ fn reads_stop_at_the_byte_budget_and_report_oversize_rows() {
     let tiny = ReadLimits { bytes: 1, ..limits };
     assert_eq!(reader.read_oldest(0, tiny).unwrap().records.len(), 1);
     close(spool, writer);
+}
+
+/// Issue 16: the device id taken on receipt is stored with the record and
+/// read back by the drain; a dead letter keeps it.
+#[test]
+fn the_device_id_is_kept_with_its_record() {
+    let path = temp_spool_path("device-id");
+    let (spool, writer) =
+        Spool::open(&config(path.clone(), 1 << 20, OverflowPolicy::DropOldest)).unwrap();
+    let mut with_device = record(7, 0, 10);
+    with_device.device_id = Some(crate::ids::DeviceId::try_from("dev-7").unwrap());
+    append_all(&spool, [with_device, record(7, 1, 10)]);
+    let reader = spool.reader().unwrap();
+    let records = reader.oldest(0, 10).unwrap();
+    assert_eq!(records[0].device_id.as_deref(), Some("dev-7"));
+    assert_eq!(records[1].device_id, None);
+    spool
+        .settle(Settlement {
+            dead: vec![(records[0].id, "refused".into())],
+            ..Settlement::default()
+        })
+        .unwrap();
+    close(spool, writer);
+    let connection = Connection::open(&path).unwrap();
+    let dead: Option<String> = connection
+        .query_row("SELECT device_id FROM dead_letters", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(dead.as_deref(), Some("dev-7"));
 }

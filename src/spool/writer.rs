@@ -97,16 +97,16 @@ impl Settle {
 }
 
 const INSERT_RECORD: &str = "INSERT INTO records \
-    (broker_id, topic, payload, partition_key, qos, received_at_ms, size) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+    (broker_id, topic, payload, partition_key, qos, received_at_ms, size, device_id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 /// Deletes a run of consecutive ids; delivered records mostly come in runs.
 const DELETE_RECORDS: &str =
     "DELETE FROM records WHERE id BETWEEN ?1 AND ?2 RETURNING broker_id, size";
 const COUNT_ATTEMPT: &str =
     "UPDATE records SET attempts = attempts + 1 WHERE id = ?1 RETURNING broker_id";
 const MOVE_TO_DEAD_LETTERS: &str = "INSERT INTO dead_letters \
-    (id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts, error, dead_at_ms, size) \
-    SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts + 1, ?2, ?3, size \
+    (id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts, error, dead_at_ms, size, device_id) \
+    SELECT id, broker_id, topic, payload, partition_key, qos, received_at_ms, attempts + 1, ?2, ?3, size, device_id \
     FROM records WHERE id = ?1";
 /// One at a time: a DELETE deletes all it selects at its first step, so a
 /// batch could not stop where the bound is met. Evictions are rare.
@@ -772,7 +772,8 @@ fn insert_appends(
             record.partition_key.as_str(),
             record.qos,
             record.received_at_ms,
-            size
+            size,
+            record.device_id.as_deref()
         ])?;
         tally.added(record.broker_id, size);
     }

@@ -213,6 +213,7 @@ fn shared_subscriptions_split_one_topic_between_two_gateways() {
         broker.topics = vec![mqtt_kinesis_bridge::catalog::Topic {
             filter: "$share/fleet/t/#".into(),
             qos: 1,
+            device_id_level: None,
         }];
         broker
     };

@@ -48,6 +48,7 @@ pub fn new_record(broker_id: i64, topic: &str, payload: Vec<u8>) -> NewRecord {
         topic: topic.to_owned(),
         payload,
         partition_key: heapless::String::try_from(topic).expect("short topic"),
+        device_id: None,
         qos: 1,
         received_at_ms: 1_700_000_000_000,
     }

@@ -332,6 +332,7 @@ fn record(n: usize) -> NewRecord {
         topic: "fd/spool".into(),
         payload: vec![b'x'; 1000],
         partition_key: PartitionKey::try_from("k").unwrap(),
+        device_id: None,
         qos: 1,
         received_at_ms: n as i64,
     }

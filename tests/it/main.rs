@@ -33,6 +33,9 @@ mod gateway;
 // A fleet (issue 16): two real gateways, brokers assigned to each, one moved live.
 mod fleet;
 
+// Devices (issue 16 part 2): device ids from topics, per-device rows, keys, the tracking bound.
+mod devices;
+
 // A full disk (issue 21): the spool on a small tmpfs, filled by the gateway or another program.
 mod full_disk;
 

@@ -95,6 +95,7 @@ impl Gateway {
             gateway_id.into(),
             shutdown.clone(),
             status.clone(),
+            mqtt_kinesis_bridge::devices::Devices::new(1000),
         );
         let sessions = std::thread::Builder::new()
             .name("sessions".into())
@@ -196,6 +197,7 @@ pub(crate) fn broker(id: i64, port: u16, filters: &[&str]) -> Broker {
             .map(|filter| Topic {
                 filter: filter.to_string(),
                 qos: 1,
+                device_id_level: None,
             })
             .collect(),
     )

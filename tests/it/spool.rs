@@ -21,6 +21,7 @@ fn qos1_record(broker_id: i64, topic: &str, payload: &[u8]) -> NewRecord {
         topic: topic.into(),
         payload: payload.to_vec(),
         partition_key: PartitionKey::try_from("t").unwrap(),
+        device_id: None,
         qos: 1,
         received_at_ms: 0,
     }
@@ -99,6 +100,7 @@ fn reopens_after_kill_and_keeps_appending() -> TestResult {
         topic: "t".into(),
         payload: n.to_string().into_bytes(),
         partition_key: PartitionKey::try_from("t").unwrap(),
+        device_id: None,
         qos: 0,
         received_at_ms: 0,
     };

@@ -5,6 +5,7 @@ fn broker(id: BrokerId, filter: &str) -> Broker {
     let topic = Topic {
         filter: filter.to_owned(),
         qos: 1,
+        device_id_level: None,
     };
     Broker::plain(id, "127.0.0.1", 1883, vec![topic])
 }

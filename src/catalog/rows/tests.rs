@@ -23,6 +23,7 @@ fn topic(topic_id: i64, mqtt_id: Option<i64>, filter: &str, qos: i64) -> TopicRo
         mqtt_id,
         topic: Some(filter.to_owned()),
         qos: Some(qos),
+        device_id_level: None,
     }
 }
 
@@ -449,4 +450,54 @@ fn huge_cells_are_quoted_as_excerpts() {
         assert!(message.len() < 2000, "{} bytes: {message}", message.len());
         assert!(message.contains("… (100"), "{message}");
     }
+}
+
+/// Issue 16: `device_id_level` is 1..32 or NULL; a bad value skips its row
+/// naming the row and the column; a filter in several rows takes the level
+/// of the lowest topic_id that sets one.
+#[test]
+fn device_id_levels_are_checked_and_merged() {
+    let with_level = |topic_id: i64, mqtt_id: Option<i64>, filter: &str, level: Option<i64>| {
+        let mut row = topic(topic_id, mqtt_id, filter, 1);
+        row.device_id_level = level;
+        row
+    };
+    for bad in [0, 33, -1, 70_000] {
+        let (catalog, problems) = validate(
+            &[broker(1, "h", 1883)],
+            &[
+                with_level(7, None, "bad/+", Some(bad)),
+                topic(8, None, "good", 1),
+            ],
+        );
+        assert_eq!(
+            catalog.brokers[0].topics.len(),
+            1,
+            "the good row still runs"
+        );
+        assert_eq!(
+            problems[0].to_string(),
+            format!("mqtt_topic row topic_id=7: device_id_level {bad} is not 1..32")
+        );
+    }
+    let (catalog, problems) = validate(
+        &[broker(1, "h", 1883)],
+        &[
+            with_level(5, Some(1), "plant/#", Some(3)),
+            with_level(4, None, "plant/#", None),
+            with_level(9, None, "plant/#", Some(2)),
+            with_level(2, None, "other/#", None),
+            with_level(3, None, "one/+", Some(1)),
+        ],
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let levels: Vec<(&str, Option<u8>)> = catalog.brokers[0]
+        .topics
+        .iter()
+        .map(|t| (t.filter.as_str(), t.device_id_level))
+        .collect();
+    assert_eq!(
+        levels,
+        [("one/+", Some(1)), ("other/#", None), ("plant/#", Some(3))]
+    );
 }

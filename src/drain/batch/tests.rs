@@ -8,6 +8,7 @@ fn record(id: i64, payload_len: usize) -> Record {
         topic: "t".to_owned(),
         payload: vec![b'x'; payload_len],
         partition_key: "k".to_owned(),
+        device_id: None,
         qos: 0,
         received_at_ms: 0,
         attempts: 0,

@@ -11,6 +11,7 @@ fn record(payload: &[u8]) -> Record {
         topic: "plant/\"line\"/temp".to_owned(),
         payload: payload.to_vec(),
         partition_key: "plant".to_owned(),
+        device_id: None,
         qos: 1,
         received_at_ms: 1_700_000_000_123,
         attempts: 0,
@@ -100,4 +101,16 @@ fn a_known_clock_offset_is_in_the_envelope_and_received_at_stays_the_gateways() 
     let blob = encode(RecordFormat::Json, "u", &record(b"{}"), 0);
     let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
     assert!(envelope.get("gateway_clock_offset_ms").is_none());
+}
+
+#[test]
+fn the_envelope_carries_the_device_id_when_the_record_has_one() {
+    let mut with_device = record(b"{}");
+    with_device.device_id = Some("dev-\"7\"".to_owned());
+    let blob = encode(RecordFormat::Json, "u", &with_device, 0);
+    let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
+    assert_eq!(envelope["device_id"], json!("dev-\"7\""));
+    let blob = encode(RecordFormat::Json, "u", &record(b"{}"), 0);
+    let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
+    assert!(envelope.get("device_id").is_none(), "{envelope}");
 }

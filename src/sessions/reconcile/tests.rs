@@ -19,6 +19,7 @@ fn topic(text: &str) -> Topic {
     Topic {
         filter: filter.into(),
         qos: qos.parse().expect("qos"),
+        device_id_level: None,
     }
 }
 
@@ -135,4 +136,21 @@ fn changes_come_in_broker_order() {
             Change::Restart(broker(4, 9999, &[])),
         ],
     );
+}
+
+/// Issue 16: a changed device_id_level alone is an update with nothing to
+/// subscribe or unsubscribe (the session takes the new list, the broker sees nothing).
+#[test]
+fn a_device_id_level_change_alone_updates_without_subscribing() {
+    let with_level = |level: Option<u8>| {
+        let mut broker = broker(1, 1883, &["a/+:1"]);
+        broker.topics[0].device_id_level = level;
+        broker
+    };
+    check(
+        &[with_level(None)],
+        &[with_level(Some(2))],
+        &[update(1, &[], &[])],
+    );
+    check(&[with_level(Some(2))], &[with_level(Some(2))], &[]);
 }

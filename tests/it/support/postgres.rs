@@ -22,6 +22,7 @@ impl TestDb {
             include_str!("../../../buffer-schema/catalog/0004_connection_status.sql"),
             include_str!("../../../buffer-schema/catalog/0005_clock_offset.sql"),
             include_str!("../../../buffer-schema/catalog/0006_broker_gateway.sql"),
+            include_str!("../../../buffer-schema/catalog/0007_devices.sql"),
         ] {
             client.batch_execute(sql).expect("apply catalog schema");
         }
