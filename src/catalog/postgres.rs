@@ -18,7 +18,7 @@ use postgres::{Client, Row};
 use super::assignment::AssignmentRow;
 use super::database_url::{DatabaseUrl, SslMode, Verify};
 use super::postgres_tls::{Connector, Progress};
-use super::rows::{BrokerRow, RowProblem, TopicRow};
+use super::rows::{BrokerRow, RowError, RowProblem, TopicRow};
 use crate::secret::Secret;
 
 const SELECT_BROKERS: &str = "SELECT * FROM iot_data.mqtt_broker WHERE status IS TRUE";
@@ -30,7 +30,7 @@ const SELECT_ASSIGNMENTS: &str = "SELECT * FROM iot_data.mqtt_broker_gateway";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A database problem, as text that never holds the connection string's password.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbError {
     kind: DbErrorKind,
     message: String,
@@ -280,14 +280,14 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
             Ok(None) => {
                 unnamed.push(RowProblem::Unnamed {
                     table: "mqtt_broker",
-                    message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
+                    error: RowError::NullId,
                 });
                 continue;
             }
             Err(error) => {
                 unnamed.push(RowProblem::Unnamed {
                     table: "mqtt_broker",
-                    message: format!("{error}: skipped"),
+                    error: RowError::Unreadable(error),
                 });
                 continue;
             }
@@ -297,7 +297,7 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
             Ok(broker) => brokers.push(broker),
             Err(error) => unnamed.push(RowProblem::Broker {
                 mqtt_id,
-                message: error.to_string(),
+                error: RowError::Unreadable(error),
             }),
         }
     }
@@ -308,11 +308,11 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
             Err(error) => unnamed.push(match int(row, "topic_id") {
                 Ok(Some(topic_id)) => RowProblem::Topic {
                     topic_id,
-                    message: error.to_string(),
+                    error: RowError::Unreadable(error),
                 },
                 _ => RowProblem::Unnamed {
                     table: "mqtt_topic",
-                    message: format!("{error}: skipped"),
+                    error: RowError::Unreadable(error),
                 },
             }),
         }
@@ -330,8 +330,7 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
                 }),
                 _ => unnamed.push(RowProblem::Unnamed {
                     table: "mqtt_broker_gateway",
-                    message: "mqtt_id or gateway_id is NULL: the row assigns nothing, skipped"
-                        .into(),
+                    error: RowError::NullAssignment,
                 }),
             }
         }
