@@ -226,21 +226,31 @@ fn validate_broker(
     key: Option<&SealKey>,
 ) -> Result<(Broker, Subscriptions), RowError> {
     let host = match row.host.as_deref().map(str::trim) {
-        None => return Err(RowError::Null { column: "mqtt_host" }),
-        Some("") => return Err(RowError::Empty { column: "mqtt_host" }),
+        None => {
+            return Err(RowError::Null {
+                column: "mqtt_host",
+            })
+        }
+        Some("") => {
+            return Err(RowError::Empty {
+                column: "mqtt_host",
+            })
+        }
         Some(host) => check_host("mqtt_host", host)?,
     };
     let port = match row.port {
         // The seed table defaults the column; NULL means the MQTT default.
         None => 1883,
-        Some(port) => u16::try_from(port)
-            .ok()
-            .filter(|port| *port != 0)
-            .ok_or(RowError::OutOfRange {
-                column: "mqtt_port",
-                value: port,
-                accepted: PORT_RANGE,
-            })?,
+        Some(port) => {
+            u16::try_from(port)
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or(RowError::OutOfRange {
+                    column: "mqtt_port",
+                    value: port,
+                    accepted: PORT_RANGE,
+                })?
+        }
     };
     let mut endpoints = vec![Endpoint { host, port }];
     for entry in row

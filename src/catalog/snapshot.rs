@@ -58,15 +58,7 @@ impl fmt::Display for SnapshotError {
     }
 }
 
-impl std::error::Error for SnapshotError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.problem {
-            SnapshotProblem::Io(error) => Some(error),
-            SnapshotProblem::Sqlite(error) => Some(error),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for SnapshotError {}
 
 /// What is wrong with a snapshot file, or with its contents ([`decode`]).
 #[derive(Debug)]
@@ -80,7 +72,10 @@ pub enum SnapshotProblem {
     /// A broker entry that is not the JSON we write (`message`: serde's, at most 300 characters).
     Damaged { message: String },
     /// A broker whose sealed secret does not open.
-    Broker { broker_id: BrokerId, error: RowError },
+    Broker {
+        broker_id: BrokerId,
+        error: RowError,
+    },
 }
 
 impl fmt::Display for SnapshotProblem {
@@ -593,10 +588,16 @@ mod tests {
             "{why:?}"
         );
         assert_eq!(why[0].broker_id, 1);
-        assert_eq!(why[0].reason, SkipReason::Rules(RowError::PasswordWithoutUser));
+        assert_eq!(
+            why[0].reason,
+            SkipReason::Rules(RowError::PasswordWithoutUser)
+        );
         let long = format!("[\"{}\"]", "x".repeat(100_000));
         let error = decode(0, &[long], None).unwrap_err();
-        assert!(matches!(error, SnapshotProblem::Damaged { .. }), "{error:?}");
+        assert!(
+            matches!(error, SnapshotProblem::Damaged { .. }),
+            "{error:?}"
+        );
         assert!(error.to_string().len() < 1000, "{error}");
     }
 

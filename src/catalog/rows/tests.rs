@@ -458,10 +458,7 @@ fn problems_name_their_row_and_column_as_values() {
     bad_port.keep_alive = Some(30);
     let mut bad_failover = broker(5, "h", 1883);
     bad_failover.failover = Some("[::1".into());
-    let (_, problems) = validate(
-        &[bad_port, bad_failover],
-        &[topic(9, Some(4), "a/#/b", 1)],
-    );
+    let (_, problems) = validate(&[bad_port, bad_failover], &[topic(9, Some(4), "a/#/b", 1)]);
     assert_eq!(
         problems,
         vec![
