@@ -218,8 +218,8 @@ fn unencrypted(config: &postgres::Config) -> Result<(Client, Link), Failure> {
 }
 
 fn encrypted(config: &postgres::Config, url: &DatabaseUrl) -> Result<(Client, Link), Failure> {
-    let connector = Connector::new(&url.tls).map_err(|message| Failure {
-        error: DbError::new(DbErrorKind::Tls, message),
+    let connector = Connector::new(&url.tls).map_err(|error| Failure {
+        error: DbError::new(DbErrorKind::Tls, error.to_string()),
         reached_server: false,
     })?;
     let mut config = config.clone();
