@@ -82,20 +82,12 @@ impl Check {
 /// and `check --json` puts in `kind` ([`CheckKind::as_str`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckKind {
-    /// A host name did not resolve (a broker's endpoint).
-    Dns,
-    /// Nothing listens, or no route (a broker's endpoint).
-    Refused,
-    /// No answer in time.
-    Timeout,
-    /// A TLS handshake, certificate or TLS setting failed.
+    /// A broker's endpoint: the kind of its connection failure (`dns`, `refused`, `tls`, …).
+    Connect(ConnectFailure),
+    /// The database's TLS, or a broker's TLS settings (its files), failed.
     Tls,
-    /// Credentials refused (a broker, Kinesis).
+    /// Kinesis refused the credentials or the signature.
     Auth,
-    /// A broker answered, but not with a usable CONNACK.
-    Protocol,
-    /// Anything else on a broker's network link.
-    Network,
     /// This machine's clock is off, or a certificate refused because of it.
     Clock,
     /// The database cannot be reached or refuses us; Kinesis gave no answer.
@@ -130,13 +122,9 @@ impl CheckKind {
     /// The word in the report and in `check --json`.
     pub fn as_str(self) -> &'static str {
         match self {
-            CheckKind::Dns => "dns",
-            CheckKind::Refused => "refused",
-            CheckKind::Timeout => "timeout",
+            CheckKind::Connect(failure) => failure.as_str(),
             CheckKind::Tls => "tls",
             CheckKind::Auth => "auth",
-            CheckKind::Protocol => "protocol",
-            CheckKind::Network => "network",
             CheckKind::Clock => "clock",
             CheckKind::Unreachable => "unreachable",
             CheckKind::Unreadable => "unreadable",
@@ -153,25 +141,19 @@ impl CheckKind {
             CheckKind::LowSpace => "low_space",
         }
     }
+
+    /// A TLS failure: of the database, of a broker's settings or handshake.
+    fn is_tls(self) -> bool {
+        matches!(
+            self,
+            CheckKind::Tls | CheckKind::Connect(ConnectFailure::Tls)
+        )
+    }
 }
 
 impl fmt::Display for CheckKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl From<ConnectFailure> for CheckKind {
-    fn from(failure: ConnectFailure) -> CheckKind {
-        match failure {
-            ConnectFailure::Dns => CheckKind::Dns,
-            ConnectFailure::Refused => CheckKind::Refused,
-            ConnectFailure::Timeout => CheckKind::Timeout,
-            ConnectFailure::Tls => CheckKind::Tls,
-            ConnectFailure::Auth => CheckKind::Auth,
-            ConnectFailure::Protocol => CheckKind::Protocol,
-            ConnectFailure::Network => CheckKind::Network,
-        }
     }
 }
 
@@ -255,7 +237,7 @@ fn name_clock_problems(checks: &mut [Check], clocks: &[ClockReading]) {
         return;
     };
     for check in checks.iter_mut() {
-        if check.kind == Some(CheckKind::Tls) && is_validity_refusal(&check.detail) {
+        if check.kind.is_some_and(CheckKind::is_tls) && is_validity_refusal(&check.detail) {
             check.kind = Some(CheckKind::Clock);
             check.detail = format!(
                 "{}; the clock is {}: the certificate is probably fine, fix the clock (NTP)",
@@ -445,7 +427,8 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
                         Some(latency),
                     ),
                     Err(failure) => {
-                        Check::fail("broker", target, failure.kind.into(), failure.message)
+                        let kind = CheckKind::Connect(failure.kind);
+                        Check::fail("broker", target, kind, failure.message)
                     }
                 }
             }));
@@ -670,7 +653,8 @@ mod tests {
     }
 
     fn tls_failure(detail: &str) -> Check {
-        Check::fail("broker", "broker 1".into(), CheckKind::Tls, detail.into())
+        let kind = CheckKind::Connect(ConnectFailure::Tls);
+        Check::fail("broker", "broker 1".into(), kind, detail.into())
     }
 
     #[test]
@@ -700,7 +684,11 @@ mod tests {
 
         let mut checks = vec![tls_failure(not_yet), tls_failure(unknown_ca)];
         name_clock_problems(&mut checks, &[reading("AWS", 1_000)]);
-        assert_eq!(checks[0].kind, Some(CheckKind::Tls), "clock is fine");
+        assert_eq!(
+            checks[0].kind,
+            Some(CheckKind::Connect(ConnectFailure::Tls)),
+            "clock is fine"
+        );
 
         let clocks = [
             reading("the database", -9_000_000),
@@ -717,13 +705,26 @@ mod tests {
         );
         assert_eq!(
             checks[1].kind,
-            Some(CheckKind::Tls),
+            Some(CheckKind::Connect(ConnectFailure::Tls)),
             "not a validity refusal"
         );
 
-        let mut expired = vec![tls_failure("certificate expired: verification time …")];
+        let mut expired = vec![
+            tls_failure("certificate expired: verification time …"),
+            Check::fail(
+                "database",
+                "link".into(),
+                CheckKind::Tls,
+                "certificate expired".into(),
+            ),
+        ];
         name_clock_problems(&mut expired, &[reading("the database", -9_000_000)]);
         assert_eq!(expired[0].kind, Some(CheckKind::Clock));
+        assert_eq!(
+            expired[1].kind,
+            Some(CheckKind::Clock),
+            "the database's too"
+        );
         assert!(expired[0].detail.contains("2h30m0s ahead of the database"));
     }
 
@@ -734,7 +735,7 @@ mod tests {
             Check::fail(
                 "broker",
                 "b".into(),
-                ConnectFailure::Dns.into(),
+                CheckKind::Connect(ConnectFailure::Dns),
                 "no such host".into(),
             ),
             Check::fail(
@@ -763,8 +764,8 @@ mod tests {
         );
         assert!(as_text(&checks).contains("FAIL not_found"));
         assert_eq!(
-            CheckKind::from(ConnectFailure::Network).as_str(),
-            ConnectFailure::Network.as_str()
+            CheckKind::Connect(ConnectFailure::Network).as_str(),
+            "network"
         );
     }
 }
