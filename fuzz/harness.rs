@@ -387,11 +387,11 @@ pub fn snapshot_restore(data: &[u8]) {
         Ok(snapshot) => {
             check_catalog(&snapshot.catalog);
             for why in &snapshot.skipped {
-                check_bounded("a skipped broker's reason", why);
+                check_bounded("a skipped broker's reason", &why.to_string());
             }
             let _ = snapshot.age();
         }
-        Err(message) => check_bounded("a snapshot error", &message),
+        Err(problem) => check_bounded("a snapshot error", &problem.to_string()),
     }
 }
 
@@ -426,7 +426,7 @@ pub fn snapshot_file(data: &[u8]) {
         Ok(Some(snapshot)) => {
             check_catalog(&snapshot.catalog);
             for why in &snapshot.skipped {
-                check_bounded("a skipped broker's reason", why);
+                check_bounded("a skipped broker's reason", &why.to_string());
             }
         }
         Ok(None) => panic!("an existing file read as no snapshot"),

@@ -12,7 +12,7 @@
 //! and AWS's (the answer's `Date`); while it is known to be off, a TLS
 //! certificate refused as expired or not yet valid is named a clock problem.
 
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,8 +25,10 @@ use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
 use crate::clock::describe_offset;
 use crate::config::Config;
 use crate::disk::{self, describe_bytes};
-use crate::drain::{client::Client, refresher, skew};
-use crate::sessions::connect::{self, ConnectSettings};
+use crate::drain::client::{Client, DescribeFailureKind};
+use crate::drain::{refresher, skew};
+use crate::sessions::connect::{self, ConnectFailure, ConnectSettings};
+use crate::sessions::tls::TlsError;
 use crate::spool::space::{appends_allowed, Room};
 use crate::spool::SpoolReader;
 
@@ -41,8 +43,8 @@ pub struct Check {
     /// What was tried: an endpoint, a stream, a path.
     pub target: String,
     pub ok: bool,
-    /// On failure, what kind: `dns`, `refused`, `timeout`, `tls`, `auth`, …
-    pub kind: Option<String>,
+    /// On failure, what kind.
+    pub kind: Option<CheckKind>,
     pub detail: String,
     pub latency: Option<Duration>,
 }
@@ -64,14 +66,106 @@ impl Check {
         }
     }
 
-    fn fail(area: &'static str, target: String, kind: &str, detail: String) -> Check {
+    fn fail(area: &'static str, target: String, kind: CheckKind, detail: String) -> Check {
         Check {
             area,
             target,
             ok: false,
-            kind: Some(kind.to_owned()),
+            kind: Some(kind),
             detail,
             latency: None,
+        }
+    }
+}
+
+/// What kind of failure a check met: the word `check` prints after `FAIL`
+/// and `check --json` puts in `kind` ([`CheckKind::as_str`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckKind {
+    /// A broker's endpoint: the kind of its connection failure (`dns`, `refused`, `tls`, …).
+    Connect(ConnectFailure),
+    /// The database's TLS, or a broker's TLS settings (its files), failed.
+    Tls,
+    /// Kinesis refused the credentials or the signature.
+    Auth,
+    /// This machine's clock is off, or a certificate refused because of it.
+    Clock,
+    /// The database cannot be reached or refuses us; Kinesis gave no answer.
+    Unreachable,
+    /// Something that exists cannot be read (a clock reading, the spool).
+    Unreadable,
+    /// A catalog row that is skipped.
+    Row,
+    /// A broker several gateways run without shared subscriptions.
+    Shared,
+    /// The status table is missing or not readable.
+    Table,
+    /// No usable AWS credentials.
+    Credentials,
+    /// The stream exists but is not ACTIVE or UPDATING.
+    NotActive,
+    /// No such stream.
+    NotFound,
+    /// Kinesis throttled the check.
+    Throttled,
+    /// Kinesis answered with another error.
+    Error,
+    /// The spool's filesystem is full.
+    DiskFull,
+    /// The spool's directory cannot be written.
+    NotWritable,
+    /// The spool's filesystem is below `spool.min_free_bytes`.
+    LowSpace,
+}
+
+impl CheckKind {
+    /// The word in the report and in `check --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Connect(failure) => failure.as_str(),
+            CheckKind::Tls => "tls",
+            CheckKind::Auth => "auth",
+            CheckKind::Clock => "clock",
+            CheckKind::Unreachable => "unreachable",
+            CheckKind::Unreadable => "unreadable",
+            CheckKind::Row => "row",
+            CheckKind::Shared => "shared",
+            CheckKind::Table => "table",
+            CheckKind::Credentials => "credentials",
+            CheckKind::NotActive => "not_active",
+            CheckKind::NotFound => "not_found",
+            CheckKind::Throttled => "throttled",
+            CheckKind::Error => "error",
+            CheckKind::DiskFull => "disk_full",
+            CheckKind::NotWritable => "not_writable",
+            CheckKind::LowSpace => "low_space",
+        }
+    }
+
+    /// A TLS failure: of the database, of a broker's settings or handshake.
+    fn is_tls(self) -> bool {
+        matches!(
+            self,
+            CheckKind::Tls | CheckKind::Connect(ConnectFailure::Tls)
+        )
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<DescribeFailureKind> for CheckKind {
+    fn from(kind: DescribeFailureKind) -> CheckKind {
+        match kind {
+            DescribeFailureKind::Unreachable => CheckKind::Unreachable,
+            DescribeFailureKind::Auth => CheckKind::Auth,
+            DescribeFailureKind::Clock => CheckKind::Clock,
+            DescribeFailureKind::NotFound => CheckKind::NotFound,
+            DescribeFailureKind::Throttled => CheckKind::Throttled,
+            DescribeFailureKind::Error => CheckKind::Error,
         }
     }
 }
@@ -114,7 +208,7 @@ impl ClockReading {
             return Check::fail(
                 "clock",
                 target,
-                "clock",
+                CheckKind::Clock,
                 format!(
                     "the clock is {}; fix NTP (the drain signs with corrected time, \
                      but received_at and certificate checks use this clock)",
@@ -143,8 +237,8 @@ fn name_clock_problems(checks: &mut [Check], clocks: &[ClockReading]) {
         return;
     };
     for check in checks.iter_mut() {
-        if check.kind.as_deref() == Some("tls") && is_validity_refusal(&check.detail) {
-            check.kind = Some("clock".to_owned());
+        if check.kind.is_some_and(CheckKind::is_tls) && is_validity_refusal(&check.detail) {
+            check.kind = Some(CheckKind::Clock);
             check.detail = format!(
                 "{}; the clock is {}: the certificate is probably fine, fix the clock (NTP)",
                 check.detail,
@@ -198,7 +292,7 @@ fn check_database(
                 Err(error) => checks.push(Check::fail(
                     "clock",
                     "gateway vs the database (clock_timestamp())".into(),
-                    "unreadable",
+                    CheckKind::Unreadable,
                     error.to_string(),
                 )),
             }
@@ -219,7 +313,7 @@ fn check_database(
                 checks.push(Check::fail(
                     "catalog row",
                     problem.target(),
-                    "row",
+                    CheckKind::Row,
                     problem.to_string(),
                 ));
             }
@@ -234,7 +328,7 @@ fn check_database(
                 Err(error) => Check::fail(
                     "database",
                     "iot_data.mqtt_connection_status".into(),
-                    "table",
+                    CheckKind::Table,
                     format!("{error} (apply buffer-schema/catalog/0004_connection_status.sql)"),
                 ),
             });
@@ -242,8 +336,8 @@ fn check_database(
         }
         Err(error) => {
             let kind = match error.kind() {
-                DbErrorKind::Tls => "tls",
-                DbErrorKind::Database => "unreachable",
+                DbErrorKind::Tls => CheckKind::Tls,
+                DbErrorKind::Database => CheckKind::Unreachable,
             };
             // A failure after the link stood is the catalog's, not the link's.
             let connected = checks
@@ -287,7 +381,7 @@ fn check_assignment(
         checks.push(Check::fail(
             "catalog row",
             format!("mqtt_broker_gateway mqtt_id={id}"),
-            "shared",
+            CheckKind::Shared,
             format!(
                 "broker {id} is assigned to gateways {} without shared subscriptions: each forwards every message (duplicates in Kinesis); set use_shared_subscriptions or assign it to one gateway",
                 gateways.join(", ")
@@ -304,12 +398,12 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
     for broker in &catalog.brokers {
         let settings = match settings_for(config, broker) {
             Ok(settings) => settings,
-            Err(message) => {
+            Err(error) => {
                 settings_failures.push(Check::fail(
                     "broker",
                     format!("broker {}", broker.id),
-                    "tls",
-                    message,
+                    CheckKind::Tls,
+                    error.to_string(),
                 ));
                 continue;
             }
@@ -333,7 +427,8 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
                         Some(latency),
                     ),
                     Err(failure) => {
-                        Check::fail("broker", target, failure.kind.as_str(), failure.message)
+                        let kind = CheckKind::Connect(failure.kind);
+                        Check::fail("broker", target, kind, failure.message)
                     }
                 }
             }));
@@ -350,7 +445,7 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
     checks
 }
 
-fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, String> {
+fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, TlsError> {
     let mut settings = ConnectSettings::for_broker(broker, &config.gateway_id, &config.mqtt)?;
     // Not the running session's id, or the broker would drop that session.
     settings.client_id = format!("{}-check", settings.client_id);
@@ -365,7 +460,9 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
     );
     let credentials = match refresher::fetch_once(&kinesis.credentials) {
         Ok(credentials) => credentials,
-        Err(error) => return Check::fail("kinesis", target, "credentials", error),
+        Err(error) => {
+            return Check::fail("kinesis", target, CheckKind::Credentials, error.to_string())
+        }
     };
     let started = Instant::now();
     let mut client = Client::new(kinesis);
@@ -403,13 +500,13 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
         Ok(summary) => Check::fail(
             "kinesis",
             target,
-            "not_active",
+            CheckKind::NotActive,
             format!("stream is {}", summary.status),
         ),
         Err(failure) => Check::fail(
             "kinesis",
             target,
-            failure.kind,
+            failure.kind.into(),
             format!("{}{clock}", failure.detail),
         ),
     }
@@ -428,9 +525,9 @@ fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
     if let Err(error) = written {
         let _ = std::fs::remove_file(&probe);
         let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
-            "disk_full"
+            CheckKind::DiskFull
         } else {
-            "not_writable"
+            CheckKind::NotWritable
         };
         return Check::fail(
             "spool",
@@ -455,7 +552,9 @@ fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
                 ),
                 spool_free,
             ),
-            Err(error) => return Check::fail("spool", target, "unreadable", error.to_string()),
+            Err(error) => {
+                return Check::fail("spool", target, CheckKind::Unreadable, error.to_string())
+            }
         }
     };
     let Ok(fs) = disk::filesystem(path) else {
@@ -479,7 +578,7 @@ fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
         Check::fail(
             "spool",
             target,
-            "low_space",
+            CheckKind::LowSpace,
             format!("{detail}: appends pause below the floor"),
         )
     }
@@ -499,7 +598,7 @@ pub fn as_json(checks: &[Check]) -> String {
                 "area": check.area,
                 "target": check.target,
                 "ok": check.ok,
-                "kind": check.kind,
+                "kind": check.kind.map(CheckKind::as_str),
                 "detail": check.detail,
                 "latency_ms": check.latency.map(|l| l.as_secs_f64() * 1000.0),
             })
@@ -554,7 +653,8 @@ mod tests {
     }
 
     fn tls_failure(detail: &str) -> Check {
-        Check::fail("broker", "broker 1".into(), "tls", detail.into())
+        let kind = CheckKind::Connect(ConnectFailure::Tls);
+        Check::fail("broker", "broker 1".into(), kind, detail.into())
     }
 
     #[test]
@@ -568,7 +668,7 @@ mod tests {
             "{near:?}"
         );
         let far = reading("the database", 7_200_000).check();
-        assert_eq!(far.kind.as_deref(), Some("clock"));
+        assert_eq!(far.kind, Some(CheckKind::Clock));
         assert!(
             far.detail
                 .contains("the clock is 2h0m0s behind the database"),
@@ -584,14 +684,18 @@ mod tests {
 
         let mut checks = vec![tls_failure(not_yet), tls_failure(unknown_ca)];
         name_clock_problems(&mut checks, &[reading("AWS", 1_000)]);
-        assert_eq!(checks[0].kind.as_deref(), Some("tls"), "clock is fine");
+        assert_eq!(
+            checks[0].kind,
+            Some(CheckKind::Connect(ConnectFailure::Tls)),
+            "clock is fine"
+        );
 
         let clocks = [
             reading("the database", -9_000_000),
             reading("AWS", 7_200_000),
         ];
         name_clock_problems(&mut checks, &clocks);
-        assert_eq!(checks[0].kind.as_deref(), Some("clock"));
+        assert_eq!(checks[0].kind, Some(CheckKind::Clock));
         assert!(
             checks[0].detail.ends_with(
                 "the clock is 2h0m0s behind AWS: the certificate is probably fine, fix the clock (NTP)"
@@ -600,14 +704,68 @@ mod tests {
             checks[0]
         );
         assert_eq!(
-            checks[1].kind.as_deref(),
-            Some("tls"),
+            checks[1].kind,
+            Some(CheckKind::Connect(ConnectFailure::Tls)),
             "not a validity refusal"
         );
 
-        let mut expired = vec![tls_failure("certificate expired: verification time …")];
+        let mut expired = vec![
+            tls_failure("certificate expired: verification time …"),
+            Check::fail(
+                "database",
+                "link".into(),
+                CheckKind::Tls,
+                "certificate expired".into(),
+            ),
+        ];
         name_clock_problems(&mut expired, &[reading("the database", -9_000_000)]);
-        assert_eq!(expired[0].kind.as_deref(), Some("clock"));
+        assert_eq!(expired[0].kind, Some(CheckKind::Clock));
+        assert_eq!(
+            expired[1].kind,
+            Some(CheckKind::Clock),
+            "the database's too"
+        );
         assert!(expired[0].detail.contains("2h30m0s ahead of the database"));
+    }
+
+    #[test]
+    fn kinds_keep_their_json_words() {
+        let checks = [
+            Check::fail("spool", "/s".into(), CheckKind::DiskFull, "full".into()),
+            Check::fail(
+                "broker",
+                "b".into(),
+                CheckKind::Connect(ConnectFailure::Dns),
+                "no such host".into(),
+            ),
+            Check::fail(
+                "kinesis",
+                "k".into(),
+                DescribeFailureKind::NotFound.into(),
+                "HTTP 400".into(),
+            ),
+            Check::pass("spool", "/s".into(), "writable".into(), None),
+        ];
+        let json: Value = serde_json::from_str(&as_json(&checks)).unwrap();
+        let kinds: Vec<&Value> = json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|check| &check["kind"])
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                &json!("disk_full"),
+                &json!("dns"),
+                &json!("not_found"),
+                &Value::Null
+            ]
+        );
+        assert!(as_text(&checks).contains("FAIL not_found"));
+        assert_eq!(
+            CheckKind::Connect(ConnectFailure::Network).as_str(),
+            "network"
+        );
     }
 }

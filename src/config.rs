@@ -314,10 +314,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: &'static str, message: impl fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         key,
-        message: message.into(),
+        message: message.to_string(),
     }
 }
 
@@ -1260,8 +1260,56 @@ fn ensure_parent_dir(key: &'static str, path: &Path) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// A size or duration that does not parse: quotes the input and states the accepted form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitError {
+    /// The value as written.
+    pub text: String,
+    pub problem: UnitProblem,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnitProblem {
+    NotSize,
+    /// More bytes than a u64 holds.
+    SizeTooLarge,
+    NotDuration,
+    /// Longer than [`MAX_DURATION`].
+    DurationTooLong,
+}
+
+impl fmt::Display for UnitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = &self.text;
+        match self.problem {
+            UnitProblem::NotSize => write!(
+                f,
+                "{text:?} is not a size: write a whole number and a unit, such as \"512MiB\" (B, kB, KiB, MB, MiB, GB, GiB)"
+            ),
+            UnitProblem::SizeTooLarge => write!(f, "{text:?} is too large"),
+            UnitProblem::NotDuration => write!(
+                f,
+                "{text:?} is not a duration: write a whole number and a unit, such as \"60s\" (ms, s, m, h)"
+            ),
+            UnitProblem::DurationTooLong => write!(
+                f,
+                "{text:?} is longer than the longest duration any key takes, 24h"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UnitError {}
+
+fn unit_error(text: &str, problem: UnitProblem) -> UnitError {
+    UnitError {
+        text: text.to_owned(),
+        problem,
+    }
+}
+
 /// Parses `"512MiB"`, `"10MB"`, `"4096B"`. Binary (KiB, MiB, GiB) and decimal (kB, MB, GB) units.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
     let (number, unit) = split_number(text);
     let multiplier: u64 = match unit {
         "B" => 1,
@@ -1276,15 +1324,13 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     match number.parse::<u64>() {
         Ok(n) if multiplier > 0 => n
             .checked_mul(multiplier)
-            .ok_or_else(|| format!("{text:?} is too large")),
-        _ => Err(format!(
-            "{text:?} is not a size: write a whole number and a unit, such as \"512MiB\" (B, kB, KiB, MB, MiB, GB, GiB)"
-        )),
+            .ok_or_else(|| unit_error(text, UnitProblem::SizeTooLarge)),
+        _ => Err(unit_error(text, UnitProblem::NotSize)),
     }
 }
 
 /// Parses `"250ms"`, `"60s"`, `"5m"`, `"2h"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     let (number, unit) = split_number(text);
     let parsed = number.parse::<u64>().ok();
     let duration = match (parsed, unit) {
@@ -1294,14 +1340,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         (Some(n), "h") => n.checked_mul(3600).map(Duration::from_secs),
         _ => None,
     };
-    let duration = duration.ok_or_else(|| {
-        format!("{text:?} is not a duration: write a whole number and a unit, such as \"60s\" (ms, s, m, h)")
-    })?;
+    let duration = duration.ok_or_else(|| unit_error(text, UnitProblem::NotDuration))?;
     // No setting needs more, and a larger one could overflow a deadline (now + duration).
     if duration > MAX_DURATION {
-        return Err(format!(
-            "{text:?} is longer than the longest duration any key takes, 24h"
-        ));
+        return Err(unit_error(text, UnitProblem::DurationTooLong));
     }
     Ok(duration)
 }

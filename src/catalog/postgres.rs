@@ -18,7 +18,7 @@ use postgres::{Client, Row};
 use super::assignment::AssignmentRow;
 use super::database_url::{DatabaseUrl, SslMode, Verify};
 use super::postgres_tls::{Connector, Progress};
-use super::rows::{BrokerRow, RowProblem, TopicRow};
+use super::rows::{BrokerRow, RowError, RowProblem, TopicRow};
 use crate::secret::Secret;
 
 const SELECT_BROKERS: &str = "SELECT * FROM iot_data.mqtt_broker WHERE status IS TRUE";
@@ -30,7 +30,7 @@ const SELECT_ASSIGNMENTS: &str = "SELECT * FROM iot_data.mqtt_broker_gateway";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A database problem, as text that never holds the connection string's password.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DbError {
     kind: DbErrorKind,
     message: String,
@@ -218,8 +218,8 @@ fn unencrypted(config: &postgres::Config) -> Result<(Client, Link), Failure> {
 }
 
 fn encrypted(config: &postgres::Config, url: &DatabaseUrl) -> Result<(Client, Link), Failure> {
-    let connector = Connector::new(&url.tls).map_err(|message| Failure {
-        error: DbError::new(DbErrorKind::Tls, message),
+    let connector = Connector::new(&url.tls).map_err(|error| Failure {
+        error: DbError::new(DbErrorKind::Tls, error.to_string()),
         reached_server: false,
     })?;
     let mut config = config.clone();
@@ -282,14 +282,14 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
             Ok(None) => {
                 unnamed.push(RowProblem::Unnamed {
                     table: "mqtt_broker",
-                    message: "mqtt_id is NULL: the row cannot be told apart, skipped".into(),
+                    error: RowError::NullId,
                 });
                 continue;
             }
             Err(error) => {
                 unnamed.push(RowProblem::Unnamed {
                     table: "mqtt_broker",
-                    message: format!("{error}: skipped"),
+                    error: RowError::Unreadable(error),
                 });
                 continue;
             }
@@ -299,7 +299,7 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
             Ok(broker) => brokers.push(broker),
             Err(error) => unnamed.push(RowProblem::Broker {
                 mqtt_id,
-                message: error.to_string(),
+                error: RowError::Unreadable(error),
             }),
         }
     }
@@ -317,11 +317,11 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
             Err(error) => unnamed.push(match int(row, "topic_id") {
                 Ok(Some(topic_id)) => RowProblem::Topic {
                     topic_id,
-                    message: error.to_string(),
+                    error: RowError::Unreadable(error),
                 },
                 _ => RowProblem::Unnamed {
                     table: "mqtt_topic",
-                    message: format!("{error}: skipped"),
+                    error: RowError::Unreadable(error),
                 },
             }),
         }
@@ -339,8 +339,7 @@ pub fn read_rows(client: &mut Client) -> Result<CatalogRows, DbError> {
                 }),
                 _ => unnamed.push(RowProblem::Unnamed {
                     table: "mqtt_broker_gateway",
-                    message: "mqtt_id or gateway_id is NULL: the row assigns nothing, skipped"
-                        .into(),
+                    error: RowError::NullAssignment,
                 }),
             }
         }

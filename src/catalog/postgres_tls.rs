@@ -9,8 +9,10 @@
 //! `-PLUS` variant) is not offered, so `channel_binding=require` fails;
 //! `verify-full` is what stops a man in the middle.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
@@ -24,6 +26,7 @@ use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::database_url::{RootCert, TlsParams, Verify};
+use crate::files::ReadError;
 
 /// How far the last connection attempt got, as the connector saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,7 +53,7 @@ pub struct Connector {
 impl Connector {
     /// A connector for `tls`: reads `sslrootcert`, `sslcert` and `sslkey`
     /// now, so a rotated file counts from the next connection on.
-    pub fn new(tls: &TlsParams) -> Result<Connector, String> {
+    pub fn new(tls: &TlsParams) -> Result<Connector, DbTlsError> {
         Ok(Connector {
             config: Some(client_config(tls)?),
             progress: Arc::default(),
@@ -188,7 +191,88 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
 
-fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
+/// Why the TLS settings of `database.url` do not make a client config; names
+/// the parameter (`sslrootcert`, `sslcert`, `sslkey`) and its file.
+#[derive(Debug)]
+pub enum DbTlsError {
+    /// `sslrootcert=system` and the system has no trusted roots.
+    NoSystemRoots,
+    /// A verifying `sslmode` without `sslrootcert`.
+    NoRootCert,
+    /// rustls refused the protocol versions (`what`: `tls`) or the client
+    /// certificate and key (`database.url sslcert/sslkey`).
+    Rustls {
+        what: &'static str,
+        error: rustls::Error,
+    },
+    /// A parameter's file cannot be read (or, for `sslkey`, looked at).
+    File {
+        param: &'static str,
+        path: PathBuf,
+        error: ReadError,
+    },
+    /// A parameter's file that does not parse as PEM certificates.
+    NotPem {
+        param: &'static str,
+        path: PathBuf,
+        error: rustls::pki_types::pem::Error,
+    },
+    /// A parameter's file without a certificate.
+    NoCertificate { param: &'static str, path: PathBuf },
+    /// An `sslrootcert` certificate rustls cannot use as a root.
+    UnusableRoot { path: PathBuf, error: rustls::Error },
+    /// The `sslkey` file is readable by others (`mode`: its permission bits).
+    KeyTooOpen { path: PathBuf, mode: u32 },
+    /// The `sslkey` file holds no private key.
+    NoPrivateKey { path: PathBuf },
+}
+
+impl fmt::Display for DbTlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbTlsError::NoSystemRoots => f.write_str(
+                "database.url sslrootcert=system: no system roots found (install ca-certificates or name a CA file)",
+            ),
+            DbTlsError::NoRootCert => {
+                f.write_str("database.url: no sslrootcert to verify the server with")
+            }
+            DbTlsError::Rustls { what, error } => write!(f, "{what}: {error}"),
+            DbTlsError::File { param, path, error } => {
+                write!(f, "database.url {param} {}: {error}", path.display())
+            }
+            DbTlsError::NotPem { param, path, error } => write!(
+                f,
+                "database.url {param} {}: not PEM certificates: {error}",
+                path.display()
+            ),
+            DbTlsError::NoCertificate { param, path } => write!(
+                f,
+                "database.url {param} {}: holds no PEM certificate",
+                path.display()
+            ),
+            DbTlsError::UnusableRoot { path, error } => write!(
+                f,
+                "database.url sslrootcert {}: unusable certificate: {error}",
+                path.display()
+            ),
+            DbTlsError::KeyTooOpen { path, mode } => write!(
+                f,
+                "database.url sslkey {}: mode {mode:o} lets others read the key; \
+                 make it 0600 (or 0640 if owned by root)",
+                path.display()
+            ),
+            DbTlsError::NoPrivateKey { path } => write!(
+                f,
+                "database.url sslkey {}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DbTlsError {}
+
+fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, DbTlsError> {
     let provider = provider();
     let verify = tls.verify();
     let roots = match (&tls.root_cert, verify) {
@@ -196,28 +280,26 @@ fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
         (Some(RootCert::System), _) => {
             let roots = crate::trust::system_roots();
             if roots.is_empty() {
-                return Err("database.url sslrootcert=system: no system roots found (install ca-certificates or name a CA file)".into());
+                return Err(DbTlsError::NoSystemRoots);
             }
             Some(roots)
         }
         (Some(RootCert::File(path)), _) => {
             let mut store = RootCertStore::empty();
             for cert in certificates("sslrootcert", path)? {
-                store.add(cert).map_err(|error| {
-                    format!(
-                        "database.url sslrootcert {}: unusable certificate: {error}",
-                        path.display()
-                    )
+                store.add(cert).map_err(|error| DbTlsError::UnusableRoot {
+                    path: path.clone(),
+                    error,
                 })?;
             }
             Some(Arc::new(store))
         }
         // DatabaseUrl::parse refuses verify-ca and verify-full without sslrootcert.
-        (None, _) => return Err("database.url: no sslrootcert to verify the server with".into()),
+        (None, _) => return Err(DbTlsError::NoRootCert),
     };
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|error| format!("tls: {error}"))?
+        .map_err(|error| DbTlsError::Rustls { what: "tls", error })?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(crate::trust::Verifier {
             provider,
@@ -231,7 +313,10 @@ fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
             let key = private_key(key_path)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|error| format!("database.url sslcert/sslkey: {error}"))?
+                .map_err(|error| DbTlsError::Rustls {
+                    what: "database.url sslcert/sslkey",
+                    error,
+                })?
         }
     };
     // As libpq 17 sends it; servers before 17 ignore it.
@@ -239,38 +324,46 @@ fn client_config(tls: &TlsParams) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
-fn certificates(key: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_pem_file(path)
-        .map_err(|error| format!("database.url {key} {}: {error}", path.display()))?;
+fn certificates(
+    param: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, DbTlsError> {
+    let pem = read_pem_file(path).map_err(|error| DbTlsError::File {
+        param,
+        path: path.to_owned(),
+        error,
+    })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| {
-            format!(
-                "database.url {key} {}: not PEM certificates: {error}",
-                path.display()
-            )
+        .map_err(|error| DbTlsError::NotPem {
+            param,
+            path: path.to_owned(),
+            error,
         })?;
     if certs.is_empty() {
-        return Err(format!(
-            "database.url {key} {}: holds no PEM certificate",
-            path.display()
-        ));
+        return Err(DbTlsError::NoCertificate {
+            param,
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 /// A certificate or key file: regular, at most 1 MiB (as the brokers' are).
-fn read_pem_file(path: &std::path::Path) -> Result<Vec<u8>, crate::files::ReadError> {
+fn read_pem_file(path: &Path) -> Result<Vec<u8>, crate::files::ReadError> {
     crate::files::read_regular(path, crate::files::MAX_PEM_FILE_BYTES)
 }
 
 /// The client key: refused, as libpq does, when others may read it.
-fn private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String> {
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, DbTlsError> {
     use std::os::unix::fs::MetadataExt;
 
-    let shown = path.display();
-    let metadata =
-        std::fs::metadata(path).map_err(|error| format!("database.url sslkey {shown}: {error}"))?;
+    let unreadable = |error| DbTlsError::File {
+        param: "sslkey",
+        path: path.to_owned(),
+        error,
+    };
+    let metadata = std::fs::metadata(path).map_err(|error| unreadable(ReadError::Io(error)))?;
     let mode = metadata.mode() & 0o777;
     let too_open = if metadata.uid() == 0 {
         mode & 0o037 != 0
@@ -278,15 +371,61 @@ fn private_key(path: &std::path::Path) -> Result<PrivateKeyDer<'static>, String>
         mode & 0o077 != 0
     };
     if too_open {
-        return Err(format!(
-            "database.url sslkey {shown}: mode {mode:o} lets others read the key; \
-             make it 0600 (or 0640 if owned by root)"
-        ));
+        return Err(DbTlsError::KeyTooOpen {
+            path: path.to_owned(),
+            mode,
+        });
     }
-    let pem =
-        read_pem_file(path).map_err(|error| format!("database.url sslkey {shown}: {error}"))?;
+    let pem = read_pem_file(path).map_err(unreadable)?;
     // The parse error could quote nothing secret, but says little: keep ours.
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-        format!("database.url sslkey {shown}: holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| DbTlsError::NoPrivateKey {
+        path: path.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn errors_name_the_parameter_and_its_file() {
+        let dir = std::env::temp_dir().join(format!("mkb-pg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("client.key");
+        std::fs::write(&key, "not a key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = private_key(&key).unwrap_err();
+        assert!(
+            matches!(&error, DbTlsError::KeyTooOpen { path, mode: 0o644 } if *path == key),
+            "{error:?}"
+        );
+        assert!(error
+            .to_string()
+            .contains("mode 644 lets others read the key"));
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            private_key(&key),
+            Err(DbTlsError::NoPrivateKey { .. })
+        ));
+
+        let missing = dir.join("missing.pem");
+        let error = certificates("sslrootcert", &missing).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                DbTlsError::File {
+                    param: "sslrootcert",
+                    error: ReadError::Io(_),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error
+            .to_string()
+            .starts_with(&format!("database.url sslrootcert {}: ", missing.display())));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -12,6 +12,9 @@ use super::{Broker, BrokerId, Catalog, Endpoint, TlsSettings, Topic};
 use crate::devices::MAX_LEVEL;
 use crate::sealed::{self, SealKey};
 use crate::secret::Secret;
+pub use error::{EndpointProblem, RowError, StoredFilterProblem};
+
+mod error;
 
 /// One `iot_data.mqtt_broker` row with `status = TRUE`, columns as read (any
 /// may be NULL; an optional column the table lacks reads as NULL).
@@ -59,16 +62,16 @@ pub struct TopicRow {
 pub enum RowProblem {
     Broker {
         mqtt_id: BrokerId,
-        message: String,
+        error: RowError,
     },
     Topic {
         topic_id: i64,
-        message: String,
+        error: RowError,
     },
     /// A row that cannot even be named (its `mqtt_id` is NULL).
     Unnamed {
         table: &'static str,
-        message: String,
+        error: RowError,
     },
 }
 
@@ -86,13 +89,13 @@ impl RowProblem {
 impl fmt::Display for RowProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RowProblem::Broker { mqtt_id, message } => {
-                write!(f, "mqtt_broker row mqtt_id={mqtt_id}: {message}")
+            RowProblem::Broker { mqtt_id, error } => {
+                write!(f, "mqtt_broker row mqtt_id={mqtt_id}: {error}")
             }
-            RowProblem::Topic { topic_id, message } => {
-                write!(f, "mqtt_topic row topic_id={topic_id}: {message}")
+            RowProblem::Topic { topic_id, error } => {
+                write!(f, "mqtt_topic row topic_id={topic_id}: {error}")
             }
-            RowProblem::Unnamed { table, message } => write!(f, "{table} row: {message}"),
+            RowProblem::Unnamed { table, error } => write!(f, "{table} row: {error}, skipped"),
         }
     }
 }
@@ -122,7 +125,7 @@ pub fn validate(
         // Which of the duplicates is meant is unknowable: run none of them.
         problems.push(RowProblem::Broker {
             mqtt_id,
-            message: format!("mqtt_id appears in {n_rows} active rows; all are skipped"),
+            error: RowError::DuplicateId { n_rows },
         });
     }
     let mut brokers: BTreeMap<BrokerId, (Broker, Subscriptions)> = BTreeMap::new();
@@ -134,9 +137,9 @@ pub fn validate(
             Ok(broker) => {
                 brokers.insert(broker.0.id, broker);
             }
-            Err(message) => problems.push(RowProblem::Broker {
+            Err(error) => problems.push(RowProblem::Broker {
                 mqtt_id: row.mqtt_id,
-                message,
+                error,
             }),
         }
     }
@@ -148,10 +151,10 @@ pub fn validate(
     for row in topic_rows {
         let topic = match validate_topic(row) {
             Ok(topic) => topic,
-            Err(message) => {
+            Err(error) => {
                 problems.push(RowProblem::Topic {
                     topic_id: row.topic_id,
-                    message,
+                    error,
                 });
                 continue;
             }
@@ -172,15 +175,15 @@ pub fn validate(
         match topics
             .into_iter()
             .map(|(topic_id, topic)| Ok((topic_id, subscriptions.apply(topic)?)))
-            .collect::<Result<Vec<(i64, Topic)>, String>>()
+            .collect::<Result<Vec<(i64, Topic)>, RowError>>()
         {
             Ok(topics) => {
                 broker.topics = merge_topics(topics);
                 catalog.brokers.push(broker);
             }
-            Err(message) => problems.push(RowProblem::Broker {
+            Err(error) => problems.push(RowProblem::Broker {
                 mqtt_id: broker.id,
-                message,
+                error,
             }),
         }
     }
@@ -199,26 +202,22 @@ struct Subscriptions {
 const QOS_UNSET: u8 = u8::MAX;
 
 impl Subscriptions {
-    fn apply(&self, topic: Topic) -> Result<Topic, String> {
+    fn apply(&self, topic: Topic) -> Result<Topic, RowError> {
         let mut filter = format!("{}{}", self.prefix, topic.filter);
-        check_filter(&filter).map_err(|why| {
-            format!(
-                "topic_prefix {:?} + topic {:?} is not a valid MQTT topic filter: {why}",
-                Excerpt(&self.prefix),
-                Excerpt(&topic.filter)
-            )
+        check_filter(&filter).map_err(|why| RowError::PrefixedFilter {
+            prefix: self.prefix.clone(),
+            topic: topic.filter.clone(),
+            why,
         })?;
         if let Some(group) = &self.share_group {
             filter = format!("$share/{group}/{filter}");
             // The limit holds for what goes into SUBSCRIBE (found by fuzz/ topic_filter).
             if filter.len() > MAX_FILTER_BYTES {
-                return Err(format!(
-                    "$share/{:?}/ + topic_prefix {:?} + topic {:?} is longer than 1024 bytes, \
-                     the gateway's limit for a topic filter",
-                    Excerpt(group),
-                    Excerpt(&self.prefix),
-                    Excerpt(&topic.filter)
-                ));
+                return Err(RowError::SharedFilterTooLong {
+                    group: group.clone(),
+                    prefix: self.prefix.clone(),
+                    topic: topic.filter,
+                });
             }
         }
         let qos = if topic.qos == QOS_UNSET {
@@ -237,19 +236,33 @@ impl Subscriptions {
 fn validate_broker(
     row: &BrokerRow,
     key: Option<&SealKey>,
-) -> Result<(Broker, Subscriptions), String> {
+) -> Result<(Broker, Subscriptions), RowError> {
     let host = match row.host.as_deref().map(str::trim) {
-        None => return Err("mqtt_host is NULL".into()),
-        Some("") => return Err("mqtt_host is empty".into()),
-        Some(host) => check_host(host).map_err(|why| format!("mqtt_host {why}"))?,
+        None => {
+            return Err(RowError::Null {
+                column: "mqtt_host",
+            })
+        }
+        Some("") => {
+            return Err(RowError::Empty {
+                column: "mqtt_host",
+            })
+        }
+        Some(host) => check_host("mqtt_host", host)?,
     };
     let port = match row.port {
         // The seed table defaults the column; NULL means the MQTT default.
         None => 1883,
-        Some(port) => u16::try_from(port)
-            .ok()
-            .filter(|port| *port != 0)
-            .ok_or_else(|| format!("mqtt_port {port} is out of range 1..65535"))?,
+        Some(port) => {
+            u16::try_from(port)
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or(RowError::OutOfRange {
+                    column: "mqtt_port",
+                    value: port,
+                    accepted: PORT_RANGE,
+                })?
+        }
     };
     let mut endpoints = vec![Endpoint { host, port }];
     for entry in row
@@ -259,8 +272,10 @@ fn validate_broker(
         .split([',', ' ', '\n', '\t'])
         .filter(|entry| !entry.is_empty())
     {
-        let endpoint = parse_endpoint(entry, port)
-            .map_err(|why| format!("mqtt_failover entry {:?} {why}", Excerpt(entry)))?;
+        let endpoint = parse_endpoint(entry, port).map_err(|problem| RowError::Failover {
+            entry: entry.to_owned(),
+            problem,
+        })?;
         if !endpoints.contains(&endpoint) {
             endpoints.push(endpoint);
         }
@@ -273,7 +288,7 @@ fn validate_broker(
         if format == Some(sealed::Format::V1) {
             warn_v1_once(row.mqtt_id, column);
         }
-        Ok::<Secret, String>(secret)
+        Ok::<Secret, RowError>(secret)
     };
     let password = row
         .password
@@ -282,7 +297,10 @@ fn validate_broker(
         .map(|password| open("mqtt_password", password))
         .transpose()?;
     if password.is_some() && username.is_none() {
-        return Err("mqtt_password is set but mqtt_username is empty".into());
+        return Err(RowError::Unpaired {
+            column: "mqtt_password",
+            missing: "mqtt_username",
+        });
     }
     let tls = if row.use_tls == Some(true) {
         Some(validate_tls(row, &mut open)?)
@@ -292,28 +310,40 @@ fn validate_broker(
     let client_id = row.client_id.clone().filter(|id| !id.trim().is_empty());
     if let Some(id) = &client_id {
         if id.len() > 128 || id.chars().any(char::is_control) {
-            return Err(format!(
-                "client_id {:?} is not a usable MQTT client id (at most 128 printable characters)",
-                Excerpt(id)
-            ));
+            return Err(RowError::ClientId {
+                client_id: id.clone(),
+            });
         }
     }
     let keep_alive = match row.keep_alive {
         None => None,
         Some(seconds @ 1..=65535) => Some(Duration::from_secs(seconds as u64)),
-        Some(seconds) => return Err(format!("keep_alive {seconds} is not 1..65535 seconds")),
+        Some(seconds) => {
+            return Err(RowError::OutOfRange {
+                column: "keep_alive",
+                value: seconds,
+                accepted: KEEP_ALIVE_RANGE,
+            })
+        }
     };
     let default_qos = match row.qos {
         None => 1,
         Some(qos @ 0..=2) => qos as u8,
-        Some(qos) => return Err(format!("qos {qos} is not 0, 1 or 2")),
+        Some(qos) => {
+            return Err(RowError::OutOfRange {
+                column: "qos",
+                value: qos,
+                accepted: QOS_RANGE,
+            })
+        }
     };
     let prefix = row.topic_prefix.clone().unwrap_or_default();
     if prefix.contains(['+', '#', '\0']) {
-        return Err(format!(
-            "topic_prefix {:?} must not hold the wildcards + or #",
-            Excerpt(&prefix)
-        ));
+        return Err(RowError::Forbidden {
+            column: "topic_prefix",
+            value: prefix,
+            forbidden: "the wildcards + or #",
+        });
     }
     let share_group = if row.use_shared_subscriptions == Some(true) {
         let group = row
@@ -322,10 +352,11 @@ fn validate_broker(
             .filter(|group| !group.is_empty())
             .unwrap_or_else(|| DEFAULT_SHARED_GROUP.to_owned());
         if group.contains(['/', '+', '#', '\0']) {
-            return Err(format!(
-                "shared_group {:?} must not hold '/', '+' or '#'",
-                Excerpt(&group)
-            ));
+            return Err(RowError::Forbidden {
+                column: "shared_group",
+                value: group,
+                forbidden: "'/', '+' or '#'",
+            });
         }
         Some(group)
     } else {
@@ -353,8 +384,8 @@ fn validate_broker(
 
 fn validate_tls(
     row: &BrokerRow,
-    open: &mut impl FnMut(&'static str, &Secret) -> Result<Secret, String>,
-) -> Result<TlsSettings, String> {
+    open: &mut impl FnMut(&'static str, &Secret) -> Result<Secret, RowError>,
+) -> Result<TlsSettings, RowError> {
     let text = |value: &Option<String>| value.clone().filter(|text| !text.trim().is_empty());
     let client_cert = text(&row.client_cert);
     let client_key = row
@@ -364,8 +395,18 @@ fn validate_tls(
         .map(|client_key| open("client_key", client_key))
         .transpose()?;
     match (&client_cert, &client_key) {
-        (Some(_), None) => return Err("client_cert is set but client_key is empty".into()),
-        (None, Some(_)) => return Err("client_key is set but client_cert is empty".into()),
+        (Some(_), None) => {
+            return Err(RowError::Unpaired {
+                column: "client_cert",
+                missing: "client_key",
+            })
+        }
+        (None, Some(_)) => {
+            return Err(RowError::Unpaired {
+                column: "client_key",
+                missing: "client_cert",
+            })
+        }
         _ => {}
     }
     Ok(TlsSettings {
@@ -377,27 +418,30 @@ fn validate_tls(
 }
 
 /// The plain value of a column of broker `broker_id` that may be sealed,
-/// with the format it was sealed in (`None`: it was plain); errors start
-/// with `column`.
+/// with the format it was sealed in (`None`: it was plain); errors name
+/// `column`.
 pub(super) fn unseal(
     broker_id: BrokerId,
     column: &'static str,
     value: &Secret,
     key: Option<&SealKey>,
-) -> Result<(Secret, Option<sealed::Format>), String> {
+) -> Result<(Secret, Option<sealed::Format>), RowError> {
     if !sealed::is_sealed(value.expose()) {
         return Ok((value.clone(), None));
     }
     match key {
-        None => Err(format!(
-            "{column} is encrypted ({}) but the gateway has no key: set database.password_key_file or {}",
-            &value.expose()[..7],
-            sealed::KEY_ENV
-        )),
+        None => Err(RowError::NoKey {
+            column,
+            format: if value.expose().starts_with(sealed::PREFIX_V2) {
+                sealed::PREFIX_V2
+            } else {
+                sealed::PREFIX
+            },
+        }),
         Some(key) => key
             .open_for(value.expose(), sealed::Binding { broker_id, column })
             .map(|(secret, format)| (secret, Some(format)))
-            .map_err(|error| format!("{column}: {error}")),
+            .map_err(|error| RowError::Sealed { column, error }),
     }
 }
 
@@ -416,34 +460,53 @@ fn warn_v1_once(broker_id: BrokerId, column: &'static str) {
     }
 }
 
-/// A host name or address as given, or why it is not one.
-fn check_host(host: &str) -> Result<String, String> {
-    if host.is_empty()
-        || host
+/// What a port, keep-alive and QoS column accept, as [`RowError::OutOfRange`] says it.
+const PORT_RANGE: &str = "is out of range 1..65535";
+const KEEP_ALIVE_RANGE: &str = "is not 1..65535 seconds";
+const QOS_RANGE: &str = "is not 0, 1 or 2";
+/// The words for `devices::MAX_LEVEL`.
+const LEVEL_RANGE: &str = "is not 1..32";
+const _: () = assert!(MAX_LEVEL == 32, "LEVEL_RANGE names the bound");
+
+/// Whether `host` can be a host name or address.
+fn is_host(host: &str) -> bool {
+    !host.is_empty()
+        && !host
             .chars()
             .any(|c| c.is_whitespace() || "/[]@".contains(c))
-    {
-        return Err(format!("{:?} is not a host name or address", Excerpt(host)));
+}
+
+/// The host name or address in `column` as given, or why it is not one.
+fn check_host(column: &'static str, host: &str) -> Result<String, RowError> {
+    if !is_host(host) {
+        return Err(RowError::NotHost {
+            column,
+            host: host.to_owned(),
+        });
     }
     Ok(host.to_owned())
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`; the port defaults to `default_port`.
-fn parse_endpoint(entry: &str, default_port: u16) -> Result<Endpoint, String> {
+fn parse_endpoint(entry: &str, default_port: u16) -> Result<Endpoint, EndpointProblem> {
     let (host, port) = if let Some(rest) = entry.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or("lacks the closing ']'")?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or(EndpointProblem::NoClosingBracket)?;
         match after {
             "" => (host, None),
             _ => (
                 host,
-                Some(after.strip_prefix(':').ok_or("is not [address]:port")?),
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or(EndpointProblem::NotBracketedPort)?,
+                ),
             ),
         }
     } else {
         match entry.rsplit_once(':') {
-            Some((host, _)) if host.contains(':') => {
-                return Err("is an IPv6 address: write it as [address]:port".into())
-            }
+            Some((host, _)) if host.contains(':') => return Err(EndpointProblem::BareIpv6),
             Some((host, port)) => (host, Some(port)),
             None => (entry, None),
         }
@@ -454,7 +517,7 @@ fn parse_endpoint(entry: &str, default_port: u16) -> Result<Endpoint, String> {
             .parse::<u16>()
             .ok()
             .filter(|port| *port != 0)
-            .ok_or("has a port outside 1..65535")?,
+            .ok_or(EndpointProblem::Port)?,
     };
     if host.contains(':') {
         // A bracketed IPv6 address.
@@ -463,22 +526,36 @@ fn parse_endpoint(entry: &str, default_port: u16) -> Result<Endpoint, String> {
             port,
         });
     }
-    let host = check_host(host).map_err(|why| format!("has host {why}"))?;
-    Ok(Endpoint { host, port })
+    if !is_host(host) {
+        return Err(EndpointProblem::Host {
+            host: host.to_owned(),
+        });
+    }
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+    })
 }
 
-fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
-    let filter = row.topic.as_deref().ok_or("topic is NULL")?;
-    check_filter(filter).map_err(|why| {
-        format!(
-            "topic {:?} is not a valid MQTT topic filter: {why}",
-            Excerpt(filter)
-        )
+fn validate_topic(row: &TopicRow) -> Result<Topic, RowError> {
+    let filter = row
+        .topic
+        .as_deref()
+        .ok_or(RowError::Null { column: "topic" })?;
+    check_filter(filter).map_err(|why| RowError::TopicFilter {
+        topic: filter.to_owned(),
+        why,
     })?;
     let qos = match row.qos {
         None => QOS_UNSET,
         Some(qos @ 0..=2) => qos as u8,
-        Some(qos) => return Err(format!("qos {qos} is not 0, 1 or 2")),
+        Some(qos) => {
+            return Err(RowError::OutOfRange {
+                column: "qos",
+                value: qos,
+                accepted: QOS_RANGE,
+            })
+        }
     };
     let device_id_level = match row.device_id_level {
         None => None,
@@ -486,7 +563,11 @@ fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
             u8::try_from(level)
                 .ok()
                 .filter(|level| (1..=MAX_LEVEL).contains(level))
-                .ok_or_else(|| format!("device_id_level {level} is not 1..{MAX_LEVEL}"))?,
+                .ok_or(RowError::OutOfRange {
+                    column: "device_id_level",
+                    value: level,
+                    accepted: LEVEL_RANGE,
+                })?,
         ),
     };
     Ok(Topic {
@@ -496,90 +577,74 @@ fn validate_topic(row: &TopicRow) -> Result<Topic, String> {
     })
 }
 
-/// A value from a row as a log line shows it: the first 100 characters, and
-/// the length when there is more, so one huge cell cannot flood the log
-/// (every quoted value, found by fuzz/ catalog_rows).
-struct Excerpt<'a>(&'a str);
-
-impl fmt::Debug for Excerpt<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SHOWN: usize = 100;
-        match self.0.char_indices().nth(SHOWN) {
-            None => write!(f, "{:?}", self.0),
-            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
-        }
-    }
-}
-
 /// The row rules, applied again to a broker that did not come from a row
 /// (the snapshot, a file anyone with the gateway's rights could have edited):
 /// endpoints, client id, keep-alive, filters and QoS as [`validate`]
 /// would have let them through.
-pub fn check_broker(broker: &Broker) -> Result<(), String> {
+pub fn check_broker(broker: &Broker) -> Result<(), RowError> {
     if broker.endpoints.is_empty() {
-        return Err("no endpoint".into());
+        return Err(RowError::NoEndpoint);
     }
     for endpoint in &broker.endpoints {
-        check_host(&endpoint.host).map_err(|why| format!("endpoint host {why}"))?;
+        check_host("endpoint host", &endpoint.host)?;
         if endpoint.port == 0 {
-            return Err(format!("endpoint {endpoint} has port 0"));
+            return Err(RowError::PortZero {
+                endpoint: endpoint.to_string(),
+            });
         }
     }
     if let Some(id) = &broker.client_id {
         if id.trim().is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
-            return Err(format!(
-                "client_id {:?} is not a usable MQTT client id (1 to 128 printable characters)",
-                Excerpt(id)
-            ));
+            return Err(RowError::ClientId {
+                client_id: id.clone(),
+            });
         }
     }
     if let Some(keep_alive) = broker.keep_alive {
         if !(1..=65_535).contains(&keep_alive.as_secs()) {
-            return Err(format!(
-                "keep_alive {}s is not 1..65535 seconds",
-                keep_alive.as_secs()
-            ));
+            return Err(RowError::OutOfRange {
+                column: "keep_alive",
+                value: i64::try_from(keep_alive.as_secs()).unwrap_or(i64::MAX),
+                accepted: KEEP_ALIVE_RANGE,
+            });
         }
     }
     // Found by fuzz/ snapshot_restore: these too, as the rows would have them.
     if broker.password.is_some() && broker.username.is_none() {
-        return Err("a password without a user name".into());
+        return Err(RowError::PasswordWithoutUser);
     }
     for topic in &broker.topics {
+        let refused = |problem| RowError::StoredFilter {
+            filter: topic.filter.clone(),
+            problem,
+        };
         if topic.filter.len() > MAX_FILTER_BYTES {
-            return Err(format!(
-                "topic filter {:?} is longer than 1024 bytes",
-                Excerpt(&topic.filter)
-            ));
+            return Err(refused(StoredFilterProblem::TooLong));
         }
         let filter = match topic.filter.strip_prefix("$share/") {
             Some(rest) => match rest.split_once('/') {
                 Some((group, filter)) if !group.is_empty() && !group.contains(['+', '#', '\0']) => {
                     filter
                 }
-                _ => {
-                    return Err(format!(
-                        "topic filter {:?} lacks a usable share group",
-                        Excerpt(&topic.filter)
-                    ))
-                }
+                _ => return Err(refused(StoredFilterProblem::NoShareGroup)),
             },
             None => &topic.filter,
         };
-        check_filter(filter).map_err(|why| {
-            format!(
-                "topic filter {:?} is not usable: {why}",
-                Excerpt(&topic.filter)
-            )
-        })?;
+        check_filter(filter).map_err(|why| refused(StoredFilterProblem::Invalid(why)))?;
         if topic.qos > 2 {
-            return Err(format!("topic qos {} is not 0, 1 or 2", topic.qos));
+            return Err(RowError::OutOfRange {
+                column: "topic qos",
+                value: i64::from(topic.qos),
+                accepted: QOS_RANGE,
+            });
         }
         if let Some(level) = topic.device_id_level {
             if !(1..=MAX_LEVEL).contains(&level) {
-                return Err(format!(
-                    "topic device_id_level {level} is not 1..{MAX_LEVEL}"
-                ));
+                return Err(RowError::OutOfRange {
+                    column: "topic device_id_level",
+                    value: i64::from(level),
+                    accepted: LEVEL_RANGE,
+                });
             }
         }
     }

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use super::{is_pem, Broker, Catalog, Endpoint, TlsSettings, Topic};
+use super::rows::RowError;
+use super::{is_pem, Broker, BrokerId, Catalog, Endpoint, TlsSettings, Topic};
 use crate::sealed::{Binding, SealKey};
 use crate::secret::Secret;
 
@@ -29,10 +30,21 @@ const INSERT_BROKER: &str = "INSERT INTO brokers (id, broker) VALUES (?1, ?2)";
 const SELECT_META: &str = "SELECT taken_at_ms FROM snapshot_meta";
 const SELECT_BROKERS: &str = "SELECT broker FROM brokers ORDER BY id";
 
+/// The snapshot file at `path` cannot be written or read.
 #[derive(Debug)]
 pub struct SnapshotError {
     path: PathBuf,
-    message: String,
+    problem: SnapshotProblem,
+}
+
+impl SnapshotError {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn problem(&self) -> &SnapshotProblem {
+        &self.problem
+    }
 }
 
 impl fmt::Display for SnapshotError {
@@ -41,17 +53,92 @@ impl fmt::Display for SnapshotError {
             f,
             "catalog snapshot {}: {}",
             self.path.display(),
-            self.message
+            self.problem
         )
     }
 }
 
 impl std::error::Error for SnapshotError {}
 
-fn error(path: &Path, message: impl fmt::Display) -> SnapshotError {
+/// What is wrong with a snapshot file, or with its contents ([`decode`]).
+#[derive(Debug)]
+pub enum SnapshotProblem {
+    /// Creating or renaming the file failed.
+    Io(std::io::Error),
+    /// SQLite could not write or read it (damaged, not a database).
+    Sqlite(rusqlite::Error),
+    /// Written by a release with another layout.
+    Layout { version: i64 },
+    /// A broker entry that is not the JSON we write (`message`: serde's, at most 300 characters).
+    Damaged { message: String },
+    /// A broker whose sealed secret does not open.
+    Broker {
+        broker_id: BrokerId,
+        error: RowError,
+    },
+}
+
+impl fmt::Display for SnapshotProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotProblem::Io(error) => write!(f, "{error}"),
+            SnapshotProblem::Sqlite(error) => write!(f, "{error}"),
+            SnapshotProblem::Layout { version } => write!(
+                f,
+                "layout version {version}, this gateway reads {LAYOUT_VERSION} (written by another release); the next good database read replaces it"
+            ),
+            SnapshotProblem::Damaged { message } => write!(f, "damaged broker entry: {message}"),
+            SnapshotProblem::Broker { broker_id, error } => write!(f, "broker {broker_id}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SnapshotProblem {}
+
+fn error(path: &Path, problem: impl Into<SnapshotProblem>) -> SnapshotError {
     SnapshotError {
         path: path.to_owned(),
-        message: message.to_string(),
+        problem: problem.into(),
+    }
+}
+
+impl From<std::io::Error> for SnapshotProblem {
+    fn from(error: std::io::Error) -> Self {
+        SnapshotProblem::Io(error)
+    }
+}
+
+impl From<rusqlite::Error> for SnapshotProblem {
+    fn from(error: rusqlite::Error) -> Self {
+        SnapshotProblem::Sqlite(error)
+    }
+}
+
+/// A broker in the file that is left out, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedBroker {
+    pub broker_id: BrokerId,
+    pub reason: SkipReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The id is in the file `n_copies` times; no copy is used.
+    Copies { n_copies: usize },
+    /// The row rules refuse it.
+    Rules(RowError),
+}
+
+impl fmt::Display for SkippedBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let broker_id = self.broker_id;
+        match &self.reason {
+            SkipReason::Copies { n_copies } => write!(
+                f,
+                "broker {broker_id}: appears {n_copies} times; every copy is left out"
+            ),
+            SkipReason::Rules(error) => write!(f, "broker {broker_id}: {error}"),
+        }
     }
 }
 
@@ -61,7 +148,7 @@ pub struct Snapshot {
     pub catalog: Catalog,
     pub taken_at: SystemTime,
     /// Brokers in the file that the row rules refuse, and why: left out.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<SkippedBroker>,
 }
 
 impl Snapshot {
@@ -242,7 +329,7 @@ pub fn load(path: &Path, key: Option<&SealKey>) -> Result<Option<Snapshot>, Snap
     let (taken_at_ms, rows) = read_file(path).map_err(|e| error(path, e))?;
     decode(taken_at_ms, &rows, key)
         .map(Some)
-        .map_err(|message| error(path, message))
+        .map_err(|problem| error(path, problem))
 }
 
 /// The snapshot held by a file's rows (each broker as JSON), as [`load`]
@@ -252,18 +339,17 @@ pub fn decode(
     taken_at_ms: i64,
     rows: &[String],
     key: Option<&SealKey>,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, SnapshotProblem> {
     let stored = rows
         .iter()
         .map(|json| {
             // serde_json's message may quote a whole value: its first 300
             // characters (found by fuzz/ snapshot_restore).
-            serde_json::from_str::<StoredBroker>(json).map_err(|e| {
-                let message: String = e.to_string().chars().take(300).collect();
-                format!("damaged broker entry: {message}")
+            serde_json::from_str::<StoredBroker>(json).map_err(|e| SnapshotProblem::Damaged {
+                message: e.to_string().chars().take(300).collect(),
             })
         })
-        .collect::<Result<Vec<StoredBroker>, String>>()?;
+        .collect::<Result<Vec<StoredBroker>, SnapshotProblem>>()?;
     let mut n_copies: std::collections::BTreeMap<i64, usize> = Default::default();
     for broker in &stored {
         *n_copies.entry(broker.id).or_default() += 1;
@@ -275,10 +361,12 @@ pub fn decode(
         // Which copy is meant is unknowable, as in the catalog: none runs
         // (found by fuzz/ snapshot_restore).
         if n_copies[&id] > 1 {
-            skipped.push(format!(
-                "broker {id}: appears {} times; every copy is left out",
-                n_copies[&id]
-            ));
+            skipped.push(SkippedBroker {
+                broker_id: id,
+                reason: SkipReason::Copies {
+                    n_copies: n_copies[&id],
+                },
+            });
             continue;
         }
         let broker = restore(stored, key)?;
@@ -286,7 +374,10 @@ pub fn decode(
         // rules refuse must not reach a session from here either.
         match super::rows::check_broker(&broker) {
             Ok(()) => brokers.push(broker),
-            Err(why) => skipped.push(format!("broker {id}: {why}")),
+            Err(error) => skipped.push(SkippedBroker {
+                broker_id: id,
+                reason: SkipReason::Rules(error),
+            }),
         }
     }
     Ok(Snapshot {
@@ -296,7 +387,7 @@ pub fn decode(
     })
 }
 
-fn read_file(path: &Path) -> Result<(i64, Vec<String>), String> {
+fn read_file(path: &Path) -> Result<(i64, Vec<String>), SnapshotProblem> {
     let read = || -> rusqlite::Result<(i64, i64, Vec<String>)> {
         let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -308,23 +399,24 @@ fn read_file(path: &Path) -> Result<(i64, Vec<String>), String> {
         let rows = select.query_map([], |row| row.get::<_, String>(0))?;
         Ok((version, taken_at_ms, rows.collect::<rusqlite::Result<_>>()?))
     };
-    let (version, taken_at_ms, rows) = read().map_err(|e| e.to_string())?;
+    let (version, taken_at_ms, rows) = read()?;
     if version != LAYOUT_VERSION {
-        return Err(format!(
-            "layout version {version}, this gateway reads {LAYOUT_VERSION} (written by another release); the next good database read replaces it"
-        ));
+        return Err(SnapshotProblem::Layout { version });
     }
     Ok((taken_at_ms, rows))
 }
 
-fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, String> {
+fn restore(stored: StoredBroker, key: Option<&SealKey>) -> Result<Broker, SnapshotProblem> {
     let id = stored.id;
     // A snapshot's own v1 values (written before v2) open without a warning:
     // the next good read replaces them.
     let open = |column: &'static str, value: String| {
         super::rows::unseal(id, column, &Secret::new(value), key)
             .map(|(secret, _)| secret)
-            .map_err(|error| format!("broker {id}: {error}"))
+            .map_err(|error| SnapshotProblem::Broker {
+                broker_id: id,
+                error,
+            })
     };
     let password = stored
         .password
@@ -501,12 +593,28 @@ mod tests {
         };
         let twice = skipped(&[good.to_owned(), good.to_owned()], None);
         assert_eq!(
-            twice,
+            twice.iter().map(ToString::to_string).collect::<Vec<_>>(),
             ["broker 1: appears 2 times; every copy is left out"; 2]
         );
-        assert!(skipped(&[out_of_range], None)[0].contains("device_id_level 40"));
+        assert_eq!(twice[0].reason, SkipReason::Copies { n_copies: 2 });
+        assert_eq!(
+            skipped(&[out_of_range], None)[0].reason,
+            SkipReason::Rules(RowError::OutOfRange {
+                column: "topic device_id_level",
+                value: 40,
+                accepted: "is not 1..32",
+            })
+        );
         let no_group = good.replace("$share/g/a/#", "$share/a");
-        assert!(skipped(&[no_group], None)[0].contains("share group"));
+        let why = skipped(&[no_group], None);
+        assert!(why[0].to_string().contains("share group"), "{why:?}");
+        assert_eq!(
+            why[0].reason,
+            SkipReason::Rules(RowError::StoredFilter {
+                filter: "$share/a".into(),
+                problem: crate::catalog::rows::StoredFilterProblem::NoShareGroup,
+            })
+        );
         let key = key();
         let sealed = key.seal_for(
             "pw",
@@ -517,10 +625,22 @@ mod tests {
         );
         let row = good.replace(r#""password":null"#, &format!("\"password\":{sealed:?}"));
         let why = skipped(&[row], Some(&key));
-        assert!(why[0].contains("password without a user name"), "{why:?}");
+        assert!(
+            why[0].to_string().contains("password without a user name"),
+            "{why:?}"
+        );
+        assert_eq!(why[0].broker_id, 1);
+        assert_eq!(
+            why[0].reason,
+            SkipReason::Rules(RowError::PasswordWithoutUser)
+        );
         let long = format!("[\"{}\"]", "x".repeat(100_000));
         let error = decode(0, &[long], None).unwrap_err();
-        assert!(error.len() < 1000, "{error}");
+        assert!(
+            matches!(error, SnapshotProblem::Damaged { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().len() < 1000, "{error}");
     }
 
     #[test]
@@ -549,17 +669,19 @@ mod tests {
         save(&path, &catalog, None).unwrap();
         let snapshot = load(&path, None).unwrap().unwrap();
         assert_eq!(snapshot.catalog.brokers, vec![good]);
-        let skipped: Vec<&str> = snapshot
+        let skipped: Vec<String> = snapshot
             .skipped
             .iter()
-            .map(|why| why.split(':').next().unwrap())
+            .map(|why| why.to_string().split(':').next().unwrap().to_owned())
             .collect();
         assert_eq!(
             skipped,
             ["broker 2", "broker 3", "broker 4", "broker 5", "broker 6", "broker 7", "broker 8"]
         );
+        let ids: Vec<BrokerId> = snapshot.skipped.iter().map(|why| why.broker_id).collect();
+        assert_eq!(ids, [2, 3, 4, 5, 6, 7, 8]);
         assert!(
-            snapshot.skipped[0].contains("not usable"),
+            snapshot.skipped[0].to_string().contains("not usable"),
             "{:?}",
             snapshot.skipped
         );

@@ -174,7 +174,17 @@ fn units() {
     assert!(parse_duration("1.5s").is_err());
     assert!(parse_duration("s").is_err());
     assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-    assert!(parse_duration("25h").is_err());
+    assert_eq!(
+        parse_duration("25h"),
+        Err(UnitError {
+            text: "25h".into(),
+            problem: UnitProblem::DurationTooLong
+        })
+    );
+    assert_eq!(
+        parse_bytes("12").unwrap_err().to_string(),
+        "\"12\" is not a size: write a whole number and a unit, such as \"512MiB\" (B, kB, KiB, MB, MiB, GB, GiB)"
+    );
 }
 
 #[test]

@@ -192,9 +192,24 @@ pub struct StreamSummary {
 /// Why DescribeStreamSummary failed, in the words `check` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DescribeFailure {
-    /// `unreachable`, `auth`, `not_found`, `throttled` or `error`.
-    pub kind: &'static str,
+    pub kind: DescribeFailureKind,
     pub detail: String,
+}
+
+/// What kind of failure a DescribeStreamSummary met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescribeFailureKind {
+    /// No answer (DNS, connection, TLS, timeout).
+    Unreachable,
+    /// The credentials or the signature were refused.
+    Auth,
+    /// The signature's time is too far from AWS's clock.
+    Clock,
+    /// No such stream.
+    NotFound,
+    Throttled,
+    /// Anything else.
+    Error,
 }
 
 impl Client {
@@ -211,8 +226,8 @@ impl Client {
         let (status, response_body) = self
             .call(DESCRIBE_STREAM_SUMMARY, body, credentials)
             .map_err(|error| match error {
-                CallError::Unexpected(detail) => failure("error", detail),
-                CallError::Unavailable(detail) => failure("unreachable", detail),
+                CallError::Unexpected(detail) => failure(DescribeFailureKind::Error, detail),
+                CallError::Unavailable(detail) => failure(DescribeFailureKind::Unreachable, detail),
             })?;
         describe_answer(status, &response_body)
     }
@@ -231,17 +246,17 @@ fn describe_answer(status: u16, body: &[u8]) -> Result<StreamSummary, DescribeFa
     }
     let (error_type, message) = put_records::aws_error(body);
     let kind = match error_type.as_str() {
-        _ if put_records::is_clock_skew(&error_type, &message) => "clock",
-        "ResourceNotFoundException" => "not_found",
+        _ if put_records::is_clock_skew(&error_type, &message) => DescribeFailureKind::Clock,
+        "ResourceNotFoundException" => DescribeFailureKind::NotFound,
         "UnrecognizedClientException"
         | "InvalidSignatureException"
         | "AccessDeniedException"
         | "ExpiredTokenException"
         | "IncompleteSignature"
-        | "MissingAuthenticationToken" => "auth",
-        "LimitExceededException" | "ThrottlingException" => "throttled",
-        _ if status == 403 => "auth",
-        _ => "error",
+        | "MissingAuthenticationToken" => DescribeFailureKind::Auth,
+        "LimitExceededException" | "ThrottlingException" => DescribeFailureKind::Throttled,
+        _ if status == 403 => DescribeFailureKind::Auth,
+        _ => DescribeFailureKind::Error,
     };
     Err(failure(
         kind,
@@ -253,7 +268,7 @@ fn describe_answer(status: u16, body: &[u8]) -> Result<StreamSummary, DescribeFa
 
 #[cfg(test)]
 mod tests {
-    use super::describe_answer;
+    use super::{describe_answer, DescribeFailureKind};
 
     #[test]
     fn describe_answers_map_to_check_kinds() {
@@ -270,25 +285,29 @@ mod tests {
             (
                 400,
                 r#"{"__type":"com.amazonaws.kinesis.v20131202#ResourceNotFoundException","message":"Stream s under account 1 not found."}"#,
-                "not_found",
+                DescribeFailureKind::NotFound,
             ),
             (
                 400,
                 r#"{"__type":"UnrecognizedClientException","message":"The security token included in the request is invalid."}"#,
-                "auth",
+                DescribeFailureKind::Auth,
             ),
             (
                 400,
                 r#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match"}"#,
-                "auth",
+                DescribeFailureKind::Auth,
             ),
-            (403, r#"{"Message":"User is not authorized"}"#, "auth"),
+            (
+                403,
+                r#"{"Message":"User is not authorized"}"#,
+                DescribeFailureKind::Auth,
+            ),
             (
                 400,
                 r#"{"__type":"LimitExceededException","message":"Rate exceeded"}"#,
-                "throttled",
+                DescribeFailureKind::Throttled,
             ),
-            (500, "not json", "error"),
+            (500, "not json", DescribeFailureKind::Error),
         ] {
             let failure = describe_answer(status, body.as_bytes()).unwrap_err();
             assert_eq!(failure.kind, kind, "{body}");

@@ -134,6 +134,11 @@ pub enum CredentialsError {
     /// A configured source (credential_process, the container endpoint,
     /// instance metadata, the IoT credentials provider) failed.
     Source { source: String, detail: String },
+    /// A `kinesis.iot` key (`kinesis.iot.cert`, `.key`, `.ca`) whose PEM is unusable.
+    IotPem {
+        key: &'static str,
+        problem: iot::PemProblem,
+    },
     /// The whole `auto` chain found nothing.
     NoneInChain {
         credentials_file: PathBuf,
@@ -163,6 +168,7 @@ impl fmt::Display for CredentialsError {
                 write!(f, "cannot read {}: {error}", file.display())
             }
             CredentialsError::Source { source, detail } => write!(f, "{source}: {detail}"),
+            CredentialsError::IotPem { key, problem } => write!(f, "{key}: {problem}"),
             CredentialsError::NoneInChain {
                 credentials_file,
                 config_file,

@@ -57,20 +57,25 @@ pub use refresher::{CredentialsHandle, CredentialsStatus};
 /// Why the drain could not start.
 #[derive(Debug)]
 pub enum DrainError {
-    /// No usable AWS credentials at start-up.
-    Credentials(String),
+    /// No usable AWS credentials at start-up, or a `kinesis.iot` key that does not parse.
+    Credentials(credentials::CredentialsError),
     /// The spool cannot be read.
     Spool(SpoolError),
-    /// The drain thread could not be started.
-    Thread(std::io::Error),
+    /// A thread of the drain (`drain`, `drain-credentials`) could not be started.
+    Thread {
+        name: &'static str,
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for DrainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DrainError::Credentials(message) => write!(f, "aws credentials: {message}"),
+            DrainError::Credentials(error) => write!(f, "aws credentials: {error}"),
             DrainError::Spool(error) => write!(f, "drain: {error}"),
-            DrainError::Thread(error) => write!(f, "cannot start the drain thread: {error}"),
+            DrainError::Thread { name, error } => {
+                write!(f, "cannot start the {name} thread: {error}")
+            }
         }
     }
 }
@@ -123,8 +128,7 @@ pub fn start(
         aws_offset.clone(),
         config.max_backoff,
         shutdown.clone(),
-    )
-    .map_err(DrainError::Credentials)?;
+    )?;
     log::info!(
         "drain: stream {} in {} via {}, {:?} records, {}, credentials from {}",
         config.stream,
@@ -156,7 +160,10 @@ pub fn start(
     std::thread::Builder::new()
         .name("drain".into())
         .spawn(move || drain.run())
-        .map_err(DrainError::Thread)
+        .map_err(|error| DrainError::Thread {
+            name: "drain",
+            error,
+        })
 }
 
 /// The loop's state; lives on the drain thread.

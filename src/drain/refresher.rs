@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::credentials::iot::IotProvider;
 use super::credentials::{self, Credentials, CredentialsError};
+use super::DrainError;
 use crate::clock::{self, AwsOffset};
 use crate::config::CredentialsConfig;
 use crate::shutdown::Shutdown;
@@ -241,12 +242,10 @@ fn usable_in(state: &State, now: Instant) -> Option<Credentials> {
 }
 
 /// One fetch from the configured source, as `check` tries it.
-pub fn fetch_once(config: &CredentialsConfig) -> Result<Credentials, String> {
+pub fn fetch_once(config: &CredentialsConfig) -> Result<Credentials, CredentialsError> {
     match config {
-        CredentialsConfig::Auto => credentials::load(0).map_err(|error| error.to_string()),
-        CredentialsConfig::Iot(iot) => IotProvider::new(iot)?
-            .fetch(0)
-            .map_err(|error| error.to_string()),
+        CredentialsConfig::Auto => credentials::load(0),
+        CredentialsConfig::Iot(iot) => IotProvider::new(iot)?.fetch(0),
     }
 }
 
@@ -270,17 +269,19 @@ pub fn start(
     aws_offset: AwsOffset,
     max_backoff: Duration,
     shutdown: Shutdown,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, DrainError> {
     let source = match config {
         CredentialsConfig::Auto => Source::Auto,
-        CredentialsConfig::Iot(iot) => Source::Iot(IotProvider::new(iot)?),
+        CredentialsConfig::Iot(iot) => {
+            Source::Iot(IotProvider::new(iot).map_err(DrainError::Credentials)?)
+        }
     };
     handle.lock().configured = source.describe();
     let first_fetch = match &source {
         Source::Auto => {
             let credentials = source
                 .fetch(aws_offset.get())
-                .map_err(|error| error.to_string())?;
+                .map_err(DrainError::Credentials)?;
             log_arrival(&credentials);
             handle.store(credentials);
             false
@@ -305,7 +306,10 @@ pub fn start(
     std::thread::Builder::new()
         .name("drain-credentials".into())
         .spawn(move || keeper.run())
-        .map_err(|error| format!("cannot start the credentials thread: {error}"))
+        .map_err(|error| DrainError::Thread {
+            name: "drain-credentials",
+            error,
+        })
 }
 
 fn log_arrival(credentials: &Credentials) {

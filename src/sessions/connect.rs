@@ -41,7 +41,7 @@ impl ConnectSettings {
         broker: &Broker,
         gateway_id: &str,
         mqtt: &MqttConfig,
-    ) -> Result<ConnectSettings, String> {
+    ) -> Result<ConnectSettings, super::tls::TlsError> {
         let tls = match &broker.tls {
             Some(tls) => Some(super::tls::client_config(tls)?),
             None => None,
@@ -156,9 +156,7 @@ pub fn classify(error: &ConnectionError) -> ConnectFailure {
 
 fn io_kind(error: &std::io::Error) -> ConnectFailure {
     use std::io::ErrorKind;
-    let text = error.to_string();
-    // tokio's lookup_host reports resolver failures as plain io errors.
-    if text.contains("lookup address") || text.contains("Name or service not known") {
+    if is_lookup_failure(error) {
         return ConnectFailure::Dns;
     }
     match error.kind() {
@@ -170,7 +168,18 @@ fn io_kind(error: &std::io::Error) -> ConnectFailure {
     }
 }
 
-/// A connection error in words, lowercase, without packet contents.
+/// Whether `error` is a failed name lookup.
+///
+/// Told by its text, and only here, because nothing else tells it: rumqttc
+/// resolves with tokio's `lookup_host`, which hands back the error of std's
+/// `ToSocketAddrs`, and std turns getaddrinfo's `EAI_*` code into text
+/// ("failed to lookup address information: Name or service not known") with
+/// `ErrorKind::Uncategorized` (unstable, so not matchable) and no OS error.
+fn is_lookup_failure(error: &std::io::Error) -> bool {
+    let text = error.to_string();
+    text.contains("lookup address") || text.contains("Name or service not known")
+}
+
 /// EMFILE: the process has used up its open-files limit (not the broker's fault).
 pub fn is_out_of_descriptors(error: &ConnectionError) -> bool {
     let io = match error {
@@ -180,6 +189,7 @@ pub fn is_out_of_descriptors(error: &ConnectionError) -> bool {
     io.raw_os_error() == Some(libc::EMFILE)
 }
 
+/// A connection error in words, lowercase, without packet contents.
 pub fn describe(error: &ConnectionError) -> String {
     match error {
         ConnectionError::Io(error) => lowercase_first(&error.to_string()),
@@ -295,5 +305,24 @@ mod tests {
         let refused = ConnectionError::Io(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
         assert!(!is_out_of_descriptors(&refused));
         assert!(!is_out_of_descriptors(&ConnectionError::NetworkTimeout));
+    }
+
+    #[test]
+    fn a_failed_lookup_is_dns_and_a_refusal_is_told_by_its_kind() {
+        // What std builds from getaddrinfo's EAI_NONAME (its kind is unstable).
+        let lookup = std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        );
+        assert_eq!(classify(&ConnectionError::Io(lookup)), ConnectFailure::Dns);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            classify(&ConnectionError::Io(refused)),
+            ConnectFailure::Refused
+        );
+        let timeout = std::io::Error::from(std::io::ErrorKind::TimedOut);
+        assert_eq!(
+            classify(&ConnectionError::MqttState(StateError::Io(timeout))),
+            ConnectFailure::Timeout
+        );
     }
 }

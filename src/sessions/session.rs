@@ -34,6 +34,7 @@ use rumqttc::{
 
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
+use super::tls::TlsError;
 use super::walk::{self, Walk};
 use super::wedge::{self, WedgeWatch};
 use super::wire::{self, Ack, Outbound};
@@ -108,7 +109,7 @@ impl Session {
         )
     }
 
-    async fn connect_settings(&self) -> Result<ConnectSettings, String> {
+    async fn connect_settings(&self) -> Result<ConnectSettings, TlsError> {
         if self.broker.tls.as_ref().is_some_and(|tls| !tls.verify_cert) {
             log::warn!(
                 "broker {}: verify_cert is false: any server certificate is accepted",
@@ -161,7 +162,8 @@ pub async fn run(session: &mut Session) {
     session.endpoint_idx = 0;
     let settings = match session.connect_settings().await {
         Ok(settings) => settings,
-        Err(message) => {
+        Err(error) => {
+            let message = error.to_string();
             // Logged once; the retries (after each pause) only at debug.
             let repeated = session
                 .status

@@ -452,7 +452,7 @@ fn huge_cells_are_quoted_as_excerpts() {
     }
 }
 
-/// Issue 16: `device_id_level` is 1..32 or NULL; a bad value skips its row
+/// Issue 16: `device_id_level` is 1..32 (`LEVEL_RANGE` says so) or NULL; a bad value skips its row
 /// naming the row and the column; a filter in several rows takes the level
 /// of the lowest topic_id that sets one.
 #[test]
@@ -499,5 +499,88 @@ fn device_id_levels_are_checked_and_merged() {
     assert_eq!(
         levels,
         [("one/+", Some(1)), ("other/#", None), ("plant/#", Some(3))]
+    );
+}
+
+/// Issue 17: a problem carries its row and column as values, not only as text.
+#[test]
+fn problems_name_their_row_and_column_as_values() {
+    let mut bad_port = broker(4, "h", 70000);
+    bad_port.keep_alive = Some(30);
+    let mut bad_failover = broker(5, "h", 1883);
+    bad_failover.failover = Some("[::1".into());
+    let (_, problems) = validate(&[bad_port, bad_failover], &[topic(9, Some(4), "a/#/b", 1)]);
+    assert_eq!(
+        problems,
+        vec![
+            RowProblem::Broker {
+                mqtt_id: 4,
+                error: RowError::OutOfRange {
+                    column: "mqtt_port",
+                    value: 70000,
+                    accepted: "is out of range 1..65535",
+                },
+            },
+            RowProblem::Broker {
+                mqtt_id: 5,
+                error: RowError::Failover {
+                    entry: "[::1".into(),
+                    problem: EndpointProblem::NoClosingBracket,
+                },
+            },
+            RowProblem::Topic {
+                topic_id: 9,
+                error: RowError::TopicFilter {
+                    topic: "a/#/b".into(),
+                    why: "'#' must be a whole level and the last one",
+                },
+            },
+        ]
+    );
+    let columns: Vec<_> = problems
+        .iter()
+        .map(|problem| match problem {
+            RowProblem::Broker { error, .. }
+            | RowProblem::Topic { error, .. }
+            | RowProblem::Unnamed { error, .. } => error.column(),
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        [Some("mqtt_port"), Some("mqtt_failover"), Some("topic")]
+    );
+    assert_eq!(
+        problems[1].to_string(),
+        "mqtt_broker row mqtt_id=5: mqtt_failover entry \"[::1\" lacks the closing ']'"
+    );
+
+    let mut sealed = broker(6, "h", 1883);
+    sealed.username = Some("u".into());
+    sealed.password = Some(Secret::new(crate::sealed::PREFIX_V2.to_owned() + "AAAA"));
+    let (_, problems) = validate(&[sealed], &[]);
+    assert_eq!(
+        problems,
+        [RowProblem::Broker {
+            mqtt_id: 6,
+            error: RowError::NoKey {
+                column: "mqtt_password",
+                format: "enc:v2:",
+            },
+        }]
+    );
+    assert!(problems[0]
+        .to_string()
+        .starts_with("mqtt_broker row mqtt_id=6: mqtt_password is encrypted (enc:v2:) but"));
+}
+
+#[test]
+fn an_unnamed_row_says_it_was_skipped() {
+    let problem = RowProblem::Unnamed {
+        table: "mqtt_broker",
+        error: RowError::NullId,
+    };
+    assert_eq!(
+        problem.to_string(),
+        "mqtt_broker row: mqtt_id is NULL: the row cannot be told apart, skipped"
     );
 }

@@ -9,6 +9,7 @@
 //! (`{"credentials": {accessKeyId, secretAccessKey, sessionToken, expiration}}`).
 //! An error names the field, never a value.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -24,6 +25,50 @@ pub struct Document {
     /// `Expiration` as Unix ms (AWS's clock); `None` when the document has none.
     expiration_ms: Option<i64>,
 }
+
+/// Why a document is not usable; names the field, never a value but an
+/// unreadable time or an IMDS code (neither is a secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DocumentError {
+    NotJson,
+    /// `credential_process` output without `"Version": 1`.
+    NoVersion,
+    UnsupportedVersion {
+        version: i64,
+    },
+    /// Instance metadata's `Code` other than `Success`.
+    ImdsCode {
+        code: String,
+    },
+    /// A field that must be there (key id, secret, expiration) is absent or empty.
+    Missing {
+        field: &'static str,
+    },
+    /// An expiration that is not an ISO 8601 time.
+    BadTime {
+        field: &'static str,
+        value: String,
+    },
+}
+
+impl fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DocumentError::NotJson => f.write_str("the answer is not JSON"),
+            DocumentError::NoVersion => f.write_str("no \"Version\": 1"),
+            DocumentError::UnsupportedVersion { version } => {
+                write!(f, "Version {version} is not supported (only 1)")
+            }
+            DocumentError::ImdsCode { code } => write!(f, "Code {code:?}"),
+            DocumentError::Missing { field } => write!(f, "no {field}"),
+            DocumentError::BadTime { field, value } => {
+                write!(f, "{field} {value:?} is not an ISO 8601 time")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DocumentError {}
 
 /// The field names of one shape: key id, secret, token, expiration.
 struct Names {
@@ -41,12 +86,12 @@ const AWS_NAMES: Names = Names {
 };
 
 /// The output of a `credential_process` (`Version` must be 1).
-pub fn parse_process(body: &[u8]) -> Result<Document, String> {
+pub fn parse_process(body: &[u8]) -> Result<Document, DocumentError> {
     let json = parse_json(body)?;
     match json["Version"].as_i64() {
         Some(1) => {}
-        Some(other) => return Err(format!("Version {other} is not supported (only 1)")),
-        None => return Err("no \"Version\": 1".into()),
+        Some(version) => return Err(DocumentError::UnsupportedVersion { version }),
+        None => return Err(DocumentError::NoVersion),
     }
     fields(
         &json,
@@ -59,21 +104,23 @@ pub fn parse_process(body: &[u8]) -> Result<Document, String> {
 }
 
 /// The container endpoint's answer.
-pub fn parse_container(body: &[u8]) -> Result<Document, String> {
+pub fn parse_container(body: &[u8]) -> Result<Document, DocumentError> {
     fields(&parse_json(body)?, &AWS_NAMES, false)
 }
 
 /// Instance metadata's answer for a role (`Code` must be `Success`).
-pub fn parse_imds(body: &[u8]) -> Result<Document, String> {
+pub fn parse_imds(body: &[u8]) -> Result<Document, DocumentError> {
     let json = parse_json(body)?;
     match json["Code"].as_str() {
         None | Some("Success") => fields(&json, &AWS_NAMES, true),
-        Some(code) => Err(format!("Code {code:?}")),
+        Some(code) => Err(DocumentError::ImdsCode {
+            code: code.to_owned(),
+        }),
     }
 }
 
 /// The IoT credentials provider's answer.
-pub fn parse_iot(body: &[u8]) -> Result<Document, String> {
+pub fn parse_iot(body: &[u8]) -> Result<Document, DocumentError> {
     let json = parse_json(body)?;
     fields(
         &json["credentials"],
@@ -87,27 +134,33 @@ pub fn parse_iot(body: &[u8]) -> Result<Document, String> {
     )
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, String> {
-    serde_json::from_slice(body).map_err(|_| "the answer is not JSON".to_owned())
+fn parse_json(body: &[u8]) -> Result<Value, DocumentError> {
+    serde_json::from_slice(body).map_err(|_| DocumentError::NotJson)
 }
 
-fn fields(json: &Value, names: &Names, needs_expiration: bool) -> Result<Document, String> {
+fn fields(json: &Value, names: &Names, needs_expiration: bool) -> Result<Document, DocumentError> {
     let text = |name: &str| {
         json[name]
             .as_str()
             .filter(|value| !value.is_empty())
             .map(str::to_owned)
     };
-    let access_key_id = text(names.access_key_id).ok_or(format!("no {}", names.access_key_id))?;
+    let missing = |field| DocumentError::Missing { field };
+    let access_key_id = text(names.access_key_id).ok_or(missing(names.access_key_id))?;
     let secret_access_key = text(names.secret_access_key)
         .map(Secret::new)
-        .ok_or(format!("no {}", names.secret_access_key))?;
+        .ok_or(missing(names.secret_access_key))?;
     let expiration_ms = match text(names.expiration) {
-        Some(expiration) => Some(parse_iso8601(&expiration).ok_or(format!(
-            "{} {expiration:?} is not an ISO 8601 time",
-            names.expiration
-        ))?),
-        None if needs_expiration => return Err(format!("no {}", names.expiration)),
+        Some(expiration) => match parse_iso8601(&expiration) {
+            Some(ms) => Some(ms),
+            None => {
+                return Err(DocumentError::BadTime {
+                    field: names.expiration,
+                    value: expiration,
+                })
+            }
+        },
+        None if needs_expiration => return Err(missing(names.expiration)),
         None => None,
     };
     Ok(Document {
@@ -252,18 +305,37 @@ mod tests {
             parse_process(br#"{"Version":2,"AccessKeyId":"AK","SecretAccessKey":"s3cr3t"}"#)
                 .err()
                 .unwrap();
-        assert!(error.contains("Version 2"), "{error}");
+        assert_eq!(error, DocumentError::UnsupportedVersion { version: 2 });
+        assert!(error.to_string().contains("Version 2"), "{error}");
         let error = parse_iot(br#"{"credentials":{"accessKeyId":"A","secretAccessKey":"s3cr3t"}}"#)
             .err()
             .unwrap();
-        assert_eq!(error, "no expiration");
+        assert_eq!(
+            error,
+            DocumentError::Missing {
+                field: "expiration"
+            }
+        );
+        assert_eq!(error.to_string(), "no expiration");
         let error = parse_container(
             br#"{"AccessKeyId":"A","SecretAccessKey":"s3cr3t","Expiration":"tomorrow"}"#,
         )
         .err()
         .unwrap();
-        assert!(!error.contains("s3cr3t"), "{error}");
-        assert!(parse_imds(br#"{"Code":"AssumeRoleUnauthorizedAccess"}"#).is_err());
+        assert_eq!(
+            error,
+            DocumentError::BadTime {
+                field: "Expiration",
+                value: "tomorrow".into()
+            }
+        );
+        assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        assert_eq!(
+            parse_imds(br#"{"Code":"AssumeRoleUnauthorizedAccess"}"#).err(),
+            Some(DocumentError::ImdsCode {
+                code: "AssumeRoleUnauthorizedAccess".into()
+            })
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! certificate that can be revoked in AWS IoT.
 //! One fetch per call; when to fetch again is [`crate::drain::refresher`]'s business.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,15 +40,17 @@ pub struct IotProvider {
 }
 
 impl IotProvider {
-    /// The client for `config`; an error when the certificate, key or CA do not parse.
-    pub fn new(config: &IotConfig) -> Result<IotProvider, String> {
-        let chain =
-            certificates(&config.cert_pem).map_err(|error| format!("kinesis.iot.cert: {error}"))?;
+    /// The client for `config`; an error naming the config key when the
+    /// certificate, key or CA do not parse.
+    pub fn new(config: &IotConfig) -> Result<IotProvider, CredentialsError> {
+        let unusable = |key, problem| CredentialsError::IotPem { key, problem };
+        let chain = certificates(&config.cert_pem)
+            .map_err(|problem| unusable("kinesis.iot.cert", problem))?;
         let key = PrivateKey::from_pem(config.key_pem.expose().as_bytes())
-            .map_err(|_| "kinesis.iot.key: no usable private key in it".to_owned())?;
+            .map_err(|_| unusable("kinesis.iot.key", PemProblem::NoPrivateKey))?;
         let roots = match &config.ca_pem {
             Some(ca) => RootCerts::Specific(Arc::new(
-                certificates(ca).map_err(|error| format!("kinesis.iot.ca: {error}"))?,
+                certificates(ca).map_err(|problem| unusable("kinesis.iot.ca", problem))?,
             )),
             None => roots::kinesis_roots().0,
         };
@@ -116,16 +119,39 @@ impl IotProvider {
     }
 }
 
+/// Why the PEM of a `kinesis.iot` key is unusable; never quotes the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PemProblem {
+    /// The PEM parser's reason (it names a section or base64, not the contents).
+    Unreadable {
+        reason: String,
+    },
+    NoCertificate,
+    NoPrivateKey,
+}
+
+impl fmt::Display for PemProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PemProblem::Unreadable { reason } => write!(f, "unreadable PEM: {reason}"),
+            PemProblem::NoCertificate => f.write_str("no certificate in it"),
+            PemProblem::NoPrivateKey => f.write_str("no usable private key in it"),
+        }
+    }
+}
+
 /// Every certificate in `pem`; an error when there is none.
-pub fn certificates(pem: &str) -> Result<Vec<Certificate<'static>>, String> {
+pub fn certificates(pem: &str) -> Result<Vec<Certificate<'static>>, PemProblem> {
     let chain: Vec<Certificate<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .map(|der| {
             der.map(|der| Certificate::from_der(der.as_ref()).to_owned())
-                .map_err(|error| format!("unreadable PEM: {error}"))
+                .map_err(|error| PemProblem::Unreadable {
+                    reason: error.to_string(),
+                })
         })
         .collect::<Result<_, _>>()?;
     if chain.is_empty() {
-        return Err("no certificate in it".into());
+        return Err(PemProblem::NoCertificate);
     }
     Ok(chain)
 }

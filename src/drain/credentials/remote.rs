@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::document::{self, Document};
+use super::document::{self, Document, DocumentError};
 use super::{Credentials, CredentialsError, Env};
 use crate::clock;
 use crate::drain::resolver::CachingResolver;
@@ -109,7 +109,7 @@ impl Answer {
 
     pub fn credentials(
         &self,
-        parse: fn(&[u8]) -> Result<Document, String>,
+        parse: fn(&[u8]) -> Result<Document, DocumentError>,
         source: &str,
         aws_offset_ms: i64,
     ) -> Result<Credentials, CredentialsError> {
