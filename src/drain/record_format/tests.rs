@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use super::{encode, rfc3339_utc};
+use super::{encode, push_int, push_rfc3339_utc, rfc3339_utc};
 use crate::config::RecordFormat;
 use crate::spool::Record;
 
@@ -113,4 +113,26 @@ fn the_envelope_carries_the_device_id_when_the_record_has_one() {
     let blob = encode(RecordFormat::Json, "u", &record(b"{}"), 0);
     let envelope: Value = serde_json::from_slice(&blob).expect("envelope is JSON");
     assert!(envelope.get("device_id").is_none(), "{envelope}");
+}
+
+/// The envelope's own digit writers agree with `format!` everywhere.
+#[test]
+fn digits_written_by_hand_match_the_formatter() {
+    for n in [0, 1, -1, 9, 10, 99, 100, 12_345, i64::MAX, i64::MIN, -987_654_321] {
+        let mut out = Vec::new();
+        push_int(&mut out, n);
+        assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
+    }
+    // Every hour of 2024, odd milliseconds, the epoch, a leap day, year 9999, and
+    // years outside 0..=9999 (the formatter's path).
+    let mut times: Vec<i64> = (0..8_784)
+        .map(|hour| 1_704_067_200_000 + hour * 3_600_007)
+        .collect();
+    times.extend([0, -1, 951_782_400_000, 253_402_300_799_999, -62_167_219_200_001]);
+    times.push(253_402_300_800_000);
+    for ms in times {
+        let mut out = Vec::new();
+        push_rfc3339_utc(&mut out, ms);
+        assert_eq!(String::from_utf8(out).unwrap(), rfc3339_utc(ms), "{ms}");
+    }
 }
