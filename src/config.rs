@@ -201,7 +201,16 @@ pub struct MqttConfig {
     /// The largest MQTT packet a session reads; a larger one kills the
     /// connection (and, redelivered, wedges the broker: README "A wedged broker").
     pub max_packet_size: usize,
+    /// After a read that emptied a broker's socket, the session reads it again
+    /// at the next tick of this period (shared by all sessions), not at every
+    /// message: a few wake-ups per second instead of one per message. Zero:
+    /// read at once. A full read, or acks just written, read again at once.
+    pub read_pause: Duration,
 }
+
+/// `mqtt.read_pause` by default: half of `spool.commit_interval`'s default,
+/// so a message's wait for its commit grows by at most that.
+pub const DEFAULT_READ_PAUSE: Duration = Duration::from_millis(50);
 
 /// `mqtt.max_packet_size` by default: a 1 MiB payload (Kinesis's record limit)
 /// with its topic and headers.
@@ -402,6 +411,7 @@ struct RawMqtt {
     primary_recheck: Option<String>,
     commit_at_unacked: Option<usize>,
     max_packet_size: Option<String>,
+    read_pause: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1100,6 +1110,10 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
             bytes as usize
         }
     };
+    let read_pause = optional_duration("mqtt.read_pause", raw.read_pause, DEFAULT_READ_PAUSE)?;
+    if read_pause > Duration::from_secs(1) {
+        return Err(invalid("mqtt.read_pause", "must be at most 1s"));
+    }
     Ok(MqttConfig {
         partition_key,
         min_backoff,
@@ -1108,6 +1122,7 @@ fn validate_mqtt(raw: RawMqtt) -> Result<MqttConfig, ConfigError> {
         primary_recheck,
         commit_at_unacked,
         max_packet_size,
+        read_pause,
     })
 }
 

@@ -214,7 +214,11 @@ impl Supervisor {
             // `run` also returns while running, to walk the endpoints afresh
             // (moving back to the primary, or after a TLS setup error it waited out).
             while session.running {
-                let attempt = AssertUnwindSafe(session::run(&mut session)).catch_unwind();
+                // In a tokio context throughout (the gateway's own runtime, or
+                // async-compat's where there is none): rumqttc's sockets and the
+                // session's timers are tokio's.
+                let run = async_compat::Compat::new(session::run(&mut session));
+                let attempt = AssertUnwindSafe(run).catch_unwind();
                 let Err(panic) = attempt.await else { continue };
                 let delay = backoff.after_failure(None, fastrand::f64());
                 log::error!(

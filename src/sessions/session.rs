@@ -280,6 +280,11 @@ async fn poll_once(
                 event => return Some(Ok(event)),
             }
         }
+        if !link.queued.acks.is_empty() {
+            // The broker may have stopped at its in-flight window for these:
+            // what it sends next is read at once, not at the next tick.
+            link.read_pause_until = None;
+        }
         let written = wire::write(eventloop, &mut link.queued, &mut link.awaiting_subacks);
         if let Err(error) = Compat::new(written).await {
             return Some(Err(error));
@@ -287,7 +292,13 @@ async fn poll_once(
         if !eventloop.state.events.is_empty() {
             continue;
         }
-        let read = async { Event::Read(Compat::new(wire::read(eventloop)).await) };
+        let pause_until = link.read_pause_until.take();
+        let read = async {
+            if let Some(until) = pause_until {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            Event::Read(Compat::new(wire::read(eventloop)).await)
+        };
         let woken = next_event(read, link, session).await;
         if let Some(stop) = on_wake(woken, eventloop, link, session) {
             return stop;
@@ -323,14 +334,22 @@ fn on_wake(
     session: &mut Session,
 ) -> Option<Option<Result<rumqttc::Event, ConnectionError>>> {
     match woken {
-        Event::Read(Ok(())) => None,
+        Event::Read(Ok(())) => {
+            // Fewer packets than one read takes: the socket is empty, so the
+            // next read waits for the tick (see `mqtt.read_pause`).
+            if eventloop.state.events.len() < wire::READ_BATCH {
+                link.read_pause_until = wire::next_tick(session.config.read_pause);
+            }
+            None
+        }
         Event::Read(Err(error)) => {
             eventloop.clean();
             Some(Some(Err(ConnectionError::MqttState(error))))
         }
         Event::Ping => {
             link.queued.ping = true;
-            link.ping_timer.set_after(link.keep_alive());
+            let next = tokio::time::Instant::now() + link.keep_alive();
+            link.ping_timer.as_mut().reset(next);
             None
         }
         woken => on_wake_unconnected(woken, link, session),
@@ -372,13 +391,13 @@ async fn next_event(io: impl Future<Output = Event>, link: &mut Link, session: &
     let stop_deadline = link.stop_deadline;
     let oldest_unacked = link.unacked.front().map(|(_, receipt)| receipt);
     let primary_probe = link.primary_probe.as_mut();
-    // One timer for the connection, not one per turn: each new timer is a
-    // message to async-io's reactor thread.
+    // One timer for the connection, not one per turn; tokio's, served by
+    // this thread (an async-io timer is registered by async-io's thread).
     let ping_timer = link.connected_at.is_some().then_some(&mut link.ping_timer);
     let ping = async {
         match ping_timer {
             Some(timer) => {
-                timer.await;
+                timer.as_mut().await;
                 Event::Ping
             }
             None => std::future::pending().await,
@@ -478,7 +497,9 @@ struct Link {
     /// Acks of committed records and requests, written together at the next turn.
     queued: wire::Queued,
     /// When the next PINGREQ is due: from CONNACK, every keep-alive, as rumqttc does.
-    ping_timer: async_io::Timer,
+    ping_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Set after a read that emptied the socket: the next read waits until then.
+    read_pause_until: Option<Instant>,
     /// Filters of each SUBSCRIBE sent and not yet acknowledged, in order (brokers ack in order).
     awaiting_subacks: VecDeque<Vec<String>>,
     /// Logged "connected, subscribed" for the current connection.
@@ -500,7 +521,8 @@ impl Link {
             rng: fastrand::Rng::new(),
             connected_at: None,
             queued: wire::Queued::default(),
-            ping_timer: async_io::Timer::never(),
+            ping_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            read_pause_until: None,
             awaiting_subacks: VecDeque::new(),
             announced: false,
             stop_deadline: None,
@@ -639,7 +661,8 @@ impl Link {
 
     fn on_connack(&mut self, session: &Session) {
         self.connected_at = Some(Instant::now());
-        self.ping_timer.set_after(self.keep_alive());
+        let next = tokio::time::Instant::now() + self.keep_alive();
+        self.ping_timer.as_mut().reset(next);
         self.announced = false;
         self.walk.on_connected();
         if session.broker.endpoints.len() > 1 {
@@ -710,7 +733,6 @@ impl Link {
     fn on_error(&mut self, error: &ConnectionError, session: &mut Session) -> Duration {
         let up_for = self.connected_at.take().map(|since| since.elapsed());
         self.queued.clear();
-        self.ping_timer = async_io::Timer::never();
         self.awaiting_subacks.clear();
         self.primary_probe = None;
         // Packet ids belong to the lost connection: the broker redelivers what we

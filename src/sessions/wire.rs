@@ -9,6 +9,12 @@
 //! encoded into the write buffer and goes out with one flush. Connecting (TCP,
 //! TLS, CONNECT/CONNACK) stays rumqttc's own `poll`.
 //!
+//! Pacing (`mqtt.read_pause`): a read that found fewer packets than a full
+//! batch emptied the socket; the next one waits for the sessions' shared tick,
+//! so at field rates one wake-up reads several messages of every broker. A
+//! full batch (a flood) reads on at once, and so does a session that has just
+//! written acks (its broker may have been waiting at its in-flight window).
+//!
 //! Cancel safety: the session races [`read`] against commands, commit
 //! receipts and timers, and drops it when another wins. That is safe because
 //! the write buffer is flushed empty before every read: `readb` can then only
@@ -16,9 +22,9 @@
 //! frames); the few packets it writes itself (a PUBCOMP) fit the buffer.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use futures_lite::FutureExt;
 use rumqttc::{
     ConnectionError, Disconnect, EventLoop, PingReq, PubAck, PubRec, QoS, Request, StateError,
     Subscribe, SubscribeFilter, Unsubscribe,
@@ -79,12 +85,11 @@ pub(super) async fn write(
     subscribed: &mut VecDeque<Vec<String>>,
 ) -> Result<(), ConnectionError> {
     let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
-    let result = async { encode_and_flush(eventloop, queued, subscribed).await }
-        .or(async {
-            async_io::Timer::after(timeout).await;
-            Err(ConnectionError::FlushTimeout)
-        })
-        .await;
+    // tokio's timer, served by the sessions' own thread: an async-io timer per
+    // write would wake async-io's thread to register it.
+    let result = tokio::time::timeout(timeout, encode_and_flush(eventloop, queued, subscribed))
+        .await
+        .unwrap_or(Err(ConnectionError::FlushTimeout));
     if result.is_err() {
         eventloop.clean();
     }
@@ -128,6 +133,27 @@ async fn encode_and_flush(
     Ok(())
 }
 
+/// The most packets one [`read`] takes: rumqttc's `readb` stops at its
+/// `max_readb_count` of 10 counting from 1, so 9. A read that returns fewer
+/// found the socket empty. (Were this too high, a flood would be paced: the
+/// backlog bench would show it.)
+pub(super) const READ_BATCH: usize = 9;
+
+/// The next tick of `period` after now, the same instants for every session,
+/// so one wake-up of the sessions' thread reads every paused broker. `None`
+/// for a zero period.
+pub(super) fn next_tick(period: Duration) -> Option<Instant> {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let period_ns = period.as_nanos();
+    if period_ns == 0 {
+        return None;
+    }
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let ticks = origin.elapsed().as_nanos() / period_ns + 1;
+    let since_origin = u64::try_from(ticks * period_ns).unwrap_or(u64::MAX);
+    Some(origin + Duration::from_nanos(since_origin))
+}
+
 /// Waits until the socket has data, then reads up to rumqttc's batch of
 /// packets into its state; their events wait in `eventloop.state.events`.
 /// Cancel-safe while the write buffer is empty (see the module comment).
@@ -135,5 +161,25 @@ pub(super) async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
     match eventloop.network.as_mut() {
         Some(network) => network.readb(&mut eventloop.state).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_shared_instants_after_now() {
+        assert_eq!(next_tick(Duration::ZERO), None);
+        let period = Duration::from_millis(50);
+        let before = Instant::now();
+        let a = next_tick(period).unwrap();
+        let b = next_tick(period).unwrap();
+        assert!(a > before && a <= Instant::now() + period);
+        // Two sessions asking within one period get the same instant (or the
+        // next one, when a tick passed between the calls).
+        assert!(b == a || b == a + period, "{a:?} {b:?}");
+        let c = next_tick(Duration::from_millis(20)).unwrap();
+        assert!(c <= Instant::now() + Duration::from_millis(20));
     }
 }

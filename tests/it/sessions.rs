@@ -80,6 +80,7 @@ impl Gateway {
             primary_recheck: Duration::from_millis(500),
             commit_at_unacked: 16,
             max_packet_size: mqtt_kinesis_bridge::config::DEFAULT_MAX_PACKET_SIZE,
+            read_pause: mqtt_kinesis_bridge::config::DEFAULT_READ_PAUSE,
         };
         tune(&mut spool_config, &mut config);
         let (spool, spool_writer) = Spool::open(&spool_config).expect("open spool");
