@@ -14,6 +14,7 @@ pub mod connect;
 mod partition_key;
 mod reconcile;
 mod session;
+mod state;
 pub mod tls;
 mod walk;
 mod wedge;
