@@ -12,11 +12,16 @@ pub mod database_url;
 pub mod device_upload;
 pub mod postgres;
 mod postgres_tls;
+mod probe;
 pub mod rows;
 pub mod snapshot;
 mod source;
 mod status_upload;
 
+pub use assignment::Assignment;
+pub use postgres::{DbError, DbErrorKind};
+pub use probe::{probe, CatalogProbe, CatalogRead, CatalogUnread, LinkUp};
+pub use rows::RowProblem;
 pub use source::{CatalogState, Source};
 pub use status_upload::StatusUpload;
 
@@ -26,8 +31,6 @@ use std::time::{Duration, Instant};
 use crate::config::CatalogConfig;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
-use assignment::Assignment;
-use rows::RowProblem;
 
 /// `iot_data.mqtt_broker.mqtt_id`.
 pub use crate::ids::BrokerId;

@@ -28,6 +28,7 @@ pub mod client;
 pub mod credentials;
 pub mod kpl;
 mod linger;
+mod probe;
 pub mod put_records;
 pub mod record_format;
 pub mod refresher;
@@ -51,6 +52,7 @@ use crate::spool::{
 use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
+pub use probe::{probe, DescribeFailureKind, KinesisProbe, CLOCK_WARN_MS};
 use put_records::{FailureKind, Outcome, RequestFailure};
 pub use refresher::{CredentialsHandle, CredentialsStatus};
 

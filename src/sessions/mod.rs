@@ -12,6 +12,7 @@
 mod backoff;
 pub mod connect;
 mod partition_key;
+mod probe;
 mod reconcile;
 mod session;
 mod state;
@@ -22,6 +23,7 @@ mod wire;
 
 pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
+pub use probe::{probe, BrokerProbe, ConnectFailure, ProbeFailure};
 pub use reconcile::{reconcile, Change};
 
 use std::collections::BTreeMap;
