@@ -7,9 +7,9 @@
 //! each *changed* [`Catalog`] to the sessions supervisor. When the database is unreachable it
 //! serves the snapshot. It never talks MQTT and never touches the spool.
 
-pub mod assignment;
+mod assignment;
 pub mod database_url;
-pub mod device_upload;
+mod device_upload;
 pub mod postgres;
 mod postgres_tls;
 mod probe;
@@ -18,10 +18,10 @@ pub mod snapshot;
 mod source;
 mod status_upload;
 
-pub use assignment::Assignment;
-pub use postgres::{DbError, DbErrorKind};
-pub use probe::{probe, CatalogProbe, CatalogRead, CatalogUnread, LinkUp};
-pub use rows::RowProblem;
+pub(crate) use assignment::Assignment;
+pub(crate) use postgres::DbErrorKind;
+pub(crate) use probe::probe;
+pub(crate) use rows::RowProblem;
 pub use source::{CatalogState, Source};
 pub use status_upload::StatusUpload;
 

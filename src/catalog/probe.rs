@@ -65,16 +65,6 @@ pub struct CatalogUnread {
     pub snapshot: Catalog,
 }
 
-impl CatalogProbe {
-    /// The brokers to probe next: this gateway's, or the snapshot's.
-    pub fn catalog(&self) -> &Catalog {
-        match &self.read {
-            Ok(read) => &read.catalog,
-            Err(unread) => &unread.snapshot,
-        }
-    }
-}
-
 /// Reads the catalog once as `check` sees it (blocking: PostgreSQL and the snapshot file).
 pub fn probe(config: &CatalogConfig, gateway_id: &str) -> CatalogProbe {
     let key = config.password_key.as_ref();

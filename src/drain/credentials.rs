@@ -17,10 +17,10 @@
 //! Not supported: SSO, `role_arn` (assume-role), web identity.
 //! Secrets live in [`Secret`] and never reach `Debug`, `Display` or an error text.
 
-pub mod document;
-pub mod iot;
-pub mod process;
-pub mod remote;
+pub(crate) mod document;
+pub(crate) mod iot;
+pub(crate) mod process;
+pub(crate) mod remote;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -22,11 +22,11 @@
 //! at-least-once delivery: a response lost after Kinesis stored the records
 //! makes them go again.
 
-pub mod backoff;
-pub mod batch;
-pub mod client;
+mod backoff;
+mod batch;
+mod client;
 pub mod credentials;
-pub mod kpl;
+pub(crate) mod kpl;
 mod linger;
 mod probe;
 pub mod put_records;
@@ -35,8 +35,8 @@ pub mod refresher;
 mod resolver;
 mod roots;
 pub mod sign;
-pub mod skew;
-pub mod stats;
+mod skew;
+pub(crate) mod stats;
 
 use std::fmt;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ use crate::spool::{
 use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
-pub use probe::{probe, DescribeFailureKind, KinesisProbe, CLOCK_WARN_MS};
+pub(crate) use probe::{probe, DescribeFailureKind, KinesisProbe, CLOCK_WARN_MS};
 use put_records::{FailureKind, Outcome, RequestFailure};
 pub use refresher::{CredentialsHandle, CredentialsStatus};
 

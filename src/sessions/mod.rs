@@ -10,7 +10,7 @@
 //! ([`session`]), the spool, the database.
 
 mod backoff;
-pub mod connect;
+mod connect;
 mod partition_key;
 mod probe;
 mod reconcile;
@@ -21,10 +21,8 @@ mod walk;
 mod wedge;
 mod wire;
 
-pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
-pub use probe::{probe, BrokerProbe, ConnectFailure, ProbeFailure};
-pub use reconcile::{reconcile, Change};
+pub(crate) use probe::{probe, BrokerProbe, ConnectFailure};
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -39,6 +37,8 @@ use crate::devices::Devices;
 use crate::shutdown::Shutdown;
 use crate::spool::Appender;
 use crate::status::StatusBoard;
+use backoff::Backoff;
+use reconcile::{reconcile, Change};
 use session::{Command, Session};
 
 /// How long shutdown waits for all sessions together, beyond each one's own

@@ -11,10 +11,10 @@
 //! this part imports neither the catalog nor the sessions, so status flows
 //! one way: sessions → board → file, table, report.
 
-pub mod board;
-pub mod document;
-pub mod file;
-pub mod report;
+mod board;
+pub(crate) mod document;
+pub(crate) mod file;
+pub(crate) mod report;
 
 pub(crate) use board::SessionTicket;
 pub use board::{SessionStatus, StatusBoard};
