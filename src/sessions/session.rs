@@ -7,6 +7,12 @@
 //! inside a current-thread tokio runtime (see `lib.rs`), and each poll is also
 //! wrapped in [`async_compat::Compat`].
 //!
+//! This file is the shell: every protocol decision of a connection (what to
+//! subscribe, when to ack, how a stop or the move back to the primary ends,
+//! what the log and the status board say) is [`super::state`]'s, as data. The
+//! shell runs the futures (the poll, the socket, timers, commit receipts, the
+//! primary probe), feeds that state machine and applies its outputs.
+//!
 //! Backpressure: each received PUBLISH is awaited into [`Appender::append`]
 //! before the event loop is polled again, so when the spool queue is full we
 //! stop reading the socket and the broker's TCP window fills up. Nothing is
@@ -145,7 +151,7 @@ impl Session {
 }
 
 /// Runs the session until it is told to stop; then disconnects (bounded by
-/// [`state::DISCONNECT_TIMEOUT`]) and returns. Every PUBLISH read from the socket has
+/// [`super::state::DISCONNECT_TIMEOUT`]) and returns. Every PUBLISH read from the socket has
 /// been handed to the spool by then.
 pub async fn run(session: &mut Session) {
     if !session.running {
