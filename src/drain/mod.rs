@@ -1,8 +1,8 @@
 //! Spool → Kinesis: the drain loop, on its own thread "drain".
 //!
 //! Each round reads the oldest spool records, picks a batch within the
-//! Kinesis limits ([`batch`]), encodes it ([`record_format`],
-//! [`put_records`]), signs and sends it ([`sign`], [`client`]) and settles
+//! Kinesis limits (`batch`), encodes it ([`record_format`],
+//! [`put_records`]), signs and sends it ([`sign`], `client`) and settles
 //! the outcome in the spool.
 //!
 //! Requests are full or old: a round sends at once when 500 records wait (or

@@ -3,7 +3,7 @@
 //!
 //! The supervisor holds a map BrokerId → [`SessionHandle`] (the broker as
 //! running, a command sender, the task). On every [`Catalog`] it asks
-//! [`reconcile`] for a plan and applies it; on shutdown (or when the catalog
+//! `reconcile` for a plan and applies it; on shutdown (or when the catalog
 //! channel closes) it stops every session and awaits every task, bounded.
 //! A session that fails (refused, unreachable, garbage bytes, a panic) only
 //! affects its own broker. Not here: the protocol and backoff of one broker

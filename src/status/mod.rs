@@ -1,8 +1,8 @@
 //! The status part: what the gateway is doing now, for people and fleets.
 //!
-//! - [`board`]: each session's state, written by the sessions, read by
+//! - `board`: each session's state, written by the sessions, read by
 //!   everything below (one [`StatusBoard`] per gateway);
-//! - [`document`]: the one typed status document the running gateway writes
+//! - `document`: the one typed status document the running gateway writes
 //!   to `status.file` and the `status` command reads back;
 //! - [`file`]: the thread that keeps that file current;
 //! - [`report`]: the `status` command, from the file and the spool.
