@@ -11,29 +11,24 @@
 //! The machine's clock is compared with the database's (`clock_timestamp()`)
 //! and AWS's (the answer's `Date`); while it is known to be off, a TLS
 //! certificate refused as expired or not yet valid is named a clock problem.
+//!
+//! Each stage answers through one probe, which returns what it found as
+//! values: [`catalog::probe`], [`sessions::probe`], [`drain::probe`] and
+//! [`space::probe`] (the spool's). This module only turns them into lines.
 
 use std::fmt::{self, Write};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::catalog::assignment::{self, AssignmentRow};
-use crate::catalog::database_url::DatabaseUrl;
-use crate::catalog::postgres::DbErrorKind;
-use crate::catalog::{self, postgres, snapshot, Broker, Catalog};
+use crate::catalog::{self, Assignment, Catalog, DbErrorKind};
 use crate::clock::describe_offset;
 use crate::config::Config;
-use crate::disk::{self, describe_bytes};
-use crate::drain::client::{Client, DescribeFailureKind};
-use crate::drain::{refresher, skew};
-use crate::sessions::connect::{self, ConnectFailure, ConnectSettings};
-use crate::sessions::tls::TlsError;
-use crate::spool::space::{appends_allowed, Room};
-use crate::spool::SpoolReader;
-
-/// How long one endpoint gets to answer CONNECT with CONNACK.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::disk::describe_bytes;
+use crate::drain::{self, DescribeFailureKind, KinesisProbe, CLOCK_WARN_MS};
+use crate::sessions::{self, BrokerProbe, ConnectFailure};
+use crate::spool::space::{self, SpoolProbe};
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -195,7 +190,7 @@ struct ClockReading {
 
 impl ClockReading {
     fn is_off(&self) -> bool {
-        self.offset_ms.abs() >= skew::WARN_MS
+        self.offset_ms.abs() >= CLOCK_WARN_MS
     }
 
     fn describe(&self) -> String {
@@ -219,7 +214,7 @@ impl ClockReading {
         let detail = if self.offset_ms.abs() < 2_000 {
             "agrees".to_owned()
         } else {
-            format!("{}, within {} s", self.describe(), skew::WARN_MS / 1000)
+            format!("{}, within {} s", self.describe(), CLOCK_WARN_MS / 1000)
         };
         Check::pass("clock", target, detail, None)
     }
@@ -256,118 +251,103 @@ fn is_validity_refusal(detail: &str) -> bool {
         .any(|words| detail.contains(words))
 }
 
+/// The database's lines, from the catalog's probe; returns the brokers to probe.
 fn check_database(
     config: &Config,
     checks: &mut Vec<Check>,
     clocks: &mut Vec<ClockReading>,
 ) -> Catalog {
     let target = "iot_data.mqtt_broker, iot_data.mqtt_topic".to_owned();
-    let key = config.catalog.password_key.as_ref();
-    let started = Instant::now();
-    let link_target = match DatabaseUrl::parse(&config.catalog.database_url) {
-        Ok(url) => format!("link to {}", url.hosts()),
-        Err(_) => "link".to_owned(),
-    };
-    let read =
-        postgres::connect(&config.catalog.database_url, None).and_then(|(mut client, link)| {
-            checks.push(Check::pass(
-                "database",
-                link_target.clone(),
-                link.to_string(),
-                Some(started.elapsed()),
-            ));
-            let rows = postgres::read_rows(&mut client)?;
-            let status_table = postgres::status_table_readable(&mut client);
-            let clock = postgres::clock_offset_ms(&mut client);
-            Ok((rows, status_table, clock))
-        });
-    match read {
-        Ok((read, status_table, clock)) => {
-            match clock {
-                Ok(offset_ms) => clocks.push(ClockReading {
-                    against: "the database",
-                    source: "clock_timestamp()",
-                    offset_ms,
-                }),
-                Err(error) => checks.push(Check::fail(
-                    "clock",
-                    "gateway vs the database (clock_timestamp())".into(),
-                    CheckKind::Unreadable,
-                    error.to_string(),
-                )),
-            }
-            let (catalog, mut problems) = catalog::rows::validate(&read.brokers, &read.topics, key);
-            problems.extend(read.unnamed);
-            let n_topics: usize = catalog.brokers.iter().map(|b| b.topics.len()).sum();
-            checks.push(Check::pass(
-                "database",
-                target,
-                format!(
-                    "{} active brokers, {n_topics} subscriptions, {} rows skipped",
-                    catalog.brokers.len(),
-                    problems.len()
-                ),
-                Some(started.elapsed()),
-            ));
-            for problem in problems {
-                checks.push(Check::fail(
-                    "catalog row",
-                    problem.target(),
-                    CheckKind::Row,
-                    problem.to_string(),
-                ));
-            }
-            let catalog = check_assignment(config, catalog, read.assignments, checks);
-            checks.push(match status_table {
-                Ok(()) => Check::pass(
-                    "database",
-                    "iot_data.mqtt_connection_status".into(),
-                    "readable".into(),
-                    None,
-                ),
-                Err(error) => Check::fail(
-                    "database",
-                    "iot_data.mqtt_connection_status".into(),
-                    CheckKind::Table,
-                    format!("{error} (apply buffer-schema/catalog/0004_connection_status.sql)"),
-                ),
-            });
-            catalog
-        }
-        Err(error) => {
-            let kind = match error.kind() {
+    let probe = catalog::probe(&config.catalog, &config.gateway_id);
+    if let Some(link) = &probe.link {
+        checks.push(Check::pass(
+            "database",
+            probe.link_target.clone(),
+            link.description.clone(),
+            Some(link.latency),
+        ));
+    }
+    let read = match probe.read {
+        Ok(read) => read,
+        Err(unread) => {
+            let kind = match unread.error.kind() {
                 DbErrorKind::Tls => CheckKind::Tls,
                 DbErrorKind::Database => CheckKind::Unreachable,
             };
             // A failure after the link stood is the catalog's, not the link's.
-            let connected = checks
-                .last()
-                .is_some_and(|check| check.target == link_target);
-            let target = if connected { target } else { link_target };
-            checks.push(Check::fail("database", target, kind, error.to_string()));
-            match snapshot::load(&config.catalog.snapshot_path, key) {
-                Ok(Some(snapshot)) => snapshot.catalog,
-                _ => Catalog::default(),
-            }
+            let target = if probe.link.is_some() {
+                target
+            } else {
+                probe.link_target
+            };
+            checks.push(Check::fail(
+                "database",
+                target,
+                kind,
+                unread.error.to_string(),
+            ));
+            return unread.snapshot;
         }
+    };
+    match read.clock_offset_ms {
+        Ok(offset_ms) => clocks.push(ClockReading {
+            against: "the database",
+            source: "clock_timestamp()",
+            offset_ms,
+        }),
+        Err(error) => checks.push(Check::fail(
+            "clock",
+            "gateway vs the database (clock_timestamp())".into(),
+            CheckKind::Unreadable,
+            error.to_string(),
+        )),
     }
+    checks.push(Check::pass(
+        "database",
+        target,
+        format!(
+            "{} active brokers, {} subscriptions, {} rows skipped",
+            read.n_brokers,
+            read.n_topics,
+            read.problems.len()
+        ),
+        Some(read.latency),
+    ));
+    for problem in read.problems {
+        checks.push(Check::fail(
+            "catalog row",
+            problem.target(),
+            CheckKind::Row,
+            problem.to_string(),
+        ));
+    }
+    check_assignment(config, read.assignment_table, &read.assignment, checks);
+    checks.push(match read.status_table {
+        Ok(()) => Check::pass(
+            "database",
+            "iot_data.mqtt_connection_status".into(),
+            "readable".into(),
+            None,
+        ),
+        Err(error) => Check::fail(
+            "database",
+            "iot_data.mqtt_connection_status".into(),
+            CheckKind::Table,
+            format!("{error} (apply buffer-schema/catalog/0004_connection_status.sql)"),
+        ),
+    });
+    read.catalog
 }
 
-/// Keeps the brokers this gateway runs and says which they are; a broker
-/// several gateways run without shared subscriptions fails (duplicates in Kinesis).
+/// Says which brokers this gateway runs; a broker several gateways run
+/// without shared subscriptions fails (duplicates in Kinesis).
 fn check_assignment(
     config: &Config,
-    catalog: Catalog,
-    rows: Option<Vec<AssignmentRow>>,
+    table_present: bool,
+    assignment: &Assignment,
     checks: &mut Vec<Check>,
-) -> Catalog {
+) {
     let target = "iot_data.mqtt_broker_gateway".to_owned();
-    let table_present = rows.is_some();
-    let (catalog, assignment) = assignment::assign(
-        catalog,
-        rows.as_deref().unwrap_or_default(),
-        &config.gateway_id,
-    );
     let detail = if table_present {
         assignment.describe(&config.gateway_id)
     } else {
@@ -377,7 +357,7 @@ fn check_assignment(
         )
     };
     checks.push(Check::pass("database", target, detail, None));
-    for (id, gateways) in assignment.duplicated {
+    for (id, gateways) in &assignment.duplicated {
         checks.push(Check::fail(
             "catalog row",
             format!("mqtt_broker_gateway mqtt_id={id}"),
@@ -388,38 +368,31 @@ fn check_assignment(
             ),
         ));
     }
-    catalog
 }
 
+/// The brokers' lines, from the sessions' probe.
 fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
-    let executor = smol::Executor::new();
-    let mut tasks = Vec::new();
-    let mut settings_failures = Vec::new();
-    for broker in &catalog.brokers {
-        let settings = match settings_for(config, broker) {
-            Ok(settings) => settings,
-            Err(error) => {
-                settings_failures.push(Check::fail(
-                    "broker",
-                    format!("broker {}", broker.id),
-                    CheckKind::Tls,
-                    error.to_string(),
-                ));
-                continue;
-            }
-        };
-        let n_endpoints = broker.endpoints.len();
-        for (idx, endpoint) in broker.endpoints.iter().enumerate() {
-            let broker = broker.clone();
-            let endpoint = endpoint.clone();
-            let settings = settings.clone();
-            tasks.push(executor.spawn(async move {
+    sessions::probe(&catalog.brokers, &config.gateway_id, &config.mqtt)
+        .into_iter()
+        .map(|probe| match probe {
+            BrokerProbe::Settings { broker_id, error } => Check::fail(
+                "broker",
+                format!("broker {broker_id}"),
+                CheckKind::Tls,
+                error.to_string(),
+            ),
+            BrokerProbe::Endpoint {
+                broker_id,
+                endpoint_idx,
+                n_endpoints,
+                endpoint,
+                answer,
+            } => {
                 let target = format!(
-                    "broker {} endpoint {}/{n_endpoints} {endpoint}",
-                    broker.id,
-                    idx + 1
+                    "broker {broker_id} endpoint {}/{n_endpoints} {endpoint}",
+                    endpoint_idx + 1
                 );
-                match connect::probe(&broker, &endpoint, &settings, PROBE_TIMEOUT).await {
+                match answer {
                     Ok(latency) => Check::pass(
                         "broker",
                         target,
@@ -431,71 +404,51 @@ fn check_brokers(config: &Config, catalog: &Catalog) -> Vec<Check> {
                         Check::fail("broker", target, kind, failure.message)
                     }
                 }
-            }));
-        }
-    }
-    let mut checks = settings_failures;
-    checks.extend(smol::block_on(executor.run(async {
-        let mut results = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            results.push(task.await);
-        }
-        results
-    })));
-    checks
+            }
+        })
+        .collect()
 }
 
-fn settings_for(config: &Config, broker: &Broker) -> Result<ConnectSettings, TlsError> {
-    let mut settings = ConnectSettings::for_broker(broker, &config.gateway_id, &config.mqtt)?;
-    // Not the running session's id, or the broker would drop that session.
-    settings.client_id = format!("{}-check", settings.client_id);
-    Ok(settings)
-}
-
+/// The stream's line, from the drain's probe.
 fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
     let kinesis = &config.kinesis;
     let target = format!(
         "stream {} in {} via {}",
         kinesis.stream, kinesis.region, kinesis.endpoint
     );
-    let credentials = match refresher::fetch_once(&kinesis.credentials) {
-        Ok(credentials) => credentials,
-        Err(error) => {
+    let (credentials, latency, clock_offset_ms, answer) = match drain::probe(kinesis) {
+        KinesisProbe::NoCredentials(error) => {
             return Check::fail("kinesis", target, CheckKind::Credentials, error.to_string())
         }
+        KinesisProbe::Asked {
+            credentials,
+            latency,
+            clock_offset_ms,
+            answer,
+        } => (credentials, latency, clock_offset_ms, answer),
     };
-    let started = Instant::now();
-    let mut client = Client::new(kinesis);
-    let answer = client.describe_stream_summary(&credentials);
     // The answer's Date against this machine's clock: SigV4 allows 5 minutes.
-    if let Some(offset_ms) = client.last_clock_sample_ms() {
+    if let Some(offset_ms) = clock_offset_ms {
         clocks.push(ClockReading {
             against: "AWS",
             source: "Date of DescribeStreamSummary",
             offset_ms,
         });
     }
-    let clock = client
-        .last_clock_sample_ms()
+    let clock = clock_offset_ms
         .filter(|offset| offset.abs() >= 2_000)
         .map_or(String::new(), |offset| {
-            format!(
-                "; the clock is {} AWS",
-                crate::clock::describe_offset(offset)
-            )
+            format!("; the clock is {} AWS", describe_offset(offset))
         });
     match answer {
         Ok(summary) if summary.status == "ACTIVE" || summary.status == "UPDATING" => Check::pass(
             "kinesis",
             target,
             format!(
-                "{}, {} open shards; {}; credentials from {}{clock}",
-                summary.status,
-                summary.open_shards,
-                kinesis.aggregation,
-                refresher::describe(&credentials)
+                "{}, {} open shards; {}; credentials from {credentials}{clock}",
+                summary.status, summary.open_shards, kinesis.aggregation,
             ),
-            Some(started.elapsed()),
+            Some(latency),
         ),
         Ok(summary) => Check::fail(
             "kinesis",
@@ -512,67 +465,46 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
     }
 }
 
+/// The spool's line, from the spool's probe.
 fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
     let target = path.display().to_string();
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let probe = dir.join(format!(".mkb-check-{}", std::process::id()));
-    let written = crate::files::create_private(&probe)
-        .and_then(|mut file| std::io::Write::write_all(&mut file, b"check"))
-        .and_then(|()| std::fs::remove_file(&probe));
-    if let Err(error) = written {
-        let _ = std::fs::remove_file(&probe);
-        let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
-            CheckKind::DiskFull
-        } else {
-            CheckKind::NotWritable
-        };
-        return Check::fail(
-            "spool",
-            target,
-            kind,
-            format!("cannot write in {}: {error}", dir.display()),
-        );
-    }
-    let (contents, spool_free) = if !path.exists() {
-        (
-            "directory writable; the spool is created at the first run".to_owned(),
-            0,
-        )
-    } else {
-        match SpoolReader::open(path)
-            .and_then(|reader| Ok((reader.summary()?, reader.free_page_bytes()?)))
-        {
-            Ok((summary, spool_free)) => (
-                format!(
-                    "writable; {} records ({} bytes) waiting",
-                    summary.n_records, summary.bytes
-                ),
-                spool_free,
-            ),
-            Err(error) => {
-                return Check::fail("spool", target, CheckKind::Unreadable, error.to_string())
-            }
+    let (contents, room) = match space::probe(path, min_free_bytes) {
+        SpoolProbe::NotWritable { dir, error } => {
+            let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
+                CheckKind::DiskFull
+            } else {
+                CheckKind::NotWritable
+            };
+            return Check::fail(
+                "spool",
+                target,
+                kind,
+                format!("cannot write in {}: {error}", dir.display()),
+            );
         }
+        SpoolProbe::Unreadable(error) => {
+            return Check::fail("spool", target, CheckKind::Unreadable, error.to_string())
+        }
+        SpoolProbe::Usable { contents, room } => (contents, room),
     };
-    let Ok(fs) = disk::filesystem(path) else {
+    let contents = match contents {
+        None => "directory writable; the spool is created at the first run".to_owned(),
+        Some(summary) => format!(
+            "writable; {} records ({} bytes) waiting",
+            summary.n_records, summary.bytes
+        ),
+    };
+    let Some(room) = room else {
         return Check::pass("spool", target, contents, None);
-    };
-    let floor = disk::min_free_bytes(min_free_bytes, path);
-    let room = Room {
-        fs_free: fs.free_bytes,
-        spool_free,
     };
     let detail = format!(
         "{contents}; filesystem {} free of {}, {} reusable in the spool, spool.min_free_bytes {}",
-        describe_bytes(fs.free_bytes),
-        describe_bytes(fs.total_bytes),
-        describe_bytes(spool_free),
-        describe_bytes(floor)
+        describe_bytes(room.fs_free),
+        describe_bytes(room.fs_total),
+        describe_bytes(room.spool_free),
+        describe_bytes(room.floor)
     );
-    if appends_allowed(room, floor, false, true) {
+    if room.appends_allowed {
         Check::pass("spool", target, detail, None)
     } else {
         Check::fail(

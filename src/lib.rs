@@ -5,26 +5,26 @@
 //! [`spool`] (the durable queue) → [`drain`] (signed PutRecords calls).
 //! [`run`] is the only place that wires the stages together.
 
-pub mod check;
+pub(crate) mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod devices;
 pub mod disk;
-pub mod files;
-pub mod histogram;
-pub mod ids;
-pub mod limits;
+pub(crate) mod files;
+pub(crate) mod histogram;
+pub(crate) mod ids;
+pub(crate) mod limits;
 pub mod logger;
-pub mod metrics;
-pub mod repeating;
+pub(crate) mod metrics;
+pub(crate) mod repeating;
 pub mod sealed;
 pub mod secret;
 pub mod shutdown;
 pub mod status;
-pub mod systemd;
-pub mod trust;
-pub mod watchdog;
+pub(crate) mod systemd;
+pub(crate) mod trust;
+pub(crate) mod watchdog;
 
 pub mod catalog;
 pub mod drain;

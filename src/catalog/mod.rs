@@ -7,16 +7,21 @@
 //! each *changed* [`Catalog`] to the sessions supervisor. When the database is unreachable it
 //! serves the snapshot. It never talks MQTT and never touches the spool.
 
-pub mod assignment;
+mod assignment;
 pub mod database_url;
-pub mod device_upload;
+mod device_upload;
 pub mod postgres;
 mod postgres_tls;
+mod probe;
 pub mod rows;
 pub mod snapshot;
 mod source;
 mod status_upload;
 
+pub(crate) use assignment::Assignment;
+pub(crate) use postgres::DbErrorKind;
+pub(crate) use probe::probe;
+pub(crate) use rows::RowProblem;
 pub use source::{CatalogState, Source};
 pub use status_upload::StatusUpload;
 
@@ -26,8 +31,6 @@ use std::time::{Duration, Instant};
 use crate::config::CatalogConfig;
 use crate::secret::Secret;
 use crate::shutdown::Shutdown;
-use assignment::Assignment;
-use rows::RowProblem;
 
 /// `iot_data.mqtt_broker.mqtt_id`.
 pub use crate::ids::BrokerId;

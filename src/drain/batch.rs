@@ -42,26 +42,12 @@ pub struct Batch {
     pub rejected: Vec<(i64, String)>,
 }
 
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.rejected.is_empty()
-    }
-}
-
 /// Takes records from `records` (oldest first) while they fit in one request
-/// of at most `max_records` records; `encode` makes each data blob.
+/// of at most `max_records` records and `max_request_bytes` of data blobs and
+/// keys (less than Kinesis's 5 MiB when aggregation adds a few bytes per
+/// record); `encode` makes each data blob.
 ///
 /// Stops at the first record that does not fit, so order is kept: it leads the next batch.
-pub fn pick(
-    records: &[Record],
-    max_records: usize,
-    encode: impl FnMut(&Record) -> Vec<u8>,
-) -> Batch {
-    pick_within(records, max_records, MAX_REQUEST_BYTES, encode)
-}
-
-/// [`pick`] within `max_request_bytes` of data blobs and keys (less than
-/// Kinesis's 5 MiB when aggregation adds a few bytes per record).
 pub fn pick_within(
     records: &[Record],
     max_records: usize,

@@ -5,22 +5,22 @@
 //! 2. the profile `AWS_PROFILE` (default `default`) of the shared credentials file
 //!    (`AWS_SHARED_CREDENTIALS_FILE`, else `~/.aws/credentials`) and of the shared
 //!    config file (`AWS_CONFIG_FILE`, else `~/.aws/config`): static keys, else its
-//!    `credential_process` ([`process`]);
-//! 3. the container endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` / `_RELATIVE_URI`, [`remote`]);
-//! 4. the instance metadata service, IMDSv2 ([`remote`]).
+//!    `credential_process` (`process`);
+//! 3. the container endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` / `_RELATIVE_URI`, `remote`);
+//! 4. the instance metadata service, IMDSv2 (`remote`).
 //!
 //! A source that is not configured passes to the next; one that is configured
 //! but fails stops the chain with its error (as the SDKs do), except instance
 //! metadata, which is simply absent off EC2. The AWS IoT credentials provider
-//! (`kinesis.credentials = "iot"`) is in [`iot`]. Refreshing before expiry is
+//! (`kinesis.credentials = "iot"`) is in `iot`. Refreshing before expiry is
 //! the drain's credentials thread ([`super::refresher`]).
 //! Not supported: SSO, `role_arn` (assume-role), web identity.
 //! Secrets live in [`Secret`] and never reach `Debug`, `Display` or an error text.
 
-pub mod document;
-pub mod iot;
-pub mod process;
-pub mod remote;
+pub(crate) mod document;
+pub(crate) mod iot;
+pub(crate) mod process;
+pub(crate) mod remote;
 
 use std::collections::HashMap;
 use std::fmt;

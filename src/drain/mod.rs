@@ -1,8 +1,8 @@
 //! Spool → Kinesis: the drain loop, on its own thread "drain".
 //!
 //! Each round reads the oldest spool records, picks a batch within the
-//! Kinesis limits ([`batch`]), encodes it ([`record_format`],
-//! [`put_records`]), signs and sends it ([`sign`], [`client`]) and settles
+//! Kinesis limits (`batch`), encodes it ([`record_format`],
+//! [`put_records`]), signs and sends it ([`sign`], `client`) and settles
 //! the outcome in the spool.
 //!
 //! Requests are full or old: a round sends at once when 500 records wait (or
@@ -22,20 +22,21 @@
 //! at-least-once delivery: a response lost after Kinesis stored the records
 //! makes them go again.
 
-pub mod backoff;
-pub mod batch;
-pub mod client;
+mod backoff;
+mod batch;
+mod client;
 pub mod credentials;
-pub mod kpl;
+pub(crate) mod kpl;
 mod linger;
+mod probe;
 pub mod put_records;
 pub mod record_format;
 pub mod refresher;
 mod resolver;
 mod roots;
 pub mod sign;
-pub mod skew;
-pub mod stats;
+mod skew;
+pub(crate) mod stats;
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ use crate::spool::{
 use crate::watchdog::Heartbeat;
 use client::Client;
 use credentials::Credentials;
+pub(crate) use probe::{probe, DescribeFailureKind, KinesisProbe, CLOCK_WARN_MS};
 use put_records::{FailureKind, Outcome, RequestFailure};
 pub use refresher::{CredentialsHandle, CredentialsStatus};
 

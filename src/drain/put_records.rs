@@ -1,7 +1,7 @@
 //! The PutRecords call as data: request body out, response → what happens to each record.
 //!
 //! Pure. It does not sign or send (see [`super::sign`] and the drain loop), and
-//! it does not decide how long to wait before a retry ([`super::backoff`]).
+//! it does not decide how long to wait before a retry (`super::backoff`).
 //! Per-record results map to an [`Outcome`] by position; a request that failed
 //! as a whole maps to a [`RequestFailure`] whose [`FailureKind`] says what the
 //! caller does next. Nothing here ever drops a record: every id sent comes back
@@ -56,7 +56,7 @@ pub struct Outcome {
     pub retry: Vec<i64>,
     /// Refused for good: dead letters, with Kinesis' reason.
     pub dead: Vec<(i64, String)>,
-    /// Records that failed (retried or dead), by [`super::stats::error_code_idx`]:
+    /// Records that failed (retried or dead), by `super::stats::error_code_idx`:
     /// counted here so the metrics need no string per record.
     pub failed_codes: [u32; super::stats::ERROR_CODES.len() + 1],
 }

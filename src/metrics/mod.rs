@@ -34,8 +34,6 @@ use crate::watchdog::{self, Stage};
 use exposition::{Exposition, Kind, CONTENT_TYPE};
 use http::{plain, Response, Route};
 
-pub use http::{MAX_CONNECTIONS, MAX_REQUEST_BYTES, REQUEST_TIMEOUT};
-
 /// The textfile's mode: node_exporter runs as another user and must read it.
 const TEXTFILE_MODE: u32 = 0o644;
 

@@ -3,25 +3,26 @@
 //!
 //! The supervisor holds a map BrokerId → [`SessionHandle`] (the broker as
 //! running, a command sender, the task). On every [`Catalog`] it asks
-//! [`reconcile`] for a plan and applies it; on shutdown (or when the catalog
+//! `reconcile` for a plan and applies it; on shutdown (or when the catalog
 //! channel closes) it stops every session and awaits every task, bounded.
 //! A session that fails (refused, unreachable, garbage bytes, a panic) only
 //! affects its own broker. Not here: the protocol and backoff of one broker
 //! ([`session`]), the spool, the database.
 
 mod backoff;
-pub mod connect;
+mod connect;
 mod partition_key;
+mod probe;
 mod reconcile;
 mod session;
+mod state;
 pub mod tls;
 mod walk;
 mod wedge;
 mod wire;
 
-pub use backoff::{Backoff, STABLE_AFTER};
 pub use partition_key::partition_key;
-pub use reconcile::{reconcile, Change};
+pub(crate) use probe::{probe, BrokerProbe, ConnectFailure};
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -36,6 +37,8 @@ use crate::devices::Devices;
 use crate::shutdown::Shutdown;
 use crate::spool::Appender;
 use crate::status::StatusBoard;
+use backoff::Backoff;
+use reconcile::{reconcile, Change};
 use session::{Command, Session};
 
 /// How long shutdown waits for all sessions together, beyond each one's own

@@ -7,6 +7,12 @@
 //! inside a current-thread tokio runtime (see `lib.rs`), and each poll is also
 //! wrapped in [`async_compat::Compat`].
 //!
+//! This file is the shell: every protocol decision of a connection (what to
+//! subscribe, when to ack, how a stop or the move back to the primary ends,
+//! what the log and the status board say) is [`super::state`]'s, as data. The
+//! shell runs the futures (the poll, the socket, timers, commit receipts, the
+//! primary probe), feeds that state machine and applies its outputs.
+//!
 //! Backpressure: each received PUBLISH is awaited into [`Appender::append`]
 //! before the event loop is polled again, so when the spool queue is full we
 //! stop reading the socket and the broker's TCP window fills up. Nothing is
@@ -20,33 +26,27 @@
 //! Not here: deciding which brokers run (the supervisor), retrying forever on
 //! bad credentials without the catalog's help (we back off to the maximum).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_compat::Compat;
 use futures_lite::FutureExt;
-use rumqttc::{
-    ConnectReturnCode, ConnectionError, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
-};
+use rumqttc::{ConnectReturnCode, ConnectionError, EventLoop, Outgoing, Packet, Publish, QoS};
 
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
+use super::state::{Input, LinkState, Output, Place};
 use super::tls::TlsError;
-use super::walk::{self, Walk};
+use super::walk;
 use super::wedge::{self, WedgeWatch};
-use super::wire::{self, Ack, Outbound};
+use super::wire::{self, Ack};
 use crate::catalog::{Broker, Topic};
 use crate::config::MqttConfig;
 use crate::devices::{self, Devices, Extracted};
 use crate::ids::DeviceId;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
 use crate::status::{SessionTicket, StatusBoard};
-
-/// How long a stopping session waits for its DISCONNECT to be written.
-pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a probe of the primary endpoint waits for its CONNACK.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,22 +91,21 @@ pub struct Session {
 impl Session {
     /// `broker 7 (10.0.0.5:1883)`, the prefix of every log line about this session.
     pub fn label(&self) -> String {
-        format!("broker {} ({})", self.broker.id, self.endpoint())
+        self.place().label()
+    }
+
+    /// What the state machine reads of the session.
+    fn place(&self) -> Place<'_> {
+        Place {
+            broker_id: self.broker.id,
+            endpoints: &self.broker.endpoints,
+            endpoint_idx: self.endpoint_idx,
+            topics: &self.broker.topics,
+        }
     }
 
     fn endpoint(&self) -> &crate::catalog::Endpoint {
-        let endpoints = &self.broker.endpoints;
-        &endpoints[self.endpoint_idx.min(endpoints.len() - 1)]
-    }
-
-    /// `endpoint 2/3 10.0.0.6:1883`.
-    fn endpoint_words(&self) -> String {
-        format!(
-            "endpoint {}/{} {}",
-            self.endpoint_idx + 1,
-            self.broker.endpoints.len(),
-            self.endpoint()
-        )
+        self.place().endpoint()
     }
 
     async fn connect_settings(&self) -> Result<ConnectSettings, TlsError> {
@@ -152,7 +151,7 @@ impl Session {
 }
 
 /// Runs the session until it is told to stop; then disconnects (bounded by
-/// [`DISCONNECT_TIMEOUT`]) and returns. Every PUBLISH read from the socket has
+/// [`super::state::DISCONNECT_TIMEOUT`]) and returns. Every PUBLISH read from the socket has
 /// been handed to the spool by then.
 pub async fn run(session: &mut Session) {
     if !session.running {
@@ -206,7 +205,7 @@ pub async fn run(session: &mut Session) {
                 }
             }
             Err(error) => {
-                if link.stop_deadline.is_some() {
+                if link.state.stop_deadline().is_some() {
                     break;
                 }
                 let delay = link.on_error(&error, session);
@@ -220,19 +219,8 @@ pub async fn run(session: &mut Session) {
             }
         }
     }
-    if link.connected_at.is_some() {
-        let why = if session.running {
-            "moving to the primary endpoint"
-        } else {
-            "stopped"
-        };
-        log::info!("{}: disconnected ({why})", session.label());
-    }
-    session.status.update(session.ticket, |status| {
-        status.connected = false;
-        status.n_subscribed = 0;
-        status.since = SystemTime::now();
-    });
+    let outputs = link.state.on_end(session.running, &session.place());
+    link.apply(outputs, session);
 }
 
 /// What the session loop reacts to while a poll is in progress.
@@ -280,12 +268,13 @@ async fn poll_once(
                 event => return Some(Ok(event)),
             }
         }
-        if !link.queued.acks.is_empty() {
+        let (queued, awaiting_subacks) = link.state.outgoing();
+        if !queued.acks.is_empty() {
             // The broker may have stopped at its in-flight window for these:
             // what it sends next is read at once, not at the next tick.
             link.read_pause_until = None;
         }
-        let written = wire::write(eventloop, &mut link.queued, &mut link.awaiting_subacks);
+        let written = wire::write(eventloop, queued, awaiting_subacks);
         if let Err(error) = Compat::new(written).await {
             return Some(Err(error));
         }
@@ -347,7 +336,7 @@ fn on_wake(
             Some(Some(Err(ConnectionError::MqttState(error))))
         }
         Event::Ping => {
-            link.queued.ping = true;
+            link.feed(Input::Ping, session);
             let next = tokio::time::Instant::now() + link.keep_alive();
             link.ping_timer.as_mut().reset(next);
             None
@@ -361,25 +350,45 @@ fn on_wake_unconnected(
     link: &mut Link,
     session: &mut Session,
 ) -> Option<Option<Result<rumqttc::Event, ConnectionError>>> {
-    match woken {
-        Event::Committed(Ok(())) => link.ack_committed(),
-        Event::Committed(Err(error)) => link.spool_lost(&error, session),
-        Event::PrimaryProbed(answered) => link.on_primary_probed(answered, session),
-        Event::StopDeadline => {
-            log::warn!(
-                "{}: DISCONNECT not sent within {DISCONNECT_TIMEOUT:?}; closing anyway",
-                session.label()
-            );
-            return Some(None);
+    let input = match woken {
+        Event::Committed(Ok(())) => {
+            // The front resolved (that is why we are here); the rest are checked without waiting.
+            let n_committed = 1 + link
+                .state
+                .unacked_receipts()
+                .skip(1)
+                .take_while(|receipt| receipt.try_committed())
+                .count();
+            Input::Committed(n_committed)
         }
-        Event::Command(command) => {
-            if link.on_command(command, session) == Flow::Done {
-                return Some(None);
+        Event::Committed(Err(error)) => Input::SpoolLost(error.to_string()),
+        Event::PrimaryProbed(answered) => {
+            // This probe is over; the machine says whether to start another.
+            link.primary_probe = None;
+            Input::PrimaryProbed(answered)
+        }
+        Event::StopDeadline => Input::StopDeadlinePassed,
+        Event::Command(Some(Command::UpdateTopics {
+            subscribe,
+            unsubscribe,
+            topics,
+        })) => {
+            session.broker.topics = topics;
+            Input::UpdateTopics {
+                subscribe,
+                unsubscribe,
             }
         }
-        Event::Polled(_) | Event::Read(_) | Event::Ping => {}
+        Event::Command(Some(Command::Stop) | None) => {
+            session.running = false;
+            Input::Stop
+        }
+        Event::Polled(_) | Event::Read(_) | Event::Ping => return None,
+    };
+    match link.feed(input, session) {
+        Flow::Done => Some(None),
+        Flow::Continue => None,
     }
-    None
 }
 
 /// Waits for the first of: a command, the stop deadline, the oldest unacked
@@ -388,12 +397,13 @@ fn on_wake_unconnected(
 /// Commands come first so a busy broker cannot delay a stop.
 async fn next_event(io: impl Future<Output = Event>, link: &mut Link, session: &Session) -> Event {
     let commands = session.running.then_some(&session.commands);
-    let stop_deadline = link.stop_deadline;
-    let oldest_unacked = link.unacked.front().map(|(_, receipt)| receipt);
+    let stop_deadline = link.state.stop_deadline();
+    let connected = link.state.is_connected();
+    let oldest_unacked = link.state.unacked_receipts().next();
     let primary_probe = link.primary_probe.as_mut();
     // One timer for the connection, not one per turn; tokio's, served by
     // this thread (an async-io timer is registered by async-io's thread).
-    let ping_timer = link.connected_at.is_some().then_some(&mut link.ping_timer);
+    let ping_timer = connected.then_some(&mut link.ping_timer);
     let ping = async {
         match ping_timer {
             Some(timer) => {
@@ -486,29 +496,17 @@ pub async fn pause(session: &mut Session, delay: Duration) -> bool {
     false
 }
 
-/// Per-connection state of one session: lives as long as one [`run`].
+/// One session run: the protocol state (pure, [`LinkState`]) and what the
+/// shell runs for it: the keep-alive timer, the primary probe, the jitter.
 struct Link {
     settings: ConnectSettings,
-    /// The endpoint walk and backoff (pure), across this run's errors.
-    walk: Walk,
+    /// Every protocol decision of this run (the walk, acks, the stop, subscriptions).
+    state: LinkState<CommitReceipt>,
     rng: fastrand::Rng,
-    /// Set at CONNACK, cleared on error.
-    connected_at: Option<Instant>,
-    /// Acks of committed records and requests, written together at the next turn.
-    queued: wire::Queued,
     /// When the next PINGREQ is due: from CONNACK, every keep-alive, as rumqttc does.
     ping_timer: Pin<Box<tokio::time::Sleep>>,
     /// Set after a read that emptied the socket: the next read waits until then.
     read_pause_until: Option<Instant>,
-    /// Filters of each SUBSCRIBE sent and not yet acknowledged, in order (brokers ack in order).
-    awaiting_subacks: VecDeque<Vec<String>>,
-    /// Logged "connected, subscribed" for the current connection.
-    announced: bool,
-    /// Set once a DISCONNECT is queued: end when it is written or by this time.
-    stop_deadline: Option<Instant>,
-    /// QoS 1/2 messages of this connection handed to the spool and not yet
-    /// acknowledged, oldest first; the writer commits in order, so they resolve in order.
-    unacked: VecDeque<(Ack, CommitReceipt)>,
     /// Runs while connected to a secondary endpoint.
     primary_probe: Option<PrimaryProbe>,
 }
@@ -517,16 +515,10 @@ impl Link {
     fn new(session: &Session, settings: ConnectSettings) -> Link {
         Link {
             settings,
-            walk: Walk::new(session.config.min_backoff, session.config.max_backoff),
+            state: LinkState::new(session.config.min_backoff, session.config.max_backoff),
             rng: fastrand::Rng::new(),
-            connected_at: None,
-            queued: wire::Queued::default(),
             ping_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             read_pause_until: None,
-            awaiting_subacks: VecDeque::new(),
-            announced: false,
-            stop_deadline: None,
-            unacked: VecDeque::new(),
             primary_probe: None,
         }
     }
@@ -538,89 +530,42 @@ impl Link {
 
     /// Logs and records the endpoint about to be tried.
     fn on_attempt(&mut self, session: &Session) {
-        let n_endpoints = session.broker.endpoints.len();
-        if n_endpoints > 1 {
-            let words = session.endpoint_words();
-            log::log!(
-                self.walk.attempt_level(),
-                "broker {}: trying {words}",
-                session.broker.id
-            );
-        }
-        let endpoint = session.endpoint().to_string();
-        let endpoint_idx = session.endpoint_idx;
-        session.status.update(session.ticket, |status| {
-            status.endpoint = Some(endpoint);
-            status.endpoint_index = endpoint_idx;
-            status.n_endpoints = n_endpoints;
-        });
+        let outputs = self.state.on_attempt(&session.place());
+        self.apply(outputs, session);
     }
 
-    /// The primary answered (or not) while we are on a secondary endpoint.
-    fn on_primary_probed(&mut self, answered: bool, session: &Session) {
-        if !answered {
-            self.primary_probe = Some(primary_probe(session, &self.settings));
-            return;
-        }
-        self.primary_probe = None;
-        if self.stop_deadline.is_some() {
-            return;
-        }
-        log::info!(
-            "broker {}: primary endpoint {} answers again; moving back from {}",
-            session.broker.id,
-            session.broker.primary(),
-            session.endpoint_words()
-        );
-        self.begin_disconnect();
+    /// Feeds the state machine one input, now, and applies what it says.
+    fn feed(&mut self, input: Input<CommitReceipt>, session: &Session) -> Flow {
+        let outputs = self.state.handle(input, &session.place(), Instant::now());
+        self.apply(outputs, session)
     }
 
-    /// Acks what the spool is committing, then disconnects (bounded by [`DISCONNECT_TIMEOUT`]).
-    fn begin_disconnect(&mut self) {
-        self.stop_deadline = Some(Instant::now() + DISCONNECT_TIMEOUT);
-        // Acknowledge what the spool is committing first, so the broker
-        // does not redeliver it on the next start (bounded by the deadline).
-        if self.unacked.is_empty() {
-            self.queued.outbox.push_back(Outbound::Disconnect);
-        }
-    }
-
-    /// The spool stopped before committing what waits here: acknowledging it
-    /// could lose it, so none of it is; the broker sends it again next time.
-    fn spool_lost(&mut self, error: &SpoolError, session: &Session) {
-        log::error!(
-            "{}: {error}: {} messages stay unacknowledged",
-            session.label(),
-            self.unacked.len()
-        );
-        self.unacked.clear();
-        if self.stop_deadline.is_some() {
-            self.queued.outbox.push_back(Outbound::Disconnect);
-        }
-    }
-
-    /// Acknowledges, in order, every message whose record is committed.
-    fn ack_committed(&mut self) {
-        // The front resolved (that is why we are here); the rest are checked without waiting.
-        let mut first = true;
-        while let Some((_, receipt)) = self.unacked.front() {
-            if !first && !receipt.try_committed() {
-                break;
-            }
-            first = false;
-            if let Some((ack, _)) = self.unacked.pop_front() {
-                self.queued.acks.push_back(ack);
+    /// Does what the state machine said: log, update the status board, probe the primary.
+    fn apply(&mut self, outputs: Vec<Output>, session: &Session) -> Flow {
+        let mut flow = Flow::Continue;
+        for output in outputs {
+            match output {
+                Output::Log(level, line) => log::log!(level, "{line}"),
+                Output::Status(change) => session.status.update(session.ticket, |status| {
+                    change.apply(status, SystemTime::now());
+                }),
+                Output::StartPrimaryProbe => {
+                    self.primary_probe = Some(primary_probe(session, &self.settings));
+                }
+                Output::Done => flow = Flow::Done,
             }
         }
-        if self.unacked.is_empty() && self.stop_deadline.is_some() {
-            self.queued.outbox.push_back(Outbound::Disconnect);
-        }
+        flow
     }
 
     async fn on_event(&mut self, event: rumqttc::Event, session: &mut Session) -> Flow {
         use rumqttc::Event::{Incoming, Outgoing};
         match event {
-            Incoming(Packet::ConnAck(_)) => self.on_connack(session),
+            Incoming(Packet::ConnAck(_)) => {
+                let next = tokio::time::Instant::now() + self.keep_alive();
+                self.ping_timer.as_mut().reset(next);
+                return self.feed(Input::ConnAck, session);
+            }
             Incoming(Packet::Publish(publish)) => {
                 // Only the packet id and QoS are needed to acknowledge it later.
                 let ack = Ack {
@@ -629,9 +574,10 @@ impl Link {
                 };
                 // Holding the broker's window open: ask for a commit now, not at the interval.
                 let urgent = ack.qos != QoS::AtMostOnce
-                    && self.unacked.len() + 1 >= session.config.commit_at_unacked;
+                    && self.state.n_unacked() + 1 >= session.config.commit_at_unacked;
                 let receipt = deliver(publish, urgent, session).await;
-                let up_for = || self.connected_at.map_or(Duration::ZERO, |at| at.elapsed());
+                let connected_at = self.state.connected_at();
+                let up_for = || connected_at.map_or(Duration::ZERO, |at| at.elapsed());
                 if let wedge::Change::Freed { n_connections } = session.wedge.on_message(up_for) {
                     log::info!(
                         "{}: messages flow again after {n_connections} connections died \
@@ -643,101 +589,27 @@ impl Link {
                     });
                 }
                 if let (true, Some(receipt)) = (ack.qos != QoS::AtMostOnce, receipt) {
-                    self.unacked.push_back((ack, receipt));
+                    return self.feed(Input::Received(ack, receipt), session);
                 }
             }
-            Incoming(Packet::SubAck(suback)) => self.on_suback(&suback.return_codes, session),
-            Incoming(Packet::UnsubAck(_)) => session.status.update(session.ticket, |status| {
-                status.n_unsubacks += 1;
-                status.n_subscribed = status.n_subscribed.saturating_sub(1);
-            }),
-            Outgoing(rumqttc::Outgoing::Disconnect) if self.stop_deadline.is_some() => {
-                return Flow::Done;
+            Incoming(Packet::SubAck(suback)) => {
+                return self.feed(Input::SubAck(suback.return_codes), session);
+            }
+            Incoming(Packet::UnsubAck(_)) => return self.feed(Input::UnsubAck, session),
+            Outgoing(rumqttc::Outgoing::Disconnect) => {
+                return self.feed(Input::DisconnectWritten, session);
             }
             _ => {}
         }
         Flow::Continue
     }
 
-    fn on_connack(&mut self, session: &Session) {
-        self.connected_at = Some(Instant::now());
-        let next = tokio::time::Instant::now() + self.keep_alive();
-        self.ping_timer.as_mut().reset(next);
-        self.announced = false;
-        self.walk.on_connected();
-        if session.broker.endpoints.len() > 1 {
-            log::info!(
-                "broker {}: connected to {}",
-                session.broker.id,
-                session.endpoint_words()
-            );
-        }
-        if session.endpoint_idx > 0 {
-            self.primary_probe = Some(primary_probe(session, &self.settings));
-        }
-        session.status.update(session.ticket, |status| {
-            status.connected = true;
-            // Counted up again by the SUBACKs of this connection.
-            status.n_subscribed = 0;
-            status.since = SystemTime::now();
-            status.auth_refused = false;
-            status.n_connects += 1;
-        });
-        // Clean session: the broker remembers nothing, so subscribe to everything we want.
-        let filters = subscribe_filters(&session.broker.topics);
-        if filters.is_empty() {
-            self.announce(session);
-        }
-        for packet in subscribe_packets(filters) {
-            self.queued.outbox.push_back(Outbound::Subscribe(packet));
-        }
-        if self.stop_deadline.is_some() {
-            // Told to stop while connecting; the CONNACK arrived first.
-            self.queued.outbox.push_back(Outbound::Disconnect);
-        }
-    }
-
-    fn on_suback(&mut self, return_codes: &[SubscribeReasonCode], session: &Session) {
-        let filters = self.awaiting_subacks.pop_front().unwrap_or_default();
-        let mut n_accepted = 0;
-        for (filter, code) in filters.iter().zip(return_codes) {
-            if *code == SubscribeReasonCode::Failure {
-                log::warn!(
-                    "{}: broker refused the subscription to {filter:?}",
-                    session.label()
-                );
-            } else {
-                n_accepted += 1;
-            }
-        }
-        session.status.update(session.ticket, |status| {
-            status.n_subacks += 1;
-            status.n_subscribed += n_accepted;
-        });
-        if !self.announced {
-            self.announce(session);
-        }
-    }
-
-    fn announce(&mut self, session: &Session) {
-        self.announced = true;
-        log::info!(
-            "{}: connected, subscribed to {} topics",
-            session.label(),
-            session.broker.topics.len()
-        );
-    }
-
     /// Records the failure and returns how long to wait before polling again
     /// (rumqttc reconnects when polled after an error).
     fn on_error(&mut self, error: &ConnectionError, session: &mut Session) -> Duration {
-        let up_for = self.connected_at.take().map(|since| since.elapsed());
-        self.queued.clear();
-        self.awaiting_subacks.clear();
+        let up_for = self.state.on_connection_lost(Instant::now());
+        self.read_pause_until = None;
         self.primary_probe = None;
-        // Packet ids belong to the lost connection: the broker redelivers what we
-        // did not acknowledge, and the spool may then hold it twice (at least once).
-        self.unacked.clear();
         let description = connect::describe(error);
         let auth_refused = matches!(
             error,
@@ -766,7 +638,7 @@ impl Link {
             index: session.endpoint_idx,
             username: session.broker.username.as_deref(),
         };
-        let decision = self.walk.after_error(&position, &failure, self.rng.f64());
+        let decision = self.state.after_error(&position, &failure, self.rng.f64());
         session.endpoint_idx = decision.next_index;
         let malformed = matches!(
             error,
@@ -812,38 +684,6 @@ impl Link {
         });
         log::log!(decision.level, "{}", decision.line);
         decision.delay
-    }
-
-    fn on_command(&mut self, command: Option<Command>, session: &mut Session) -> Flow {
-        match command {
-            Some(Command::UpdateTopics {
-                subscribe,
-                unsubscribe,
-                topics,
-            }) => {
-                session.broker.topics = topics;
-                if self.connected_at.is_some() && self.stop_deadline.is_none() {
-                    for filter in unsubscribe {
-                        self.queued.outbox.push_back(Outbound::Unsubscribe(filter));
-                    }
-                    for packet in subscribe_packets(subscribe_filters(&subscribe)) {
-                        self.queued.outbox.push_back(Outbound::Subscribe(packet));
-                    }
-                }
-                // Not connected: the next CONNACK subscribes to the updated list.
-                Flow::Continue
-            }
-            Some(Command::Stop) | None => {
-                session.running = false;
-                if self.connected_at.is_none() {
-                    return Flow::Done;
-                }
-                if self.stop_deadline.is_none() {
-                    self.begin_disconnect();
-                }
-                Flow::Continue
-            }
-        }
     }
 }
 
@@ -918,83 +758,5 @@ fn device_id(session: &Session, topic: &str) -> Option<DeviceId> {
             session.devices.too_long(session.broker.id, topic);
             None
         }
-    }
-}
-
-/// The filters split into SUBSCRIBE packets that each fit rumqttc's outgoing
-/// packet limit: one packet over it is refused and ends the connection, so a
-/// long topic list (or one long filter row) would disconnect the session in a loop.
-fn subscribe_packets(filters: Vec<SubscribeFilter>) -> Vec<Vec<SubscribeFilter>> {
-    // Fixed header (at most 5 bytes) and packet id (2) leave the rest for filters.
-    const BUDGET: usize = connect::MAX_OUTGOING_PACKET - 16;
-    let mut packets: Vec<Vec<SubscribeFilter>> = Vec::new();
-    let mut used = BUDGET;
-    for filter in filters {
-        // Length prefix, the filter, its QoS byte.
-        let size = 2 + filter.path.len() + 1;
-        if used + size > BUDGET {
-            packets.push(Vec::new());
-            used = 0;
-        }
-        used += size;
-        if let Some(packet) = packets.last_mut() {
-            packet.push(filter);
-        }
-    }
-    packets
-}
-
-/// rumqttc rejects a whole SUBSCRIBE if one filter is invalid, so invalid ones are left out here.
-fn subscribe_filters(topics: &[Topic]) -> Vec<SubscribeFilter> {
-    topics
-        .iter()
-        .filter(|topic| {
-            let valid = rumqttc::valid_filter(&topic.filter);
-            if !valid {
-                log::warn!(
-                    "not subscribing to {:?}: not a valid MQTT topic filter",
-                    topic.filter
-                );
-            }
-            valid
-        })
-        .map(|topic| SubscribeFilter::new(topic.filter.clone(), qos(topic.qos)))
-        .collect()
-}
-
-fn qos(level: u8) -> QoS {
-    // The catalog only admits 0..=2; anything else is treated as at-least-once.
-    rumqttc::qos(level).unwrap_or(QoS::AtLeastOnce)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn filters(n: usize, len: usize) -> Vec<SubscribeFilter> {
-        (0..n)
-            .map(|i| {
-                let mut path = format!("t/{i}/");
-                path.push_str(&"x".repeat(len.saturating_sub(path.len())));
-                SubscribeFilter::new(path, QoS::AtLeastOnce)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn subscribe_packets_stay_under_the_outgoing_limit_and_keep_every_filter() {
-        assert!(subscribe_packets(Vec::new()).is_empty());
-        assert_eq!(subscribe_packets(filters(10, 20)).len(), 1);
-        // 3,000 filters of 30 bytes: 99 KB, more than one packet may carry.
-        let packets = subscribe_packets(filters(3000, 30));
-        assert!(packets.len() >= 2);
-        let mut paths = Vec::new();
-        for packet in &packets {
-            let size: usize = packet.iter().map(|f| 2 + f.path.len() + 1).sum();
-            assert!(size + 16 <= connect::MAX_OUTGOING_PACKET, "{size}");
-            paths.extend(packet.iter().map(|f| f.path.clone()));
-        }
-        let wanted: Vec<String> = filters(3000, 30).into_iter().map(|f| f.path).collect();
-        assert_eq!(paths, wanted, "every filter once, in order");
     }
 }

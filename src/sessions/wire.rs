@@ -50,6 +50,7 @@ impl Ack {
 }
 
 /// A request that waits, after the acks, for the next write.
+#[derive(Debug)]
 pub(super) enum Outbound {
     Subscribe(Vec<SubscribeFilter>),
     Unsubscribe(String),
@@ -58,7 +59,7 @@ pub(super) enum Outbound {
 
 /// What waits to be written, in order: acknowledgements first, so a
 /// DISCONNECT queued meanwhile goes after them.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(super) struct Queued {
     pub acks: VecDeque<Ack>,
     pub outbox: VecDeque<Outbound>,

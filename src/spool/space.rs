@@ -471,5 +471,80 @@ fn allocate(path: &Path, bytes: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What the spool's probe for the `check` command found.
+#[derive(Debug)]
+pub enum SpoolProbe {
+    /// A file cannot be made in the spool's directory.
+    NotWritable { dir: PathBuf, error: std::io::Error },
+    /// The spool file exists but cannot be read.
+    Unreadable(super::SpoolError),
+    /// The directory is writable and the spool (if there is one yet) readable.
+    Usable {
+        /// What waits in the spool; `None`: no spool file yet (made at the first run).
+        contents: Option<super::SpoolSummary>,
+        /// Room on its filesystem; `None`: statvfs failed.
+        room: Option<ProbedRoom>,
+    },
+}
+
+/// Room on the spool's filesystem, as the probe measured it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbedRoom {
+    pub fs_free: u64,
+    pub fs_total: u64,
+    /// Free pages in the spool file, which SQLite reuses.
+    pub spool_free: u64,
+    /// `spool.min_free_bytes` (or its default for this filesystem).
+    pub floor: u64,
+    /// Whether appends would go on ([`appends_allowed`], reserve in place).
+    pub appends_allowed: bool,
+}
+
+/// The spool as `check` tries it, without opening it for writing: a file
+/// made and removed in its directory, the spool read (read-only) if it
+/// exists, the room of its filesystem against the floor. Blocking.
+pub fn probe(path: &Path, min_free_bytes: Option<u64>) -> SpoolProbe {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let probe = dir.join(format!(".mkb-check-{}", std::process::id()));
+    let written = crate::files::create_private(&probe)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, b"check"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&probe);
+        return SpoolProbe::NotWritable {
+            dir: dir.to_path_buf(),
+            error,
+        };
+    }
+    let (contents, spool_free) = if !path.exists() {
+        (None, 0)
+    } else {
+        match super::SpoolReader::open(path)
+            .and_then(|reader| Ok((reader.summary()?, reader.free_page_bytes()?)))
+        {
+            Ok((summary, spool_free)) => (Some(summary), spool_free),
+            Err(error) => return SpoolProbe::Unreadable(error),
+        }
+    };
+    let room = disk::filesystem(path).ok().map(|fs| {
+        let floor = disk::min_free_bytes(min_free_bytes, path);
+        let room = Room {
+            fs_free: fs.free_bytes,
+            spool_free,
+        };
+        ProbedRoom {
+            fs_free: fs.free_bytes,
+            fs_total: fs.total_bytes,
+            spool_free,
+            floor,
+            appends_allowed: appends_allowed(room, floor, false, true),
+        }
+    });
+    SpoolProbe::Usable { contents, room }
+}
+
 #[cfg(test)]
 mod tests;

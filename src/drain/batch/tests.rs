@@ -1,5 +1,11 @@
-use super::{pick, MAX_RECORDS, MAX_RECORD_BYTES, MAX_REQUEST_BYTES};
 use crate::spool::Record;
+
+use super::{pick_within, Batch, MAX_RECORDS, MAX_RECORD_BYTES, MAX_REQUEST_BYTES};
+
+/// A whole request's budget, as the drain picks without aggregation.
+fn pick(records: &[Record], max_records: usize, encode: impl FnMut(&Record) -> Vec<u8>) -> Batch {
+    pick_within(records, max_records, MAX_REQUEST_BYTES, encode)
+}
 
 fn record(id: i64, payload_len: usize) -> Record {
     Record {
@@ -99,5 +105,6 @@ fn bad_partition_keys_are_rejected() {
 
 #[test]
 fn nothing_in_nothing_out() {
-    assert!(pick(&[], MAX_RECORDS, raw).is_empty());
+    let batch = pick(&[], MAX_RECORDS, raw);
+    assert!(batch.entries.is_empty() && batch.rejected.is_empty());
 }

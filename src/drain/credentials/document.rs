@@ -189,10 +189,6 @@ impl Document {
         )
         .expiring(expires_at)
     }
-
-    pub fn expiration_ms(&self) -> Option<i64> {
-        self.expiration_ms
-    }
 }
 
 /// `2026-11-30T10:00:00Z`, with optional fractional seconds and a `Z` or
@@ -296,11 +292,11 @@ mod tests {
         let iot = br#"{"credentials":{"accessKeyId":"ASIA1","secretAccessKey":"s3cr3t","sessionToken":"tok","expiration":"2026-11-30T10:00:00Z"}}"#;
         let document = parse_iot(iot).unwrap();
         assert_eq!(
-            document.expiration_ms(),
+            document.expiration_ms,
             parse_iso8601("2026-11-30T10:00:00Z")
         );
         let process = br#"{"Version":1,"AccessKeyId":"AK","SecretAccessKey":"s3cr3t"}"#;
-        assert_eq!(parse_process(process).unwrap().expiration_ms(), None);
+        assert_eq!(parse_process(process).unwrap().expiration_ms, None);
         let error =
             parse_process(br#"{"Version":2,"AccessKeyId":"AK","SecretAccessKey":"s3cr3t"}"#)
                 .err()

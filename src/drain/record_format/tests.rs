@@ -118,7 +118,19 @@ fn the_envelope_carries_the_device_id_when_the_record_has_one() {
 /// The envelope's own digit writers agree with `format!` everywhere.
 #[test]
 fn digits_written_by_hand_match_the_formatter() {
-    for n in [0, 1, -1, 9, 10, 99, 100, 12_345, i64::MAX, i64::MIN, -987_654_321] {
+    for n in [
+        0,
+        1,
+        -1,
+        9,
+        10,
+        99,
+        100,
+        12_345,
+        i64::MAX,
+        i64::MIN,
+        -987_654_321,
+    ] {
         let mut out = Vec::new();
         push_int(&mut out, n);
         assert_eq!(String::from_utf8(out).unwrap(), n.to_string());
@@ -128,7 +140,13 @@ fn digits_written_by_hand_match_the_formatter() {
     let mut times: Vec<i64> = (0..8_784)
         .map(|hour| 1_704_067_200_000 + hour * 3_600_007)
         .collect();
-    times.extend([0, -1, 951_782_400_000, 253_402_300_799_999, -62_167_219_200_001]);
+    times.extend([
+        0,
+        -1,
+        951_782_400_000,
+        253_402_300_799_999,
+        -62_167_219_200_001,
+    ]);
     times.push(253_402_300_800_000);
     for ms in times {
         let mut out = Vec::new();
