@@ -14,7 +14,7 @@
 //!
 //! Each stage answers through one probe, which returns what it found as
 //! values: [`catalog::probe`], [`sessions::probe`], [`drain::probe`] and
-//! [`space::probe`] (the spool's). This module only turns them into lines.
+//! [`spool::probe`](crate::spool::probe) (the spool's). This module only turns them into lines.
 
 use std::fmt::{self, Write};
 use std::path::Path;
@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::disk::describe_bytes;
 use crate::drain::{self, DescribeFailureKind, KinesisProbe, CLOCK_WARN_MS};
 use crate::sessions::{self, BrokerProbe, ConnectFailure};
-use crate::spool::space::{self, SpoolProbe};
+use crate::spool::{self, SpoolProbe};
 
 /// One line of the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -468,7 +468,7 @@ fn check_kinesis(config: &Config, clocks: &mut Vec<ClockReading>) -> Check {
 /// The spool's line, from the spool's probe.
 fn check_spool(path: &Path, min_free_bytes: Option<u64>) -> Check {
     let target = path.display().to_string();
-    let (contents, room) = match space::probe(path, min_free_bytes) {
+    let (contents, room) = match spool::probe(path, min_free_bytes) {
         SpoolProbe::NotWritable { dir, error } => {
             let kind = if error.raw_os_error() == Some(libc::ENOSPC) {
                 CheckKind::DiskFull

@@ -1289,7 +1289,7 @@ pub enum UnitProblem {
     /// More bytes than a u64 holds.
     SizeTooLarge,
     NotDuration,
-    /// Longer than [`MAX_DURATION`].
+    /// Longer than `MAX_DURATION`.
     DurationTooLong,
 }
 

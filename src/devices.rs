@@ -29,7 +29,7 @@ pub enum Extracted {
     Device(DeviceId),
     /// The topic has fewer levels, or that level is empty.
     Absent,
-    /// Longer than [`MAX_DEVICE_ID_BYTES`]: no device id (counted, said once).
+    /// Longer than `MAX_DEVICE_ID_BYTES`: no device id (counted, said once).
     TooLong,
 }
 
@@ -99,7 +99,7 @@ pub struct DeviceCounts {
     pub n_tracked: u64,
     /// Messages of devices beyond the bound, since the start.
     pub n_untracked_messages: u64,
-    /// Messages whose device level was longer than [`MAX_DEVICE_ID_BYTES`].
+    /// Messages whose device level was longer than `MAX_DEVICE_ID_BYTES`.
     pub n_too_long: u64,
 }
 

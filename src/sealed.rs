@@ -217,7 +217,7 @@ pub enum KeyError {
         path: PathBuf,
         error: std::io::Error,
     },
-    /// Not a regular file of at most [`MAX_KEY_FILE_BYTES`].
+    /// Not a regular file of at most `MAX_KEY_FILE_BYTES`.
     NotAKeyFile {
         path: PathBuf,
         what: String,

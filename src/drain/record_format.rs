@@ -1,7 +1,7 @@
 //! Encodes a spool [`Record`] into the Kinesis data blob: a JSON envelope or the raw payload.
 //!
-//! Pure. It does not check Kinesis size limits ([`super::batch`] does) and
-//! does not base64-encode for the wire ([`super::put_records`] does).
+//! Pure. It does not check Kinesis size limits (`drain::batch` does) and
+//! does not base64-encode for the wire (`drain::put_records` does).
 
 use base64::Engine;
 

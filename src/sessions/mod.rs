@@ -1,13 +1,13 @@
 //! One MQTT session per broker, supervised: the catalog says which brokers
 //! exist, this module keeps exactly one session running for each.
 //!
-//! The supervisor holds a map BrokerId → [`SessionHandle`] (the broker as
+//! The supervisor holds a map BrokerId → `SessionHandle` (the broker as
 //! running, a command sender, the task). On every [`Catalog`] it asks
 //! `reconcile` for a plan and applies it; on shutdown (or when the catalog
 //! channel closes) it stops every session and awaits every task, bounded.
 //! A session that fails (refused, unreachable, garbage bytes, a panic) only
 //! affects its own broker. Not here: the protocol and backoff of one broker
-//! ([`session`]), the spool, the database.
+//! (`session`), the spool, the database.
 
 mod backoff;
 mod connect;

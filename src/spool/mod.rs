@@ -1,6 +1,6 @@
 //! The durable queue between the MQTT sessions and the Kinesis drain, and the source of truth.
 //!
-//! One SQLite file in WAL mode. A single writer thread ([`writer`]) owns the
+//! One SQLite file in WAL mode. A single writer thread (`writer`) owns the
 //! only connection that writes: sessions hand it records through a bounded
 //! channel ([`Appender`]), the drain hands it settlements ([`Spool::settle`]).
 //! It commits them in groups, so one fsync covers many messages. Readers
@@ -11,7 +11,7 @@
 //! `drop_oldest` policy drops it (counted in `broker_counters.dropped`).
 
 mod budget;
-pub mod migrate;
+mod migrate;
 mod receipt;
 pub mod space;
 mod writer;
@@ -30,6 +30,8 @@ use crate::watchdog::Heartbeat;
 
 pub use receipt::CommitReceipt;
 pub use space::SpaceStatus;
+/// The spool's probe for `check`: one per stage, like `catalog::probe`.
+pub use space::{probe, SpoolProbe};
 /// The most appends one commit carries: with `spool.queue_capacity`, the most
 /// records accepted and not yet committed.
 pub use writer::MAX_GROUP;

@@ -16,7 +16,7 @@
 //!   pauses that come and go within a minute are counted, not logged each.
 //!
 //! The decisions are pure functions ([`appends_allowed`], [`may_make_reserve`]);
-//! [`Space`] measures (statvfs, `PRAGMA freelist_count`) and acts.
+//! `Space` measures (statvfs, `PRAGMA freelist_count`) and acts.
 
 use std::ffi::OsString;
 use std::fs::File;
