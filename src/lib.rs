@@ -156,7 +156,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
             depth: spool.shared_depth(),
             space: spool.space(),
             spool_max_bytes: config.spool.max_bytes,
-            drain: drain_stats,
+            drain: Arc::clone(&drain_stats),
             catalog: catalog_state,
             aws_offset: aws_offset.clone(),
             devices: devices.clone(),
@@ -196,6 +196,16 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
                 Box::new(move || credentials_line(&credentials))
             },
             aggregation: config.kinesis.aggregation.to_string(),
+            stored: {
+                let stats = Arc::clone(&drain_stats);
+                Box::new(move || {
+                    let stored = stats.stored();
+                    status::document::StoredLine {
+                        kinesis_records: stored.kinesis_records,
+                        messages: stored.messages,
+                    }
+                })
+            },
         },
         shutdown.clone(),
     )

@@ -121,23 +121,27 @@ fn varint_size(mut value: u64) -> usize {
 
 /// One aggregated record: magic, `AggregatedRecord` with the one key and the
 /// records (each `partition_key_index = 0`), MD5 of the protobuf bytes.
-pub fn encode<'a>(key: &str, records: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut message = Vec::new();
-    // partition_key_table (field 1, string)
-    put_field(&mut message, 1, key.as_bytes());
-    let mut record = Vec::new();
-    for data in records {
-        record.clear();
-        // partition_key_index (field 1, varint) = 0
-        record.extend_from_slice(&[0x08, 0x00]);
-        put_field(&mut record, 3, data);
-        // records (field 3, message)
-        put_field(&mut message, 3, &record);
-    }
-    let mut out = Vec::with_capacity(MAGIC.len() + message.len() + DIGEST_LEN);
+/// Written into one buffer of the exact size: each record's bytes are copied once.
+pub fn encode<'a>(key: &str, records: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let message_len = field_size(key.len())
+        + records
+            .clone()
+            .map(|data| record_size(data.len()))
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(MAGIC.len() + message_len + DIGEST_LEN);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&message);
-    out.extend_from_slice(&md5(&message));
+    // partition_key_table (field 1, string)
+    put_field(&mut out, 1, key.as_bytes());
+    for data in records {
+        // records (field 3, message): partition_key_index (field 1, varint) = 0, data (field 3)
+        out.push((3 << 3) | 2);
+        put_varint(&mut out, record_body_size(data.len()) as u64);
+        out.extend_from_slice(&[0x08, 0x00]);
+        put_field(&mut out, 3, data);
+    }
+    debug_assert_eq!(out.len(), MAGIC.len() + message_len);
+    let digest = md5(&out[MAGIC.len()..]);
+    out.extend_from_slice(&digest);
     out
 }
 
@@ -183,23 +187,23 @@ pub fn md5(input: &[u8]) -> [u8; 16] {
     digest
 }
 
-/// RFC 1321's per-round shift amounts.
-const MD5_S: [u32; 64] = [
-    7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9,
-    14, 20, 5, 9, 14, 20, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15,
-    21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+/// RFC 1321's table: `T[i] = floor(abs(sin(i + 1)) * 2^32)`.
+const MD5_K: [u32; 64] = [
+    0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
+    0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
+    0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
+    0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
+    0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
+    0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
+    0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+    0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
 ];
 
-/// RFC 1321's table: `K[i] = floor(abs(sin(i + 1)) * 2^32)`, computed once.
-fn md5_k() -> &'static [u32; 64] {
-    static K: std::sync::OnceLock<[u32; 64]> = std::sync::OnceLock::new();
-    K.get_or_init(|| {
-        std::array::from_fn(|i| ((i as f64 + 1.0).sin().abs() * 4_294_967_296.0) as u32)
-    })
-}
-
+/// One 64-byte block, RFC 1321's 64 steps written out: at the release
+/// profile's `opt-level = "s"` a loop is not unrolled, and the rotation
+/// amounts and word indexes must be constants for this to be cheap (it runs
+/// over every aggregated byte).
 fn md5_block(state: &mut [u32; 4], block: &[u8]) {
-    let k = md5_k();
     let m: [u32; 16] = std::array::from_fn(|i| {
         u32::from_le_bytes([
             block[4 * i],
@@ -209,31 +213,85 @@ fn md5_block(state: &mut [u32; 4], block: &[u8]) {
         ])
     });
     let [mut a, mut b, mut c, mut d] = *state;
-    // One step: `a` moves to the back, the new word goes second.
+    let f = |x: u32, y: u32, z: u32| (x & y) | (!x & z);
+    let g = |x: u32, y: u32, z: u32| (x & z) | (y & !z);
+    let h = |x: u32, y: u32, z: u32| x ^ y ^ z;
+    let i = |x: u32, y: u32, z: u32| y ^ (x | !z);
+    // [abcd k s i] of RFC 1321: a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s).
     macro_rules! step {
-        ($f:expr, $i:expr, $g:expr) => {{
-            let rotated = a
-                .wrapping_add($f)
-                .wrapping_add(k[$i])
-                .wrapping_add(m[$g])
-                .rotate_left(MD5_S[$i]);
-            (a, d, c, b) = (d, c, b, b.wrapping_add(rotated));
-        }};
+        ($fun:ident, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
+            $a = $b.wrapping_add(
+                $a.wrapping_add($fun($b, $c, $d))
+                    .wrapping_add(m[$k])
+                    .wrapping_add(MD5_K[$i])
+                    .rotate_left($s),
+            );
+        };
     }
-    // Four rounds of sixteen, each with its own function and word order
-    // (separate loops, so the compiler sees constant shapes).
-    for i in 0..16 {
-        step!((b & c) | (!b & d), i, i);
-    }
-    for i in 16..32 {
-        step!((d & b) | (!d & c), i, (5 * i + 1) % 16);
-    }
-    for i in 32..48 {
-        step!(b ^ c ^ d, i, (3 * i + 5) % 16);
-    }
-    for i in 48..64 {
-        step!(c ^ (b | !d), i, (7 * i) % 16);
-    }
+    step!(f, a, b, c, d, 0, 7, 0);
+    step!(f, d, a, b, c, 1, 12, 1);
+    step!(f, c, d, a, b, 2, 17, 2);
+    step!(f, b, c, d, a, 3, 22, 3);
+    step!(f, a, b, c, d, 4, 7, 4);
+    step!(f, d, a, b, c, 5, 12, 5);
+    step!(f, c, d, a, b, 6, 17, 6);
+    step!(f, b, c, d, a, 7, 22, 7);
+    step!(f, a, b, c, d, 8, 7, 8);
+    step!(f, d, a, b, c, 9, 12, 9);
+    step!(f, c, d, a, b, 10, 17, 10);
+    step!(f, b, c, d, a, 11, 22, 11);
+    step!(f, a, b, c, d, 12, 7, 12);
+    step!(f, d, a, b, c, 13, 12, 13);
+    step!(f, c, d, a, b, 14, 17, 14);
+    step!(f, b, c, d, a, 15, 22, 15);
+    step!(g, a, b, c, d, 1, 5, 16);
+    step!(g, d, a, b, c, 6, 9, 17);
+    step!(g, c, d, a, b, 11, 14, 18);
+    step!(g, b, c, d, a, 0, 20, 19);
+    step!(g, a, b, c, d, 5, 5, 20);
+    step!(g, d, a, b, c, 10, 9, 21);
+    step!(g, c, d, a, b, 15, 14, 22);
+    step!(g, b, c, d, a, 4, 20, 23);
+    step!(g, a, b, c, d, 9, 5, 24);
+    step!(g, d, a, b, c, 14, 9, 25);
+    step!(g, c, d, a, b, 3, 14, 26);
+    step!(g, b, c, d, a, 8, 20, 27);
+    step!(g, a, b, c, d, 13, 5, 28);
+    step!(g, d, a, b, c, 2, 9, 29);
+    step!(g, c, d, a, b, 7, 14, 30);
+    step!(g, b, c, d, a, 12, 20, 31);
+    step!(h, a, b, c, d, 5, 4, 32);
+    step!(h, d, a, b, c, 8, 11, 33);
+    step!(h, c, d, a, b, 11, 16, 34);
+    step!(h, b, c, d, a, 14, 23, 35);
+    step!(h, a, b, c, d, 1, 4, 36);
+    step!(h, d, a, b, c, 4, 11, 37);
+    step!(h, c, d, a, b, 7, 16, 38);
+    step!(h, b, c, d, a, 10, 23, 39);
+    step!(h, a, b, c, d, 13, 4, 40);
+    step!(h, d, a, b, c, 0, 11, 41);
+    step!(h, c, d, a, b, 3, 16, 42);
+    step!(h, b, c, d, a, 6, 23, 43);
+    step!(h, a, b, c, d, 9, 4, 44);
+    step!(h, d, a, b, c, 12, 11, 45);
+    step!(h, c, d, a, b, 15, 16, 46);
+    step!(h, b, c, d, a, 2, 23, 47);
+    step!(i, a, b, c, d, 0, 6, 48);
+    step!(i, d, a, b, c, 7, 10, 49);
+    step!(i, c, d, a, b, 14, 15, 50);
+    step!(i, b, c, d, a, 5, 21, 51);
+    step!(i, a, b, c, d, 12, 6, 52);
+    step!(i, d, a, b, c, 3, 10, 53);
+    step!(i, c, d, a, b, 10, 15, 54);
+    step!(i, b, c, d, a, 1, 21, 55);
+    step!(i, a, b, c, d, 8, 6, 56);
+    step!(i, d, a, b, c, 15, 10, 57);
+    step!(i, c, d, a, b, 6, 15, 58);
+    step!(i, b, c, d, a, 13, 21, 59);
+    step!(i, a, b, c, d, 4, 6, 60);
+    step!(i, d, a, b, c, 11, 10, 61);
+    step!(i, c, d, a, b, 2, 15, 62);
+    step!(i, b, c, d, a, 9, 21, 63);
     for (word, add) in state.iter_mut().zip([a, b, c, d]) {
         *word = word.wrapping_add(add);
     }

@@ -382,6 +382,10 @@ impl Drain {
                 Aggregation::None => {
                     let result = self.client.put_records(&batch.entries, &credentials);
                     self.stats.record_request(&result, started.elapsed());
+                    if let Ok(outcome) = &result {
+                        let n = outcome.delivered.len();
+                        self.stats.record_stored(n, n);
+                    }
                     result
                 }
                 Aggregation::Kpl { max_bytes } => {
@@ -391,7 +395,13 @@ impl Drain {
                     let (wire, carried) = kpl::aggregate(&batch.entries, max_bytes);
                     let result = self.client.put_records(&wire, &credentials);
                     self.stats.record_request(&result, started.elapsed());
-                    result.map(|outcome| outcome.expand(&carried))
+                    result.map(|outcome| {
+                        let n_kinesis = outcome.delivered.len();
+                        let expanded = outcome.expand(&carried);
+                        self.stats
+                            .record_stored(n_kinesis, expanded.delivered.len());
+                        expanded
+                    })
                 }
             };
             self.aws_offset.set(self.client.clock_offset_ms());

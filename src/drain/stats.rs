@@ -82,6 +82,17 @@ pub struct DrainStats {
     /// By [`error_code_idx`]; the last one is `other`.
     failed_records: [AtomicU64; ERROR_CODES.len() + 1],
     request_durations: Histogram,
+    /// Kinesis records the stream accepted; with KPL aggregation one carries many messages.
+    kinesis_records: AtomicU64,
+    /// Messages (spool records) those Kinesis records carried.
+    messages: AtomicU64,
+}
+
+/// What the drain has stored in the stream since the gateway started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub kinesis_records: u64,
+    pub messages: u64,
 }
 
 impl DrainStats {
@@ -95,6 +106,20 @@ impl DrainStats {
                     counter.fetch_add(u64::from(*count), Ordering::Relaxed);
                 }
             }
+        }
+    }
+
+    /// After an answered request: `kinesis_records` accepted, carrying `messages`.
+    pub fn record_stored(&self, kinesis_records: usize, messages: usize) {
+        self.kinesis_records
+            .fetch_add(kinesis_records as u64, Ordering::Relaxed);
+        self.messages.fetch_add(messages as u64, Ordering::Relaxed);
+    }
+
+    pub fn stored(&self) -> Stored {
+        Stored {
+            kinesis_records: self.kinesis_records.load(Ordering::Relaxed),
+            messages: self.messages.load(Ordering::Relaxed),
         }
     }
 
@@ -149,5 +174,20 @@ mod tests {
             [("ProvisionedThroughputExceededException", 2), ("other", 1)]
         );
         assert_eq!(stats.request_durations().fold().count, 5);
+    }
+
+    #[test]
+    fn kinesis_records_and_messages_are_counted_apart() {
+        let stats = DrainStats::default();
+        assert_eq!(stats.stored(), Stored::default());
+        stats.record_stored(2, 250);
+        stats.record_stored(3, 3);
+        assert_eq!(
+            stats.stored(),
+            Stored {
+                kinesis_records: 5,
+                messages: 253
+            }
+        );
     }
 }

@@ -405,6 +405,23 @@ impl Scraper {
                 n as f64,
             );
         }
+        let stored = drain.stored();
+        out.family(
+            "kinesis_records_stored_total",
+            Kind::Counter,
+            "Kinesis records the stream accepted since start; with KPL aggregation each carries many messages.",
+        );
+        out.sample(
+            "kinesis_records_stored_total",
+            &[],
+            stored.kinesis_records as f64,
+        );
+        out.family(
+            "kinesis_messages_stored_total",
+            Kind::Counter,
+            "Messages (spool records) those Kinesis records carried, since start.",
+        );
+        out.sample("kinesis_messages_stored_total", &[], stored.messages as f64);
         out.histogram(
             "kinesis_request_duration_seconds",
             "How long each PutRecords request took, connect to last byte.",

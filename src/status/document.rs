@@ -33,7 +33,18 @@ pub struct StatusDocument {
     /// `no aggregation` / `KPL aggregation up to 51200 bytes` (`kinesis.aggregation`).
     #[serde(default)]
     pub aggregation: Option<String>,
+    /// What the drain stored in the stream since the gateway started.
+    #[serde(default)]
+    pub stored: Option<StoredLine>,
     pub brokers: Vec<BrokerLine>,
+}
+
+/// Kinesis records and the messages they carried: equal without aggregation,
+/// far fewer records with `kinesis.aggregation = "kpl"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLine {
+    pub kinesis_records: u64,
+    pub messages: u64,
 }
 
 /// The AWS credentials the drain signs with: their source and expiry, never

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::board::StatusBoard;
 use super::document::CredentialsLine;
-use super::document::{BrokerLine, DiskLine, StatusDocument};
+use super::document::{BrokerLine, DiskLine, StatusDocument, StoredLine};
 use crate::clock::{epoch_ms, AwsOffset};
 use crate::disk;
 use crate::shutdown::Shutdown;
@@ -44,6 +44,8 @@ pub struct Sources {
     pub credentials: Box<dyn Fn() -> CredentialsLine + Send>,
     /// How records go to Kinesis (`kinesis.aggregation`, in words).
     pub aggregation: String,
+    /// Kinesis records and messages stored since start (the drain's counters).
+    pub stored: Box<dyn Fn() -> StoredLine + Send>,
 }
 
 /// Starts the thread that keeps the status file current until shutdown; its
@@ -75,6 +77,8 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
             disk: Some(DiskLine::new(&sources.space)),
             credentials: Some((sources.credentials)()),
             aggregation: Some(sources.aggregation.clone()),
+            // Set at the write: a count alone does not make a write due.
+            stored: None,
             brokers: sources
                 .board
                 .snapshot()
@@ -89,6 +93,7 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
         if due || stopping {
             let document = StatusDocument {
                 written_at_ms: epoch_ms(SystemTime::now()),
+                stored: Some((sources.stored)()),
                 ..state.clone()
             };
             let text = serde_json::to_string(&document).expect("a status document serializes");

@@ -224,6 +224,8 @@ impl Report<'_> {
                 // Where the AWS credentials came from and when they expire (no secrets).
                 "credentials": current.map(|d| d.credentials.clone()),
                 "aggregation": current.map(|d| d.aggregation.clone()),
+                // Since the gateway started: Kinesis records, and the messages they carried.
+                "stored": current.map(|d| d.stored),
             },
             "spool": self.spool_path.display().to_string(),
             "total": {
@@ -264,7 +266,15 @@ impl Report<'_> {
                 let aggregation = document
                     .and_then(|d| d.aggregation.as_deref())
                     .map_or(String::new(), |words| format!("; {words}"));
-                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute){aggregation}{clock}")
+                let stored = document
+                    .and_then(|d| d.stored)
+                    .map_or(String::new(), |stored| {
+                        format!(
+                            "; stored since start: {} messages in {} Kinesis records",
+                            stored.messages, stored.kinesis_records
+                        )
+                    });
+                format!("running (pid {pid}); drain {rate} records/s (average over up to a minute){aggregation}{stored}{clock}")
             }
             (false, Some(written_at)) => format!(
                 "not running (status last written {} ago)",

@@ -134,6 +134,26 @@ fn kpl_aggregated_records_deaggregate_to_every_message_once() {
     let plain: Vec<&Value> = users.iter().filter(|u| u["aggregated"] == false).collect();
     assert_eq!(plain.len(), 1, "only the 60 KB message goes plain");
     assert_eq!(plain[0]["partition_key"], "agg/big");
+    // Messages and Kinesis records are counted apart: the same numbers the
+    // stream holds (the status file is rewritten at least every 10 s).
+    let n_kinesis = stored.len() as u64;
+    wait_until(
+        "status counts Kinesis records apart from messages",
+        WAIT,
+        || {
+            gateway.try_status().is_some_and(|s| {
+                s["gateway"]["stored"]["messages"] == 301
+                    && s["gateway"]["stored"]["kinesis_records"] == n_kinesis
+            })
+        },
+    );
+    let text = gateway.status_text();
+    assert!(
+        text.contains(&format!(
+            "stored since start: 301 messages in {n_kinesis} Kinesis records"
+        )),
+        "{text}"
+    );
     assert_eq!(gateway.terminate(), Some(0));
 }
 

@@ -242,6 +242,15 @@ fn prometheus_sees_every_record_delivered() {
         ),
         Some(40.0)
     );
+    // Without aggregation one Kinesis record per message.
+    assert_eq!(
+        sample(&text, "mqtt_kinesis_bridge_kinesis_records_stored_total"),
+        Some(65.0)
+    );
+    assert_eq!(
+        sample(&text, "mqtt_kinesis_bridge_kinesis_messages_stored_total"),
+        Some(65.0)
+    );
     assert_eq!(
         sample(
             &text,
