@@ -211,6 +211,7 @@ fn batching_keys_have_defaults_and_bounds() {
     assert_eq!(config.spool.queue_capacity, 1024);
     assert_eq!(config.kinesis.linger, Duration::from_millis(250));
     assert_eq!(config.mqtt.commit_at_unacked, 16);
+    assert_eq!(config.mqtt.read_pause, Duration::from_millis(50));
     assert!(config.warnings.is_empty());
 
     let tuned = minimal()
@@ -219,12 +220,13 @@ fn batching_keys_have_defaults_and_bounds() {
             "[spool]\ncommit_interval = \"0ms\"\nqueue_capacity = 64",
         )
         .replace("[kinesis]", "[kinesis]\nlinger = \"1s\"")
-        + "[mqtt]\ncommit_at_unacked = 8\n";
+        + "[mqtt]\ncommit_at_unacked = 8\nread_pause = \"0s\"\n";
     let config = parse(&tuned).unwrap();
     assert_eq!(config.spool.commit_interval, Duration::ZERO);
     assert_eq!(config.spool.queue_capacity, 64);
     assert_eq!(config.kinesis.linger, Duration::from_secs(1));
     assert_eq!(config.mqtt.commit_at_unacked, 8);
+    assert_eq!(config.mqtt.read_pause, Duration::ZERO);
 
     check_error(
         &minimal().replace("[spool]", "[spool]\ncommit_interval = \"11s\""),
@@ -241,6 +243,10 @@ fn batching_keys_have_defaults_and_bounds() {
     check_error(
         &(minimal() + "[mqtt]\ncommit_at_unacked = 0\n"),
         "mqtt.commit_at_unacked",
+    );
+    check_error(
+        &(minimal() + "[mqtt]\nread_pause = \"2s\"\n"),
+        "mqtt.read_pause",
     );
 }
 
