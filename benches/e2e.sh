@@ -22,6 +22,8 @@
 #   E2E_RATES ("100 250" msg/s per broker)  E2E_LIVE_SECONDS (60)
 #   E2E_IDLE_BROKERS (100)  E2E_IDLE_MOSQUITTOS (4)  E2E_IDLE_SECONDS (10)
 #   E2E_POINTS ("backlog live idle")
+#   E2E_DEVICE_LEVEL  the bench topic row's device_id_level (unset: none); 2 makes
+#       each broker's topic bench/bN one device bN, tracked for mqtt_device_seen
 #   E2E_KEEP=1 keeps the work directory (logs, strace output) after a success too
 #   E2E_COUNTER  how fsync and clone calls are counted (the header says which):
 #       perf    perf stat on the syscall tracepoints: in-kernel counters that
@@ -299,7 +301,8 @@ create_catalog() {
     local sql
     for sql in buffer-schema/catalog/*.sql; do psql_ -d "$database" -f "$sql"; done
     # mqtt_id NULL: on every broker.
-    psql_ -d "$database" -c "INSERT INTO iot_data.mqtt_topic (mqtt_id, topic, qos, status) VALUES (NULL, 'bench/#', 1, TRUE)"
+    level=${E2E_DEVICE_LEVEL:-}
+    psql_ -d "$database" -c "INSERT INTO iot_data.mqtt_topic (mqtt_id, topic, qos, status${level:+, device_id_level}) VALUES (NULL, 'bench/#', 1, TRUE${level:+, $level})"
 }
 
 # set_brokers PORT...: the catalog's brokers become ids 1..n on these ports, nothing else.
