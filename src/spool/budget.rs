@@ -94,27 +94,33 @@ mod tests {
 
     #[test]
     fn takes_until_full_then_waits_for_room_given_back() {
+        use std::sync::atomic::AtomicBool;
         let budget = Arc::new(ByteBudget::new(100));
         futures_lite::future::block_on(budget.take(60, || unreachable!("fits")));
         assert!(!budget.try_take(41));
+        let asked = Arc::new(AtomicBool::new(false));
         let waiter = {
-            let budget = Arc::clone(&budget);
+            let (budget, asked) = (Arc::clone(&budget), Arc::clone(&asked));
             std::thread::spawn(move || {
-                let mut asked = false;
-                futures_lite::future::block_on(budget.take(41, || asked = true));
-                asked
+                futures_lite::future::block_on(
+                    budget.take(41, || asked.store(true, Ordering::SeqCst)),
+                );
             })
         };
-        // The waiter cannot finish until room is given back.
-        while budget.freed.total_listeners() == 0 {
+        // Room is given back only once the waiter asked for a commit: it
+        // does so just before it waits, and cannot finish until then.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !asked.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiter never asked for a commit"
+            );
             std::thread::yield_now();
         }
+        assert!(!waiter.is_finished(), "it took room that was not there");
         assert_eq!(budget.used(), 60);
         budget.give(60);
-        assert!(
-            waiter.join().unwrap(),
-            "it asked for a commit before waiting"
-        );
+        waiter.join().unwrap();
         assert_eq!(budget.used(), 41);
     }
 
