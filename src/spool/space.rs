@@ -39,6 +39,11 @@ pub const PAUSED_RECHECK: Duration = Duration::from_secs(1);
 /// While the writer is idle, the room is measured this often, so `status`
 /// shows a disk another program filled; commits of appends measure it anyway.
 pub const IDLE_RECHECK: Duration = Duration::from_secs(5);
+/// How long a measurement that found plenty of room is trusted before appends.
+const TRUSTED_FOR: Duration = Duration::from_secs(1);
+/// "Plenty": this far above the floor, one second of appends (and of other
+/// writers on the filesystem) cannot reach it.
+const PLENTY_ABOVE_FLOOR: u64 = 256 << 20;
 /// Pauses closer together than this are one episode in the log.
 const PAUSE_EPISODE: Duration = Duration::from_secs(60);
 
@@ -166,6 +171,8 @@ pub(super) struct Space {
     reserve_made: bool,
     room: Room,
     checked_at: Instant,
+    /// Bytes of records committed since `room` was measured.
+    added_since: u64,
     /// Pauses, for the log: the first of an episode is said, the rest counted.
     pauses: Repeating,
     /// When the current pause began, and whether its start was logged.
@@ -196,6 +203,7 @@ impl Space {
             reserve_made: false,
             room: Room::default(),
             checked_at: Instant::now(),
+            added_since: 0,
             pauses: Repeating::new(PAUSE_EPISODE),
             paused_since: None,
         };
@@ -244,6 +252,34 @@ impl Space {
     /// The bytes of records the next commit may add ([`group_budget`]), as last measured.
     pub(super) fn group_budget(&self) -> u64 {
         group_budget(self.room, self.floor, self.reserve_made)
+    }
+
+    /// Like [`Space::check`] before committing `bytes` of records (0 after a
+    /// commit), but the last measurement (statvfs and a read of the
+    /// free-list: three system calls and SQLite's locks) is trusted for up
+    /// to [`TRUSTED_FOR`] while the room it found, less what was committed
+    /// since, stays far above the floor: at field rates that is every commit
+    /// of a quiet disk.
+    pub(super) fn recheck(&mut self, connection: &Connection, bytes: u64) -> bool {
+        let plenty = self.floor.saturating_add(PLENTY_ABOVE_FLOOR);
+        let left = self
+            .room
+            .fs_free
+            .saturating_sub(self.added_since.saturating_add(bytes));
+        if !self.paused
+            && self.reserve_made
+            && left > plenty
+            && self.checked_at.elapsed() < TRUSTED_FOR
+        {
+            self.added_since = self.added_since.saturating_add(bytes);
+            return true;
+        }
+        let allowed = self.check(connection);
+        if allowed {
+            // Measured before these are committed: count them against the room.
+            self.added_since = bytes;
+        }
+        allowed
     }
 
     /// Measures the room and decides: true when appends may be committed.
@@ -301,6 +337,7 @@ impl Space {
             spool_free: (freelist.max(0) as u64).saturating_mul(self.page_size),
         };
         self.checked_at = Instant::now();
+        self.added_since = 0;
         self.status.fs_free.store(fs_free, Ordering::Relaxed);
         self.status.fs_total.store(fs_total, Ordering::Relaxed);
         self.status

@@ -484,7 +484,7 @@ impl Writer {
             self.commit_settlements(settles);
             return;
         }
-        if !self.space.check(&self.connection) {
+        if !self.space.recheck(&self.connection, bytes) {
             // Waiting for room, not wedged.
             self.stuck = None;
             self.held = Some(Held {
@@ -581,12 +581,15 @@ impl Writer {
     /// neither appends nor the drain's retry counts (500 rows rewritten per
     /// refused request) grow the WAL toward its automatic checkpoint into the
     /// room the floor keeps. Then the room is measured again, for the next
-    /// group's budget; that may pause or resume appends.
+    /// group's budget (that may pause or resume appends), unless a measurement
+    /// of the last second found plenty (see `Space::recheck`).
     fn after_commit(&mut self) {
         if self.space.tight() {
             self.checkpoint("TRUNCATE");
+            self.space.check(&self.connection);
+        } else {
+            self.space.recheck(&self.connection, 0);
         }
-        self.space.check(&self.connection);
     }
 
     fn checkpoint(&self, mode: &str) {

@@ -99,3 +99,35 @@ fn the_reserve_sits_beside_the_spool() {
         PathBuf::from("/var/lib/mkb/spool.db.reserve")
     );
 }
+
+/// Before an append, a measurement that found plenty of room is trusted for
+/// a second and for what was committed since; past either, the writer
+/// measures again (statvfs and the free-list).
+#[test]
+fn a_recent_measurement_of_plenty_is_trusted_before_appends() {
+    let dir = std::env::temp_dir().join(format!("mkb-space-trust-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("spool.db");
+    let connection = Connection::open(&path).unwrap();
+    let status = std::sync::Arc::new(SpaceStatus::default());
+    let mut space = Space::open(&path, Some(MIB), 16 * MIB, &connection, status);
+    let plenty = space.floor + PLENTY_ABOVE_FLOOR + 10 * MIB;
+    if space.room.fs_free > plenty {
+        let measured_at = space.checked_at;
+        assert!(space.recheck(&connection, MIB));
+        assert_eq!(space.checked_at, measured_at, "trusted: not measured again");
+        assert_eq!(space.added_since, MIB);
+        // What was committed since eats into the room: near the floor it measures.
+        let eaten = space.room.fs_free - space.floor;
+        assert!(space.recheck(&connection, eaten));
+        assert!(space.checked_at > measured_at, "measured again");
+        assert_eq!(space.added_since, eaten);
+    }
+    // A measurement older than a second is measured again, whatever it found.
+    space.checked_at -= TRUSTED_FOR + Duration::from_millis(1);
+    let stale = space.checked_at;
+    assert!(space.recheck(&connection, 1));
+    assert!(space.checked_at > stale);
+    drop(connection);
+    let _ = std::fs::remove_dir_all(&dir);
+}
