@@ -147,7 +147,11 @@ fn devices_get_rows_envelopes_and_partition_keys() {
             "{device}: first {first:?}, last {last:?} not within the publishing"
         );
     }
-    assert_eq!(metric(&dir, "devices_tracked"), Some(N_DEVICES as f64));
+    // The metrics textfile is rewritten every interval: wait for one written
+    // after the last device was counted.
+    wait_until("the textfile counts every device", WAIT, || {
+        metric(&dir, "devices_tracked") == Some(N_DEVICES as f64)
+    });
     assert_eq!(metric(&dir, "devices_untracked_messages_total"), Some(0.0));
     let log = gateway.log();
     assert!(
