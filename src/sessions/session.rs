@@ -4,8 +4,9 @@
 //! CONNECT/CONNACK); once connected, [`super::wire`] reads and writes with
 //! rumqttc's state and codec so that the acks of one commit go out in one
 //! write. rumqttc's sockets and timers are tokio's: the sessions' executor runs
-//! inside a current-thread tokio runtime (see `lib.rs`), and each poll is also
-//! wrapped in [`async_compat::Compat`].
+//! inside a current-thread tokio runtime (see `lib.rs`), and each session runs
+//! inside [`async_compat::Compat`] (`sessions/mod.rs`), so everything here is
+//! polled in a tokio context.
 //!
 //! This file is the shell: every protocol decision of a connection (what to
 //! subscribe, when to ack, how a stop or the move back to the primary ends,
@@ -274,8 +275,7 @@ async fn poll_once(
             // what it sends next is read at once, not at the next tick.
             link.read_pause_until = None;
         }
-        let written = wire::write(eventloop, queued, awaiting_subacks);
-        if let Err(error) = Compat::new(written).await {
+        if let Err(error) = wire::write(eventloop, queued, awaiting_subacks).await {
             return Some(Err(error));
         }
         if !eventloop.state.events.is_empty() {
@@ -286,7 +286,7 @@ async fn poll_once(
             if let Some(until) = pause_until {
                 tokio::time::sleep_until(until.into()).await;
             }
-            Event::Read(Compat::new(wire::read(eventloop)).await)
+            Event::Read(wire::read(eventloop).await)
         };
         let woken = next_event(read, link, session).await;
         if let Some(stop) = on_wake(woken, eventloop, link, session) {
@@ -302,14 +302,14 @@ async fn connect_once(
     link: &mut Link,
     session: &mut Session,
 ) -> Option<Result<rumqttc::Event, ConnectionError>> {
-    let mut poll = std::pin::pin!(Compat::new(eventloop.poll()));
+    let mut poll = std::pin::pin!(eventloop.poll());
     loop {
         let polled = async { Event::Polled(poll.as_mut().await) };
         let woken = next_event(polled, link, session).await;
         if let Event::Polled(result) = woken {
             return Some(result);
         }
-        if let Some(stop) = on_wake_unconnected(woken, link, session) {
+        if let Some(stop) = on_wake_either(woken, link, session) {
             return stop;
         }
     }
@@ -337,15 +337,16 @@ fn on_wake(
         }
         Event::Ping => {
             link.feed(Input::Ping, session);
-            let next = tokio::time::Instant::now() + link.keep_alive();
-            link.ping_timer.as_mut().reset(next);
+            link.restart_ping_timer();
             None
         }
-        woken => on_wake_unconnected(woken, link, session),
+        woken => on_wake_either(woken, link, session),
     }
 }
 
-fn on_wake_unconnected(
+/// What wakes a session connecting or connected alike: commit receipts,
+/// commands, the primary probe, the stop deadline.
+fn on_wake_either(
     woken: Event,
     link: &mut Link,
     session: &mut Session,
@@ -523,9 +524,12 @@ impl Link {
         }
     }
 
-    /// rumqttc's keep-alive: the broker's own, at least a second.
-    fn keep_alive(&self) -> Duration {
-        self.settings.keep_alive.max(Duration::from_secs(1))
+    /// The next PINGREQ one keep-alive from now (rumqttc's: the broker's own,
+    /// at least a second).
+    fn restart_ping_timer(&mut self) {
+        let keep_alive = self.settings.keep_alive.max(Duration::from_secs(1));
+        let next = tokio::time::Instant::now() + keep_alive;
+        self.ping_timer.as_mut().reset(next);
     }
 
     /// Logs and records the endpoint about to be tried.
@@ -562,8 +566,7 @@ impl Link {
         use rumqttc::Event::{Incoming, Outgoing};
         match event {
             Incoming(Packet::ConnAck(_)) => {
-                let next = tokio::time::Instant::now() + self.keep_alive();
-                self.ping_timer.as_mut().reset(next);
+                self.restart_ping_timer();
                 return self.feed(Input::ConnAck, session);
             }
             Incoming(Packet::Publish(publish)) => {

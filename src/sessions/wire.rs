@@ -77,9 +77,9 @@ impl Queued {
 }
 
 /// Encodes everything queued and flushes it in one write, bounded by
-/// rumqttc's network timeout. Returns the filters of each SUBSCRIBE written
-/// (brokers answer them in order). On error the connection is cleaned up as
-/// rumqttc's own poll does, so its next poll reconnects.
+/// rumqttc's network timeout. The filters of each SUBSCRIBE written go to
+/// `subscribed` (brokers answer them in order). On error the connection is
+/// cleaned up as rumqttc's own poll does, so its next poll reconnects.
 pub(super) async fn write(
     eventloop: &mut EventLoop,
     queued: &mut Queued,
