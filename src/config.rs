@@ -576,8 +576,11 @@ impl Config {
     }
 }
 
-/// Records waiting for the spool writer at most, by default.
-pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
+/// Records waiting for the spool writer at most, by default. The queue's slots
+/// are allocated up front (about 0.5 KiB each), and at saturation a broker has
+/// at most its in-flight window (Mosquitto: 20) outstanding, so 256 keeps up
+/// with a dozen saturated brokers; more only wait their turn.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
 /// How long an accepted message waits for its commit at most, by default.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Lower bound of `spool.min_free_bytes`: below it a delete could find no room.

@@ -79,6 +79,10 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
+    // Before any thread starts: their allocations then share two arenas.
+    if !limits::cap_malloc_arenas() {
+        log::debug!("malloc did not take the arena cap");
+    }
     match limits::raise_open_files() {
         Ok((before, after)) if after > before => {
             log::info!(

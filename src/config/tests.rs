@@ -208,7 +208,7 @@ fn a_duration_too_long_for_a_deadline_is_an_error_naming_the_key() {
 fn batching_keys_have_defaults_and_bounds() {
     let config = parse(&minimal()).unwrap();
     assert_eq!(config.spool.commit_interval, Duration::from_millis(100));
-    assert_eq!(config.spool.queue_capacity, 1024);
+    assert_eq!(config.spool.queue_capacity, 256);
     assert_eq!(config.kinesis.linger, Duration::from_millis(250));
     assert_eq!(config.mqtt.commit_at_unacked, 16);
     assert_eq!(config.mqtt.read_pause, Duration::from_millis(50));

@@ -16,6 +16,7 @@ mod probe;
 mod reconcile;
 mod session;
 mod state;
+mod tick;
 pub mod tls;
 mod walk;
 mod wedge;
@@ -65,6 +66,7 @@ pub async fn run(
     let mut supervisor = Supervisor {
         executor,
         appender,
+        ticks: Arc::new(tick::Ticks::new(config.read_pause)),
         config,
         gateway_id,
         status,
@@ -118,6 +120,8 @@ struct SessionHandle {
 struct Supervisor {
     executor: Arc<smol::Executor<'static>>,
     appender: Appender,
+    /// The read tick every session shares (`mqtt.read_pause`).
+    ticks: Arc<tick::Ticks>,
     config: MqttConfig,
     gateway_id: String,
     status: StatusBoard,
@@ -208,6 +212,7 @@ impl Supervisor {
             running: true,
             wedge: Default::default(),
             devices: self.devices.clone(),
+            ticks: Arc::clone(&self.ticks),
         };
         let min_backoff = self.config.min_backoff;
         let max_backoff = self.config.max_backoff;

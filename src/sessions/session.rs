@@ -29,6 +29,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_compat::Compat;
@@ -38,6 +39,7 @@ use rumqttc::{ConnectReturnCode, ConnectionError, EventLoop, Outgoing, Packet, P
 use super::connect::{self, ConnectSettings};
 use super::partition_key::partition_key;
 use super::state::{Input, LinkState, Output, Place};
+use super::tick::Ticks;
 use super::tls::TlsError;
 use super::walk;
 use super::wedge::{self, WedgeWatch};
@@ -87,6 +89,8 @@ pub struct Session {
     pub wedge: WedgeWatch,
     /// Per-device counts, shared by every session and the catalog thread.
     pub devices: Devices,
+    /// The read tick all sessions share (`mqtt.read_pause`).
+    pub ticks: Arc<Ticks>,
 }
 
 impl Session {
@@ -191,7 +195,10 @@ pub async fn run(session: &mut Session) {
     };
     let options = connect::options(&session.broker, session.endpoint(), &settings);
     // Requests are written by the session itself (see `wire`), not through rumqttc's channel.
-    let eventloop = EventLoop::new(options, 1);
+    let mut eventloop = EventLoop::new(options, 1);
+    // rumqttc reserves room for 100 events (14 KiB) per broker; a read holds at
+    // most `wire::READ_BATCH`, so let the queue grow to what is used.
+    eventloop.state.events = std::collections::VecDeque::new();
     // Inside Compat, rumqttc's socket and timers are also dropped in tokio's context.
     let mut eventloop = Compat::new(eventloop);
     let mut link = Link::new(session, settings);
@@ -282,9 +289,10 @@ async fn poll_once(
             continue;
         }
         let pause_until = link.read_pause_until.take();
+        let ticks = &session.ticks;
         let read = async {
             if let Some(until) = pause_until {
-                tokio::time::sleep_until(until.into()).await;
+                ticks.wait(until).await;
             }
             Event::Read(wire::read(eventloop).await)
         };
@@ -327,7 +335,7 @@ fn on_wake(
             // Fewer packets than one read takes: the socket is empty, so the
             // next read waits for the tick (see `mqtt.read_pause`).
             if eventloop.state.events.len() < wire::READ_BATCH {
-                link.read_pause_until = wire::next_tick(session.config.read_pause);
+                link.read_pause_until = session.ticks.next();
             }
             None
         }

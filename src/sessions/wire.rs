@@ -10,8 +10,9 @@
 //! TLS, CONNECT/CONNACK) stays rumqttc's own `poll`.
 //!
 //! Pacing (`mqtt.read_pause`): a read that found fewer packets than a full
-//! batch emptied the socket; the next one waits for the sessions' shared tick,
-//! so at field rates one wake-up reads several messages of every broker. A
+//! batch emptied the socket; the next one waits for the sessions' shared tick
+//! ([`super::tick`]), so at field rates one wake-up reads several messages of
+//! every broker. A
 //! full batch (a flood) reads on at once, and so does a session that has just
 //! written acks (its broker may have been waiting at its in-flight window).
 //!
@@ -22,8 +23,7 @@
 //! frames); the few packets it writes itself (a PUBCOMP) fit the buffer.
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{
     ConnectionError, Disconnect, EventLoop, PingReq, PubAck, PubRec, QoS, Request, StateError,
@@ -140,21 +140,6 @@ async fn encode_and_flush(
 /// backlog bench would show it.)
 pub(super) const READ_BATCH: usize = 9;
 
-/// The next tick of `period` after now, the same instants for every session,
-/// so one wake-up of the sessions' thread reads every paused broker. `None`
-/// for a zero period.
-pub(super) fn next_tick(period: Duration) -> Option<Instant> {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    let period_ns = period.as_nanos();
-    if period_ns == 0 {
-        return None;
-    }
-    let origin = *ORIGIN.get_or_init(Instant::now);
-    let ticks = origin.elapsed().as_nanos() / period_ns + 1;
-    let since_origin = u64::try_from(ticks * period_ns).unwrap_or(u64::MAX);
-    Some(origin + Duration::from_nanos(since_origin))
-}
-
 /// Waits until the socket has data, then reads up to rumqttc's batch of
 /// packets into its state; their events wait in `eventloop.state.events`.
 /// Cancel-safe while the write buffer is empty (see the module comment).
@@ -162,26 +147,5 @@ pub(super) async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
     match eventloop.network.as_mut() {
         Some(network) => network.readb(&mut eventloop.state).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_shared_instants_after_now() {
-        assert_eq!(next_tick(Duration::ZERO), None);
-        let period = Duration::from_millis(50);
-        let before = Instant::now();
-        let a = next_tick(period).unwrap();
-        let b = next_tick(period).unwrap();
-        assert!(a > before && a <= Instant::now() + period);
-        // Every session gets an instant of the same grid: the same tick, or a
-        // later one when ticks passed between the calls (a slow machine).
-        assert!(b >= a, "{a:?} {b:?}");
-        assert_eq!((b - a).as_nanos() % period.as_nanos(), 0, "{a:?} {b:?}");
-        let c = next_tick(Duration::from_millis(20)).unwrap();
-        assert!(c <= Instant::now() + Duration::from_millis(20));
     }
 }
