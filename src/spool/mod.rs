@@ -459,12 +459,15 @@ pub struct SpoolReader {
     connection: Connection,
 }
 
-/// The payload only when it is at most ?3 bytes: `length()` of a blob does
+/// The payload only when it is at most ?2 bytes: `length()` of a blob does
 /// not read it, so an oversize row is never loaded whole.
+/// No `LIMIT ?`: SQLite re-prepares a statement each time a LIMIT parameter is
+/// bound (its value may change the plan), so the reader stops stepping instead;
+/// rows come one step at a time in id order either way.
 const SELECT_OLDEST: &str =
-    "SELECT id, broker_id, topic, CASE WHEN length(payload) <= ?3 THEN payload END, \
+    "SELECT id, broker_id, topic, CASE WHEN length(payload) <= ?2 THEN payload END, \
      partition_key, qos, received_at_ms, attempts, length(payload), size, device_id \
-     FROM records WHERE id > ?1 ORDER BY id LIMIT ?2";
+     FROM records WHERE id > ?1 ORDER BY id";
 const COUNT_RECORDS_AND_DEAD_LETTERS: &str =
     "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM dead_letters)";
 const SUMMARY: &str = "SELECT count(*), coalesce(sum(size), 0), min(received_at_ms), \
@@ -511,18 +514,19 @@ impl SpoolReader {
             .map_err(|error| sqlite_error(&self.path, error))?;
         let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
         let mut rows = statement
-            .query(rusqlite::params![
-                after_id,
-                limits.records as i64,
-                max_payload
-            ])
+            .query(rusqlite::params![after_id, max_payload])
             .map_err(|error| sqlite_error(&self.path, error))?;
         let mut oldest = Oldest::default();
         let mut bytes = 0u64;
-        while let Some(row) = rows
-            .next()
-            .map_err(|error| sqlite_error(&self.path, error))?
-        {
+        let mut n_rows = 0;
+        while n_rows < limits.records {
+            let Some(row) = rows
+                .next()
+                .map_err(|error| sqlite_error(&self.path, error))?
+            else {
+                break;
+            };
+            n_rows += 1;
             let id: i64 = row
                 .get(0)
                 .map_err(|error| sqlite_error(&self.path, error))?;

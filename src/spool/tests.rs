@@ -490,3 +490,23 @@ fn the_device_id_is_kept_with_its_record() {
         .unwrap();
     assert_eq!(dead.as_deref(), Some("dev-7"));
 }
+
+#[test]
+fn reading_again_and_again_never_prepares_the_read_again() {
+    let path = temp_spool_path("no-reprepare");
+    let (spool, writer) = Spool::open(&config(path, 1 << 20, OverflowPolicy::DropOldest)).unwrap();
+    append_all(&spool, (0..10).map(|n| record(7, n, 10)));
+    let reader = spool.reader().unwrap();
+    for limit in [3, 500, 3, 7] {
+        assert_eq!(reader.oldest(0, limit).unwrap().len(), limit.min(10));
+    }
+    append_all(&spool, (10..12).map(|n| record(7, n, 10)));
+    assert_eq!(reader.oldest(0, 500).unwrap().len(), 12);
+    // The drain reads several times a second: a re-prepare each time (as a
+    // bound LIMIT caused) cost a sixth of its CPU.
+    let statement = reader.connection.prepare_cached(SELECT_OLDEST).unwrap();
+    assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    drop(statement);
+    drop(reader);
+    close(spool, writer);
+}
