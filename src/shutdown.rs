@@ -1,10 +1,11 @@
 //! One handle that tells every stage to stop: SIGINT/SIGTERM or a test's request.
 //!
 //! Stages poll [`Shutdown::is_requested`], or wait on it (async, or from a
-//! blocking thread with a timeout). A second signal exits the process at once.
+//! blocking thread with a timeout), or have their own wait woken by it
+//! ([`Shutdown::on_request`]). A second signal exits the process at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_lite::FutureExt;
@@ -16,7 +17,11 @@ pub struct Shutdown {
     /// Closed (never sent on) when shutdown is requested: closing wakes every waiter.
     trigger: async_channel::Sender<()>,
     waiter: async_channel::Receiver<()>,
+    /// Run once, when shutdown is requested (see [`Shutdown::on_request`]).
+    wakes: Arc<Mutex<Vec<Wake>>>,
 }
+
+type Wake = Box<dyn Fn() + Send + Sync>;
 
 impl Default for Shutdown {
     fn default() -> Self {
@@ -31,12 +36,32 @@ impl Shutdown {
             requested: Arc::new(AtomicBool::new(false)),
             trigger,
             waiter,
+            wakes: Arc::default(),
         }
     }
 
     pub fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         self.trigger.close();
+        let wakes = std::mem::take(&mut *self.wakes.lock().unwrap_or_else(PoisonError::into_inner));
+        for wake in wakes {
+            wake();
+        }
+    }
+
+    /// Runs `wake` when shutdown is requested, or at once if it already was.
+    /// For a thread that sleeps on a condition variable of its own: `wake`
+    /// notifies it (holding its mutex, so the notice cannot slip between the
+    /// sleeper's look at [`Shutdown::is_requested`] and its wait), and the
+    /// thread need not wake now and then to look.
+    pub fn on_request(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let mut wakes = self.wakes.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.is_requested() {
+            drop(wakes);
+            wake();
+        } else {
+            wakes.push(Box::new(wake));
+        }
     }
 
     pub fn is_requested(&self) -> bool {
@@ -93,5 +118,69 @@ impl Shutdown {
                 }
             })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn a_request_runs_each_wake_once_and_a_late_one_at_once() {
+        let shutdown = Shutdown::new();
+        let n_woken = Arc::new(AtomicUsize::new(0));
+        let count = |n_woken: &Arc<AtomicUsize>| {
+            let n_woken = Arc::clone(n_woken);
+            move || {
+                n_woken.fetch_add(1, Ordering::SeqCst);
+            }
+        };
+        shutdown.on_request(count(&n_woken));
+        shutdown.clone().on_request(count(&n_woken));
+        assert_eq!(n_woken.load(Ordering::SeqCst), 0);
+        shutdown.request();
+        assert_eq!(n_woken.load(Ordering::SeqCst), 2);
+        shutdown.request();
+        assert_eq!(n_woken.load(Ordering::SeqCst), 2, "each wake runs once");
+        shutdown.on_request(count(&n_woken));
+        assert_eq!(
+            n_woken.load(Ordering::SeqCst),
+            3,
+            "registered after the request"
+        );
+    }
+
+    #[test]
+    fn a_wake_ends_a_sleep_on_another_condition_variable() {
+        let shutdown = Shutdown::new();
+        let pair = Arc::new((Mutex::new(()), std::sync::Condvar::new()));
+        shutdown.on_request({
+            let pair = Arc::clone(&pair);
+            move || {
+                let _guard = pair.0.lock().unwrap();
+                pair.1.notify_all();
+            }
+        });
+        let sleeper = {
+            let (pair, shutdown) = (Arc::clone(&pair), shutdown.clone());
+            std::thread::spawn(move || {
+                let guard = pair.0.lock().unwrap();
+                // An hour, unless the wake ends it.
+                let (_guard, timeout) = pair
+                    .1
+                    .wait_timeout_while(guard, Duration::from_secs(3600), |_| {
+                        !shutdown.is_requested()
+                    })
+                    .unwrap();
+                timeout.timed_out()
+            })
+        };
+        shutdown.request();
+        assert!(
+            !sleeper.join().unwrap(),
+            "woken by the request, not the hour"
+        );
     }
 }

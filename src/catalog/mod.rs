@@ -202,8 +202,10 @@ pub fn start(
 
 /// The first retry after a failed database read; doubles up to the refresh interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// How often a wait for NOTIFY looks at shutdown.
-const SHUTDOWN_CHECK: Duration = Duration::from_millis(250);
+/// How often a wait for NOTIFY looks at shutdown (and at the uploads due).
+/// The blocking client cannot be woken, so this is what the catalog thread
+/// adds to a shutdown at most; each look is a few wake-ups of an idle gateway.
+const SHUTDOWN_CHECK: Duration = Duration::from_secs(1);
 
 struct Refresher {
     config: CatalogConfig,

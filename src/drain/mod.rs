@@ -84,8 +84,11 @@ impl fmt::Display for DrainError {
 
 impl std::error::Error for DrainError {}
 
-/// With nothing to send, look again at least this often (for shutdown).
-const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// With nothing to send, look again at least this often. Shutdown and commits
+/// wake the drain themselves: this is only a backstop.
+const IDLE_WAIT: Duration = Duration::from_secs(60);
+/// Without usable credentials, look at the shutdown flag this often.
+const CREDENTIALS_WAIT: Duration = Duration::from_millis(200);
 /// Refused single records in a row, without a delivery between them, before
 /// the drain stops blaming the records and treats the refusal as systemic.
 const MAX_REFUSED_IN_A_ROW: u32 = 3;
@@ -123,6 +126,8 @@ pub fn start(
         stats,
     } = shared;
     let reader = spool.reader().map_err(DrainError::Spool)?;
+    // The drain sleeps on commits; shutdown wakes it too.
+    shutdown.on_request(spool.commit_waker());
     // Not joined: see the refresher's module docs.
     let _refresher = refresher::start(
         &config.credentials,
@@ -298,7 +303,9 @@ impl Drain {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
-            generation = self.spool.wait_for_commit(generation, left.min(IDLE_WAIT));
+            generation = self
+                .spool
+                .wait_for_commit(generation, left, || self.shutdown.is_requested());
         }
     }
 
@@ -346,7 +353,8 @@ impl Drain {
             };
         }
         if records.is_empty() {
-            self.spool.wait_for_commit(generation, IDLE_WAIT);
+            self.spool
+                .wait_for_commit(generation, IDLE_WAIT, || self.shutdown.is_requested());
             return Step::Next;
         }
         if let Some(left) = self.linger_left(&records) {
@@ -569,7 +577,7 @@ impl Drain {
                         *said = true;
                     }
                 }
-                self.credentials.wait_usable(IDLE_WAIT)?
+                self.credentials.wait_usable(CREDENTIALS_WAIT)?
             }
         };
         if let Some((since, said)) = self.waiting_for_credentials.take() {

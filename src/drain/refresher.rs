@@ -44,8 +44,9 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Credentials are not used for signing this close to their expiry (or a
 /// quarter of their lifetime, if less): a request takes time to arrive.
 const SIGNING_MARGIN: Duration = Duration::from_secs(5);
-/// How often the thread looks at the shutdown flag while it waits.
-const TICK: Duration = Duration::from_millis(200);
+/// The longest the thread sleeps without a fetch due; a refresh asked for and
+/// shutdown wake it earlier.
+const TICK: Duration = Duration::from_secs(60);
 
 /// When to fetch again after credentials valid for `lifetime` arrived.
 /// `unit` is a random number in `[0, 1)`.
@@ -290,6 +291,14 @@ pub fn start(
         // the first fetch is the thread's, retried until it succeeds.
         Source::Iot(_) => true,
     };
+    // The thread sleeps until a fetch is due: shutdown wakes it.
+    shutdown.on_request({
+        let handle = handle.clone();
+        move || {
+            let _state = handle.lock();
+            handle.shared.changed.notify_all();
+        }
+    });
     let keeper = Keeper {
         handle: handle.clone(),
         source,
@@ -375,6 +384,10 @@ impl Keeper {
         if state.refresh_requested || self.next_fetch.is_some_and(|at| at <= now) {
             state.refresh_requested = false;
             return true;
+        }
+        // Looked at under the lock shutdown's wake takes, so it cannot slip by.
+        if self.shutdown.is_requested() {
+            return false;
         }
         let wait = self
             .next_fetch

@@ -421,9 +421,10 @@ impl Spool {
         Ok(PendingSettlement { done: Some(done) })
     }
 
-    /// Blocks until records have been committed since `seen`, or `timeout` passes.
+    /// Blocks until records have been committed since `seen`, `timeout`
+    /// passes, or `stop()` (looked at after each [`Spool::commit_waker`] call).
     /// Returns the new generation; start with [`Spool::commit_generation`].
-    pub fn wait_for_commit(&self, seen: u64, timeout: Duration) -> u64 {
+    pub fn wait_for_commit(&self, seen: u64, timeout: Duration, stop: impl Fn() -> bool) -> u64 {
         let guard = self
             .commits
             .generation
@@ -432,9 +433,21 @@ impl Spool {
         let (guard, _) = self
             .commits
             .changed
-            .wait_timeout_while(guard, timeout, |generation| *generation == seen)
+            .wait_timeout_while(guard, timeout, |generation| *generation == seen && !stop())
             .unwrap_or_else(|e| e.into_inner());
         *guard
+    }
+
+    /// Wakes every [`Spool::wait_for_commit`] to look at its `stop` (for
+    /// shutdown). Holds only the commit signal, not the spool, so it never
+    /// keeps the writer from exiting.
+    pub fn commit_waker(&self) -> impl Fn() + Send + Sync + 'static {
+        let commits = Arc::clone(&self.commits);
+        move || {
+            // Under the lock: a waiter is either before its look at `stop` or waiting.
+            let _generation = commits.generation.lock().unwrap_or_else(|e| e.into_inner());
+            commits.changed.notify_all();
+        }
     }
 
     pub fn commit_generation(&self) -> u64 {

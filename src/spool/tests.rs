@@ -505,7 +505,10 @@ fn reading_again_and_again_never_prepares_the_read_again() {
     // The drain reads several times a second: a re-prepare each time (as a
     // bound LIMIT caused) cost a sixth of its CPU.
     let statement = reader.connection.prepare_cached(SELECT_OLDEST).unwrap();
-    assert_eq!(statement.get_status(rusqlite::StatementStatus::RePrepare), 0);
+    assert_eq!(
+        statement.get_status(rusqlite::StatementStatus::RePrepare),
+        0
+    );
     drop(statement);
     drop(reader);
     close(spool, writer);
