@@ -270,10 +270,16 @@ impl Drain {
         }
     }
 
-    /// How much longer the records read should wait for company: `None`
-    /// when a request should go now.
-    fn linger_left(&mut self, records: &[Record]) -> Option<Duration> {
-        let oldest = records.first()?;
+    /// How much longer the oldest record should wait for company, with
+    /// `n_records` waiting and `data_bytes` of them (the spool's counts when
+    /// only the oldest was read; they include each row's small overhead):
+    /// `None` when a request should go now.
+    fn linger_left(
+        &mut self,
+        oldest: &Record,
+        n_records: usize,
+        data_bytes: usize,
+    ) -> Option<Duration> {
         let seen_at = match self.oldest_seen {
             Some((id, at)) if id == oldest.id => at,
             _ => {
@@ -283,14 +289,45 @@ impl Drain {
             }
         };
         let waiting = linger::Waiting {
-            n_records: records.len(),
-            data_bytes: records.iter().map(Record::data_bytes).sum(),
+            n_records,
+            data_bytes,
             oldest_wall_age_ms: clock::unix_ms().saturating_sub(oldest.received_at_ms),
             oldest_seen_for: seen_at.elapsed(),
         };
-        // Retrying or isolating a refused record: no waiting.
-        let hurry = self.n_failures > 0 || self.max_records < batch::MAX_RECORDS;
-        linger::left(self.config.linger, waiting, hurry)
+        linger::left(self.config.linger, waiting, self.hurry())
+    }
+
+    /// Retrying or isolating a refused record: no waiting.
+    fn hurry(&self) -> bool {
+        self.n_failures > 0 || self.max_records < batch::MAX_RECORDS
+    }
+
+    /// The oldest records within `limits`. Rows that do not decode go to dead
+    /// letters first (`Err(step)`: what the round returns meanwhile).
+    fn read(&mut self, limits: ReadLimits) -> Result<Vec<Record>, Step> {
+        let (records, damaged) = match self.reader.read_oldest(0, limits) {
+            Ok(oldest) => (oldest.records, oldest.damaged),
+            Err(error) => {
+                log::error!("drain: cannot read the spool: {error}");
+                return Err(Step::Pause(self.config.max_backoff));
+            }
+        };
+        if damaged.is_empty() {
+            return Ok(records);
+        }
+        // Never sendable and never readable: out of the way, by id, first.
+        for (id, reason) in &damaged {
+            log::warn!("drain: record {id} moved to dead letters: {reason}");
+        }
+        let settlement = Settlement {
+            dead: damaged,
+            ..Settlement::default()
+        };
+        Err(if self.hand_over(settlement, true) {
+            Step::Next
+        } else {
+            Step::Stop
+        })
     }
 
     /// Waits up to `left` for enough records for a full request.
@@ -330,37 +367,45 @@ impl Drain {
             bytes: batch::MAX_REQUEST_BYTES as u64,
             max_payload_bytes: batch::MAX_RECORD_BYTES as u64,
         };
-        let (records, damaged) = match self.reader.read_oldest(0, limits) {
-            Ok(oldest) => (oldest.records, oldest.damaged),
-            Err(error) => {
-                log::error!("drain: cannot read the spool: {error}");
-                return Step::Pause(self.config.max_backoff);
-            }
+        // While the linger may hold the request, only its oldest record is read
+        // to decide (with the spool's counts): the request is read whole once,
+        // when it goes, not once more each time it waits.
+        let peek = !self.config.linger.is_zero() && !self.hurry();
+        let first = ReadLimits {
+            records: if peek { 1 } else { limits.records },
+            ..limits
         };
-        if !damaged.is_empty() {
-            // Never sendable and never readable: out of the way, by id, first.
-            for (id, reason) in &damaged {
-                log::warn!("drain: record {id} moved to dead letters: {reason}");
-            }
-            let settlement = Settlement {
-                dead: damaged,
-                ..Settlement::default()
-            };
-            return if self.hand_over(settlement, true) {
-                Step::Next
-            } else {
-                Step::Stop
-            };
-        }
-        if records.is_empty() {
+        let records = match self.read(first) {
+            Ok(records) => records,
+            Err(step) => return step,
+        };
+        let Some(oldest) = records.first() else {
             self.spool
                 .wait_for_commit(generation, IDLE_WAIT, || self.shutdown.is_requested());
             return Step::Next;
-        }
-        if let Some(left) = self.linger_left(&records) {
+        };
+        let depth = self.spool.depth();
+        let (n_records, data_bytes) = if peek {
+            (depth.n_records() as usize, depth.bytes() as usize)
+        } else {
+            (records.len(), records.iter().map(Record::data_bytes).sum())
+        };
+        if let Some(left) = self.linger_left(oldest, n_records, data_bytes) {
+            // Until the linger is up or a full request waits: then it goes.
             self.linger(generation, left);
-            return Step::Next;
+            if self.shutdown.is_requested() {
+                return Step::Next;
+            }
         }
+        let records = if peek {
+            match self.read(limits) {
+                Ok(records) if !records.is_empty() => records,
+                Ok(_) => return Step::Next,
+                Err(step) => return step,
+            }
+        } else {
+            records
+        };
         // More than one request's worth waits: settle at once, not with the next group.
         let backlog = records.len() >= batch::MAX_RECORDS;
         let (format, uid) = (self.config.record_format, self.spool.uid());
