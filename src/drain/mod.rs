@@ -384,8 +384,8 @@ impl Drain {
                 .wait_for_commit(generation, IDLE_WAIT, || self.shutdown.is_requested());
             return Step::Next;
         };
-        let depth = self.spool.depth();
         let (n_records, data_bytes) = if peek {
+            let depth = self.spool.depth();
             (depth.n_records() as usize, depth.bytes() as usize)
         } else {
             (records.len(), records.iter().map(Record::data_bytes).sum())

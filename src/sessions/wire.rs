@@ -12,9 +12,9 @@
 //! Pacing (`mqtt.read_pause`): a read that found fewer packets than a full
 //! batch emptied the socket; the next one waits for the sessions' shared tick
 //! ([`super::tick`]), so at field rates one wake-up reads several messages of
-//! every broker. A
-//! full batch (a flood) reads on at once, and so does a session that has just
-//! written acks (its broker may have been waiting at its in-flight window).
+//! every broker. A full batch (a flood) reads on at once, and so does a
+//! session that has just written acks (its broker may have been waiting at
+//! its in-flight window).
 //!
 //! Cancel safety: the session races [`read`] against commands, commit
 //! receipts and timers, and drops it when another wins. That is safe because
