@@ -168,7 +168,7 @@ pub fn md5(input: &[u8]) -> [u8; 16] {
     // the padded tail: 0x80, zeros, the bit length.
     let whole = input.len() / 64 * 64;
     for block in input[..whole].chunks_exact(64) {
-        md5_block(&mut state, block);
+        md5_block(&mut state, block.try_into().expect("64 bytes"));
     }
     let mut tail = [0u8; 128];
     let rest = &input[whole..];
@@ -178,7 +178,7 @@ pub fn md5(input: &[u8]) -> [u8; 16] {
     tail[tail_len - 8..tail_len]
         .copy_from_slice(&(input.len() as u64).wrapping_mul(8).to_le_bytes());
     for block in tail[..tail_len].chunks_exact(64) {
-        md5_block(&mut state, block);
+        md5_block(&mut state, block.try_into().expect("64 bytes"));
     }
     let mut digest = [0u8; 16];
     for (i, word) in state.iter().enumerate() {
@@ -203,18 +203,15 @@ const MD5_K: [u32; 64] = [
 /// profile's `opt-level = "s"` a loop is not unrolled, and the rotation
 /// amounts and word indexes must be constants for this to be cheap (it runs
 /// over every aggregated byte).
-fn md5_block(state: &mut [u32; 4], block: &[u8]) {
-    let m: [u32; 16] = std::array::from_fn(|i| {
-        u32::from_le_bytes([
-            block[4 * i],
-            block[4 * i + 1],
-            block[4 * i + 2],
-            block[4 * i + 3],
-        ])
-    });
+fn md5_block(state: &mut [u32; 4], block: &[u8; 64]) {
+    let mut m = [0u32; 16];
+    for (word, bytes) in m.iter_mut().zip(block.chunks_exact(4)) {
+        *word = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    }
     let [mut a, mut b, mut c, mut d] = *state;
-    let f = |x: u32, y: u32, z: u32| (x & y) | (!x & z);
-    let g = |x: u32, y: u32, z: u32| (x & z) | (y & !z);
+    // F and G as the RFC's selections, in three operations instead of four.
+    let f = |x: u32, y: u32, z: u32| z ^ (x & (y ^ z));
+    let g = |x: u32, y: u32, z: u32| y ^ (z & (x ^ y));
     let h = |x: u32, y: u32, z: u32| x ^ y ^ z;
     let i = |x: u32, y: u32, z: u32| y ^ (x | !z);
     // [abcd k s i] of RFC 1321: a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s).
