@@ -116,6 +116,16 @@ pub fn replace(path: &Path, temporary: &Path, bytes: &[u8], mode: u32) -> io::Re
     result
 }
 
+/// Makes the names in the directory holding `path` (a file just created or
+/// renamed there) survive power loss: fsync of the directory itself.
+pub fn sync_parent_dir(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
 /// Makes sure `path` is a regular file of ours: created with mode 0600 when
 /// missing; refused when it is a symbolic link (`O_NOFOLLOW`) or not a
 /// regular file. An existing file keeps its mode.

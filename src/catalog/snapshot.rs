@@ -230,11 +230,7 @@ pub fn save(
     write_file(&temporary, &stored).map_err(|e| error(&temporary, e))?;
     std::fs::rename(&temporary, path).map_err(|e| error(path, e))?;
     // Make the rename itself durable.
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        if let Ok(dir) = std::fs::File::open(dir) {
-            let _ = dir.sync_all();
-        }
-    }
+    let _ = crate::files::sync_parent_dir(path);
     Ok(withheld)
 }
 

@@ -307,6 +307,14 @@ impl Spool {
         let queue_capacity = config.queue_capacity;
         let mut connection = open_connection(&config.path)?;
         migrate::apply(&mut connection, &config.path)?;
+        // The spool file and its WAL exist now. SQLite syncs a directory with
+        // the data-only sync it uses for its files (fdatasync, see
+        // .cargo/config.toml), which not every filesystem applies to a new
+        // name: a full fsync here, once, so both names survive power loss.
+        crate::files::sync_parent_dir(&config.path).map_err(|error| SpoolError::Io {
+            path: config.path.clone(),
+            error: std::io::Error::new(error.kind(), format!("cannot sync its directory: {error}")),
+        })?;
         let uid = migrate::spool_uid(&connection, &config.path)?;
         let depth = Arc::new(Depth::default());
         let commits = Arc::new(CommitSignal::default());
@@ -734,9 +742,10 @@ fn open_connection(path: &Path) -> Result<Connection, SpoolError> {
         error,
     })?;
     let connection = Connection::open(path).map_err(|error| sqlite_error(path, error))?;
-    // WAL: readers never block the writer. synchronous=FULL: every commit fsyncs
-    // the WAL, so a committed record survives power loss, not only a crash.
-    // Group commit keeps that to one fsync per batch, not per message.
+    // WAL: readers never block the writer. synchronous=FULL: every commit syncs
+    // the WAL (fdatasync: its data and size, without the inode's times), so a
+    // committed record survives power loss, not only a crash. Group commit
+    // keeps that to one sync per batch, not per message.
     connection
         .busy_timeout(Duration::from_secs(5))
         .and_then(|()| {

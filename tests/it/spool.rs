@@ -29,8 +29,8 @@ fn qos1_record(broker_id: i64, topic: &str, payload: &[u8]) -> NewRecord {
 
 /// The crash tests' child process: `examples/spool_appender.rs`, which
 /// `cargo test` builds beside this test binary (target/…/examples/).
-fn spool_appender(path: &std::path::Path, round: &str) -> std::io::Result<std::process::Child> {
-    let exe = std::env::current_exe()?;
+fn spool_appender_program() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
     let examples = exe
         .parent()
         .and_then(|deps| deps.parent())
@@ -43,7 +43,11 @@ fn spool_appender(path: &std::path::Path, round: &str) -> std::io::Result<std::p
          run `cargo build --example spool_appender` first",
         example.display()
     );
-    Command::new(example)
+    example
+}
+
+fn spool_appender(path: &std::path::Path, round: &str) -> std::io::Result<std::process::Child> {
+    Command::new(spool_appender_program())
         .arg(path)
         .arg(round)
         .stdout(Stdio::piped())
@@ -208,5 +212,76 @@ fn a_failed_commit_is_retried_until_it_succeeds() -> TestResult {
     spool.close();
     drop(spool);
     writer.join().map_err(|_| "writer panicked")?;
+    Ok(())
+}
+
+/// Commits reach the disk, not only the page cache: the writer syncs the WAL
+/// at least once per committed batch, data-only (`fdatasync`: SQLite is built
+/// with HAVE_FDATASYNC, .cargo/config.toml), and the spool's directory is
+/// fsynced once the WAL exists, so its name survives power loss too.
+#[test]
+fn every_commit_syncs_the_wal_and_the_directory_is_synced() -> TestResult {
+    assert!(
+        Command::new("strace").arg("-V").output().is_ok(),
+        "strace is needed (bash .ci/setup installs it)"
+    );
+    let dir = TempDir::new("spool-sync");
+    let path = dir.join("spool.db");
+    let trace = dir.join("strace.out");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(spool_appender_program())
+        .arg(&path)
+        .arg("0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = BufReader::new(strace.stdout.take().expect("piped stdout"));
+    let mut n_committed = 0;
+    for line in stdout.lines() {
+        if line?.starts_with("committed ") {
+            n_committed += 1;
+            if n_committed == 10 {
+                break;
+            }
+        }
+    }
+    // The appender is strace's child: kill it, and strace ends with it.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id()))?;
+    for pid in children.split_whitespace() {
+        Command::new("kill").args(["-9", pid]).status()?;
+    }
+    strace.wait()?;
+    assert_eq!(
+        n_committed, 10,
+        "the appender reported 10 committed batches"
+    );
+
+    let trace = std::fs::read_to_string(&trace)?;
+    let wal = format!("{}-wal>", path.display());
+    let wal_syncs = |call: &str| {
+        trace
+            .lines()
+            .filter(|line| line.contains(&format!("{call}(")) && line.contains(&wal))
+            .count()
+    };
+    assert!(
+        wal_syncs("fdatasync") >= n_committed,
+        "{} fdatasync calls on the WAL for {n_committed} committed batches:\n{trace}",
+        wal_syncs("fdatasync")
+    );
+    assert_eq!(
+        wal_syncs("fsync"),
+        0,
+        "the WAL is synced data-only:\n{trace}"
+    );
+    let spool_dir = format!("<{}>)", std::fs::canonicalize(dir.path())?.display());
+    assert!(
+        trace
+            .lines()
+            .any(|line| line.contains("fsync(") && line.contains(&spool_dir)),
+        "no fsync of the spool's directory {spool_dir}:\n{trace}"
+    );
     Ok(())
 }
