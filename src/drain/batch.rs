@@ -47,9 +47,11 @@ pub struct Batch {
 /// keys (less than Kinesis's 5 MiB when aggregation adds a few bytes per
 /// record); `encode` makes each data blob.
 ///
-/// Stops at the first record that does not fit, so order is kept: it leads the next batch.
+/// Stops at the first record that does not fit, so order is kept: it leads the
+/// next batch (read again from the spool). Takes the records, so each entry
+/// keeps its record's partition key rather than a copy.
 pub fn pick_within(
-    records: &[Record],
+    records: Vec<Record>,
     max_records: usize,
     max_request_bytes: usize,
     mut encode: impl FnMut(&Record) -> Vec<u8>,
@@ -67,8 +69,8 @@ pub fn pick_within(
         }
         let entry = Entry {
             id: record.id,
-            data: encode(record),
-            partition_key: record.partition_key.clone(),
+            data: encode(&record),
+            partition_key: record.partition_key,
         };
         let size = entry.kinesis_bytes();
         if size > MAX_RECORD_BYTES {

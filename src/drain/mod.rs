@@ -416,7 +416,7 @@ impl Drain {
             Aggregation::None => batch::MAX_REQUEST_BYTES,
             Aggregation::Kpl { .. } => batch::MAX_REQUEST_BYTES - (64 << 10),
         };
-        let batch = batch::pick_within(&records, self.max_records, request_bytes, |record| {
+        let batch = batch::pick_within(records, self.max_records, request_bytes, |record| {
             record_format::encode(format, uid, record, clock_offset_ms)
         });
         let mut settlement = Settlement {

@@ -4,7 +4,7 @@ use super::{pick_within, Batch, MAX_RECORDS, MAX_RECORD_BYTES, MAX_REQUEST_BYTES
 
 /// A whole request's budget, as the drain picks without aggregation.
 fn pick(records: &[Record], max_records: usize, encode: impl FnMut(&Record) -> Vec<u8>) -> Batch {
-    pick_within(records, max_records, MAX_REQUEST_BYTES, encode)
+    pick_within(records.to_vec(), max_records, MAX_REQUEST_BYTES, encode)
 }
 
 fn record(id: i64, payload_len: usize) -> Record {

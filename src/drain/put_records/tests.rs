@@ -111,6 +111,26 @@ fn a_result_without_error_or_sequence_number_is_sent_again() {
     );
 }
 
+/// Fields are borrowed from the answer where they can be; escaped text
+/// (which cannot be borrowed) reads the same.
+#[test]
+fn escaped_fields_read_like_plain_ones() {
+    let body = br#"{"FailedRecordCount": 1, "Records": [
+        {"SequenceNumber": "49\u0035", "ShardId": "s"},
+        {"ErrorCode": "Invalid\u0041rgumentException", "ErrorMessage": "a \"quoted\" \u00e9 reason"}
+    ]}"#;
+    let outcome = parse_response(200, body, &[1, 2]).unwrap();
+    assert_eq!(outcome.delivered, vec![1]);
+    assert_eq!(
+        outcome.dead,
+        vec![(
+            2,
+            "kinesis refused the record: InvalidArgumentException: a \"quoted\" \u{e9} reason"
+                .to_owned()
+        )]
+    );
+}
+
 #[test]
 fn result_count_mismatch_retries_the_whole_request() {
     let body = json!({"FailedRecordCount": 0, "Records": [ok(1)]});
