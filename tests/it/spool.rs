@@ -237,15 +237,24 @@ fn every_commit_syncs_the_wal_and_the_directory_is_synced() -> TestResult {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
+    // Its reports, read on a thread so that a stuck child fails the test at a deadline.
     let stdout = BufReader::new(strace.stdout.take().expect("piped stdout"));
-    let mut n_committed = 0;
-    for line in stdout.lines() {
-        if line?.starts_with("committed ") {
-            n_committed += 1;
-            if n_committed == 10 {
+    let (reports, committed) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if line.starts_with("committed ") && reports.send(()).is_err() {
                 break;
             }
         }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut n_committed = 0;
+    while n_committed < 10 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if committed.recv_timeout(left).is_err() {
+            break;
+        }
+        n_committed += 1;
     }
     // The appender is strace's child: kill it, and strace ends with it.
     let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.id()))?;
