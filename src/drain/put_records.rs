@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine;
-
 use serde::Deserialize;
 
 use super::batch::Entry;
