@@ -20,8 +20,10 @@
 //! ones are in. A full disk releases the spool's reserve so deletes commit.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -231,7 +233,7 @@ struct Held {
 /// What ends the wait for the first command of a group.
 // Like `Command`: appends are moved once each; boxing them would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
-enum Wake {
+enum Woken {
     Command(Command),
     /// The deadline passed: time to look at the room again, or to retry held appends.
     Timeout,
@@ -408,13 +410,13 @@ impl Writer {
                 Some(held) if !self.space.paused() => held.retry_at,
                 _ => self.space.next_check(),
             };
-            match smol::block_on(self.next_command(appends, settlements, intake_open, deadline))? {
-                Wake::Command(command) => {
+            match self.next_command(appends, settlements, intake_open, deadline)? {
+                Woken::Command(command) => {
                     let mut group = Group::default();
                     group.add(command);
                     break (group, intake_open);
                 }
-                Wake::Timeout => {
+                Woken::Timeout => {
                     self.space.check(&self.connection);
                 }
             }
@@ -608,15 +610,15 @@ impl Writer {
         self.config.overflow == OverflowPolicy::Backpressure && bytes >= self.config.max_bytes
     }
 
-    /// The next command to apply, or [`Wake::Timeout`] at `deadline`; `None`
+    /// The next command to apply, or [`Woken::Timeout`] at `deadline`; `None`
     /// when no more can come. `intake_open`: appends may be taken.
-    async fn next_command(
+    fn next_command(
         &self,
         appends: &async_channel::Receiver<Append>,
         settlements: &async_channel::Receiver<Settle>,
         intake_open: bool,
         deadline: Instant,
-    ) -> Option<Wake> {
+    ) -> Option<Woken> {
         loop {
             let appends_done = appends.is_closed() && appends.is_empty();
             let take_appends = intake_open && !self.is_full() && !appends_done;
@@ -624,25 +626,24 @@ impl Writer {
             // Each future yields None when its channel closes; the loop then looks again.
             let settle = async {
                 let settle = settlements.recv().await.ok()?;
-                Some(Wake::Command(Command::Settle(settle)))
+                Some(Command::Settle(settle))
             };
             let append = async {
                 let append = appends.recv().await.ok()?;
-                Some(Wake::Command(Command::Append(append)))
+                Some(Command::Append(append))
             };
-            let timer = async {
-                async_io::Timer::at(deadline).await;
-                Some(Wake::Timeout)
-            };
-            let wake = match (take_appends, settlements_open) {
-                (true, true) => settle.or(append).or(timer).await,
-                (true, false) => append.or(timer).await,
-                (false, true) => settle.or(timer).await,
+            let never = std::future::pending::<Option<Command>>();
+            let woken = match (take_appends, settlements_open) {
+                (true, true) => park_until(settle.or(append), deadline),
+                (true, false) => park_until(append.or(never), deadline),
+                (false, true) => park_until(settle.or(never), deadline),
                 // Nobody left to free room (or to take appends): queued appends stay unacknowledged.
                 (false, false) => return None,
             };
-            if wake.is_some() {
-                return wake;
+            match woken {
+                None => return Some(Woken::Timeout),
+                Some(Some(command)) => return Some(Woken::Command(command)),
+                Some(None) => {}
             }
         }
     }
@@ -724,6 +725,35 @@ impl Writer {
 }
 
 /// Tells each sender its append is committed.
+/// Polls `future` on this thread, parked in between, until it resolves
+/// (`Some`) or `deadline` passes (`None`). The writer's own timer: an
+/// async-io timer would wake async-io's thread to arm it and again to disarm
+/// it, once per group.
+fn park_until<T>(future: impl Future<Output = T>, deadline: Instant) -> Option<T> {
+    struct Unpark(Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut future = std::pin::pin!(future);
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(value) = future.as_mut().poll(&mut context) {
+            return Some(value);
+        }
+        match deadline.checked_duration_since(Instant::now()) {
+            // Woken early (a command, or the bell): polled again.
+            Some(left) if !left.is_zero() => std::thread::park_timeout(left),
+            _ => return None,
+        }
+    }
+}
+
 fn resolve_appends(appends: &[Append]) {
     for append in appends {
         append
