@@ -1,9 +1,9 @@
-//! How to reach one endpoint of a broker: rumqttc options, what a failure was,
+//! How to reach one endpoint of a broker: the settings, what a failure was,
 //! and a one-off probe (connect, CONNACK, disconnect) that measures it.
 //!
-//! Sessions use [`options`] for every attempt and [`probe`] to see whether a
-//! primary endpoint is back; `mqtt-kinesis-bridge check` uses [`probe`] for
-//! every endpoint. Never log [`rumqttc::MqttOptions`] with `{:?}`: it holds the password.
+//! Sessions use [`ConnectSettings`] for every attempt and [`probe`] to see
+//! whether a primary endpoint is back; `mqtt-kinesis-bridge check` uses
+//! [`probe`] for every endpoint. Connecting itself is [`super::connection`]'s.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use async_compat::Compat;
 use futures_lite::FutureExt;
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, StateError,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{ConnectReturnCode, ConnectionError, Packet, StateError};
 
+use super::connection::{Mqtt, Target};
 use crate::catalog::{Broker, Endpoint};
 use crate::config::MqttConfig;
 
@@ -63,39 +61,6 @@ pub fn client_id(broker: &Broker, gateway_id: &str) -> String {
         Some(template) => template.replace("{gateway_id}", gateway_id),
         None => format!("{gateway_id}-{}", broker.id),
     }
-}
-
-/// rumqttc options for `endpoint` of `broker`.
-pub fn options(broker: &Broker, endpoint: &Endpoint, settings: &ConnectSettings) -> MqttOptions {
-    let host = if endpoint.host.contains(':') {
-        // rumqttc joins host and port with ':'; an IPv6 address needs brackets.
-        format!("[{}]", endpoint.host)
-    } else {
-        endpoint.host.clone()
-    };
-    let mut options = MqttOptions::new(settings.client_id.clone(), host, endpoint.port);
-    // rumqttc asserts whole seconds >= 1.
-    options.set_keep_alive(Duration::from_secs(settings.keep_alive.as_secs().max(1)));
-    // Persistent session (the default) + manual acks: a QoS 1/2 message is
-    // acknowledged only after the spool committed it, and the broker keeps (and
-    // redelivers) what we had not acknowledged when the gateway went down.
-    options.set_clean_session(settings.clean_session);
-    options.set_manual_acks(true);
-    // The gateway never publishes: rumqttc's table of our own in-flight
-    // publishes (100 slots of about 70 bytes by default) needs one slot.
-    options.set_inflight(1);
-    options.set_max_packet_size(settings.max_packet_size, MAX_OUTGOING_PACKET);
-    // MQTT 3.1.1 has no password without a user name; a lone password is ignored.
-    if let Some(username) = &broker.username {
-        let password = broker.password.as_ref().map(|secret| secret.expose());
-        options.set_credentials(username.clone(), password.unwrap_or_default());
-    }
-    if let Some(tls) = &settings.tls {
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::clone(tls),
-        )));
-    }
-    options
 }
 
 /// What kind of failure a connection attempt met; `check` reports these words.
@@ -248,23 +213,19 @@ pub async fn probe(
     settings: &ConnectSettings,
     timeout: Duration,
 ) -> Result<Duration, ProbeFailure> {
-    let mut options = options(broker, endpoint, settings);
-    options.set_clean_session(true);
-    let (client, eventloop) = AsyncClient::new(options, 4);
-    let mut eventloop = Compat::new(eventloop);
+    let mut settings = settings.clone();
+    settings.clean_session = true;
+    let target = Target::new(broker, endpoint, &settings);
+    // Inside Compat, the socket is also dropped in tokio's context.
+    let mut mqtt = Compat::new(Mqtt::new());
     let started = Instant::now();
     let connack = async {
-        loop {
-            match Compat::new(eventloop.get_mut().poll()).await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(started.elapsed()),
-                Ok(_) => {}
-                Err(error) => {
-                    return Err(ProbeFailure {
-                        kind: classify(&error),
-                        message: describe(&error),
-                    })
-                }
-            }
+        match Compat::new(mqtt.get_mut().connect(&target)).await {
+            Ok(_) => Ok(started.elapsed()),
+            Err(error) => Err(ProbeFailure {
+                kind: classify(&error),
+                message: describe(&error),
+            }),
         }
     };
     let deadline = async {
@@ -275,21 +236,17 @@ pub async fn probe(
         })
     };
     let result = connack.or(deadline).await;
-    if result.is_ok() {
+    if let Some(connection) = mqtt.get_mut().connection.as_mut() {
         // Best effort: a polite DISCONNECT, bounded; the socket closes on drop anyway.
-        let _ = client.try_disconnect();
-        let goodbye = async {
-            while let Ok(event) = Compat::new(eventloop.get_mut().poll()).await {
-                if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                    break;
-                }
-            }
-        };
-        goodbye
-            .or(async {
+        if connection.write(Packet::Disconnect).is_ok() {
+            let goodbye = async {
+                let _ = Compat::new(connection.flush()).await;
+            };
+            let give_up = async {
                 async_io::Timer::after(Duration::from_secs(1)).await;
-            })
-            .await;
+            };
+            goodbye.or(give_up).await;
+        }
     }
     result
 }

@@ -11,6 +11,7 @@
 
 mod backoff;
 mod connect;
+mod connection;
 mod partition_key;
 mod probe;
 mod reconcile;

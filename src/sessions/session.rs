@@ -1,12 +1,12 @@
 //! One broker: connect, subscribe, receive into the spool, back off, disconnect.
 //!
-//! rumqttc does the protocol: its event loop connects (TCP, TLS,
-//! CONNECT/CONNACK); once connected, [`super::wire`] reads and writes with
-//! rumqttc's state and codec so that the acks of one commit go out in one
-//! write. rumqttc's sockets and timers are tokio's: the sessions' executor runs
-//! inside a current-thread tokio runtime (see `lib.rs`), and each session runs
-//! inside [`async_compat::Compat`] (`sessions/mod.rs`), so everything here is
-//! polled in a tokio context.
+//! The session owns its connection ([`super::connection`]: TCP, TLS,
+//! CONNECT/CONNACK, rumqttc's codec and protocol state); [`super::wire`]
+//! writes what is queued (the acks of one commit in one write) and reads.
+//! Sockets and timers are tokio's: the sessions' executor runs inside a
+//! current-thread tokio runtime (see `lib.rs`), and each session runs inside
+//! [`async_compat::Compat`] (`sessions/mod.rs`), so everything here is polled
+//! in a tokio context.
 //!
 //! This file is the shell: every protocol decision of a connection (what to
 //! subscribe, when to ack, how a stop or the move back to the primary ends,
@@ -15,12 +15,12 @@
 //! primary probe), feeds that state machine and applies its outputs.
 //!
 //! Backpressure: each received PUBLISH is awaited into [`Appender::append`]
-//! before the event loop is polled again, so when the spool queue is full we
+//! before the socket is read again, so when the spool queue is full we
 //! stop reading the socket and the broker's TCP window fills up. Nothing is
 //! buffered here.
 //!
-//! rumqttc's connecting poll is never cancelled: commands from the supervisor
-//! are raced against the *same* pinned poll future. Once connected, the read
+//! Connecting is never cancelled: commands from the supervisor are raced
+//! against the *same* pinned connect future. Once connected, the read
 //! is cancelled when something else wins, which is safe only because every
 //! write is flushed before the next read (see [`super::wire`]).
 //!
@@ -34,9 +34,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_compat::Compat;
 use futures_lite::FutureExt;
-use rumqttc::{ConnectReturnCode, ConnectionError, EventLoop, Outgoing, Packet, Publish, QoS};
+use rumqttc::{ConnectReturnCode, ConnectionError, Outgoing, Packet, Publish, QoS};
 
 use super::connect::{self, ConnectSettings};
+use super::connection::{Mqtt, Target, READ_BATCH};
 use super::partition_key::partition_key;
 use super::state::{Input, LinkState, Output, Place};
 use super::tick::Ticks;
@@ -50,6 +51,12 @@ use crate::devices::{self, Devices, Extracted};
 use crate::ids::DeviceId;
 use crate::spool::{Appender, CommitReceipt, NewRecord, SpoolError};
 use crate::status::{SessionTicket, StatusBoard};
+
+/// The receive low-water mark of a paused session's socket. Up to 64 KiB it
+/// leaves the socket's buffer and window as they are (Linux grows the buffer
+/// and clamps the window to a higher mark); a burst that big wakes the thread
+/// once, which is harmless.
+const PAUSED_WAKE_THRESHOLD: usize = 32 * 1024;
 
 /// How long a probe of the primary endpoint waits for its CONNACK.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,18 +200,13 @@ pub async fn run(session: &mut Session) {
             return;
         }
     };
-    let options = connect::options(&session.broker, session.endpoint(), &settings);
-    // Requests are written by the session itself (see `wire`), not through rumqttc's channel.
-    let mut eventloop = EventLoop::new(options, 1);
-    // rumqttc reserves room for 100 events (14 KiB) per broker; a read holds at
-    // most `wire::READ_BATCH`, so let the queue grow to what is used.
-    eventloop.state.events = std::collections::VecDeque::new();
-    // Inside Compat, rumqttc's socket and timers are also dropped in tokio's context.
-    let mut eventloop = Compat::new(eventloop);
+    let mut target = Target::new(&session.broker, session.endpoint(), &settings);
+    // Inside Compat, the socket and timers are also dropped in tokio's context.
+    let mut mqtt = Compat::new(Mqtt::new());
     let mut link = Link::new(session, settings);
     link.on_attempt(session);
     loop {
-        let polled = poll_once(eventloop.get_mut(), &mut link, session).await;
+        let polled = poll_once(mqtt.get_mut(), &target, &mut link, session).await;
         let Some(polled) = polled else { break };
         match polled {
             Ok(event) => {
@@ -220,9 +222,8 @@ pub async fn run(session: &mut Session) {
                 if !pause(session, delay).await {
                     break;
                 }
-                // rumqttc reconnects with these options at the next poll.
-                eventloop.get_mut().mqtt_options =
-                    connect::options(&session.broker, session.endpoint(), &link.settings);
+                // The next attempt goes where the walk points.
+                target = Target::new(&session.broker, session.endpoint(), &link.settings);
                 link.on_attempt(session);
             }
         }
@@ -255,21 +256,22 @@ enum Flow {
     Done,
 }
 
-/// The next event of the connection. While connecting, rumqttc's own poll
-/// (TCP, TLS, CONNECT/CONNACK); once connected, [`wire`]: queued writes go out
-/// in one flush, then the socket is read. Commands, commit receipts and timers
+/// The next event of the connection. While connecting: TCP, TLS,
+/// CONNECT/CONNACK ([`Mqtt::connect`]); once connected, [`wire`]: queued
+/// writes go out in one flush, then the socket is read. Commands, commit receipts and timers
 /// that arrive meanwhile are handled here. `None`: stop now (told to stop
 /// while not connected, or the DISCONNECT deadline passed).
 async fn poll_once(
-    eventloop: &mut EventLoop,
+    mqtt: &mut Mqtt,
+    target: &Target,
     link: &mut Link,
     session: &mut Session,
 ) -> Option<Result<rumqttc::Event, ConnectionError>> {
-    if eventloop.network.is_none() {
-        return connect_once(eventloop, link, session).await;
+    if mqtt.connection.is_none() {
+        return connect_once(mqtt, target, link, session).await;
     }
     loop {
-        while let Some(event) = eventloop.state.events.pop_front() {
+        while let Some(event) = mqtt.state.events.pop_front() {
             // Our own writes need no reaction, except the DISCONNECT that ends a stop.
             match event {
                 rumqttc::Event::Outgoing(outgoing) if outgoing != Outgoing::Disconnect => {}
@@ -282,35 +284,48 @@ async fn poll_once(
             // what it sends next is read at once, not at the next tick.
             link.read_pause_until = None;
         }
-        if let Err(error) = wire::write(eventloop, queued, awaiting_subacks).await {
+        if let Err(error) = wire::write(mqtt, queued, awaiting_subacks).await {
             return Some(Err(error));
         }
-        if !eventloop.state.events.is_empty() {
+        if !mqtt.state.events.is_empty() {
             continue;
         }
         let pause_until = link.read_pause_until.take();
+        if let Some(connection) = mqtt.connection.as_mut() {
+            // Paused: what arrives meanwhile is read at the tick, so it need
+            // not wake the thread (see `Connection::set_wake_threshold`).
+            let threshold = match pause_until {
+                Some(_) => PAUSED_WAKE_THRESHOLD,
+                None => 1,
+            };
+            connection.set_wake_threshold(threshold);
+        }
         let ticks = &session.ticks;
         let read = async {
             if let Some(until) = pause_until {
                 ticks.wait(until).await;
+                if let Some(connection) = mqtt.connection.as_mut() {
+                    connection.set_wake_threshold(1);
+                }
             }
-            Event::Read(wire::read(eventloop).await)
+            Event::Read(wire::read(mqtt).await)
         };
         let woken = next_event(read, link, session).await;
-        if let Some(stop) = on_wake(woken, eventloop, link, session) {
+        if let Some(stop) = on_wake(woken, mqtt, link, session) {
             return stop;
         }
     }
 }
 
-/// Connecting: rumqttc's poll, never cancelled (commands are raced against the
-/// same pinned future, which keeps running afterwards).
+/// Connecting, never cancelled (commands are raced against the same pinned
+/// future, which keeps running afterwards).
 async fn connect_once(
-    eventloop: &mut EventLoop,
+    mqtt: &mut Mqtt,
+    target: &Target,
     link: &mut Link,
     session: &mut Session,
 ) -> Option<Result<rumqttc::Event, ConnectionError>> {
-    let mut poll = std::pin::pin!(eventloop.poll());
+    let mut poll = std::pin::pin!(mqtt.connect(target));
     loop {
         let polled = async { Event::Polled(poll.as_mut().await) };
         let woken = next_event(polled, link, session).await;
@@ -326,7 +341,7 @@ async fn connect_once(
 /// Handles what woke the connected loop. `Some`: return that from [`poll_once`].
 fn on_wake(
     woken: Event,
-    eventloop: &mut EventLoop,
+    mqtt: &mut Mqtt,
     link: &mut Link,
     session: &mut Session,
 ) -> Option<Option<Result<rumqttc::Event, ConnectionError>>> {
@@ -334,13 +349,13 @@ fn on_wake(
         Event::Read(Ok(())) => {
             // Fewer packets than one read takes: the socket is empty, so the
             // next read waits for the tick (see `mqtt.read_pause`).
-            if eventloop.state.events.len() < wire::READ_BATCH {
+            if mqtt.state.events.len() < READ_BATCH {
                 link.read_pause_until = session.ticks.next();
             }
             None
         }
         Event::Read(Err(error)) => {
-            eventloop.clean();
+            mqtt.clean();
             Some(Some(Err(ConnectionError::MqttState(error))))
         }
         Event::Ping => {

@@ -1,13 +1,10 @@
 //! The connection while it is up: reads and writes rumqttc's packets in bulk.
 //!
-//! rumqttc's `EventLoop::poll` takes one queued request per call and flushes
-//! the socket after each, so every PUBACK cost a `writev` of its own. While
-//! connected, the session therefore drives rumqttc's pieces itself: its
-//! protocol state (`MqttState`: packet ids, the ping that awaits its answer)
-//! and its codec (`Network`: `readb`, `write`, `flush`). Everything queued
-//! (the acks of one commit, SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, a ping) is
-//! encoded into the write buffer and goes out with one flush. Connecting (TCP,
-//! TLS, CONNECT/CONNACK) stays rumqttc's own `poll`.
+//! Everything queued (the acks of one commit, SUBSCRIBE, UNSUBSCRIBE,
+//! DISCONNECT, a ping) goes through rumqttc's protocol state (`MqttState`:
+//! packet ids, the ping that awaits its answer), is encoded into the write
+//! buffer and goes out with one flush ([`super::connection`]), not a write
+//! per PUBACK as rumqttc's own event loop did.
 //!
 //! Pacing (`mqtt.read_pause`): a read that found fewer packets than a full
 //! batch emptied the socket; the next one waits for the sessions' shared tick
@@ -18,17 +15,19 @@
 //!
 //! Cancel safety: the session races [`read`] against commands, commit
 //! receipts and timers, and drops it when another wins. That is safe because
-//! the write buffer is flushed empty before every read: `readb` can then only
-//! be waiting for the socket (nothing read is lost, the codec keeps partial
-//! frames); the few packets it writes itself (a PUBCOMP) fit the buffer.
+//! the write buffer is flushed empty before every read: a read can then only
+//! be waiting for the socket (nothing read is lost, the read buffer keeps
+//! partial packets); the few packets it writes itself (a PUBCOMP) wait in the
+//! write buffer for the next flush.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use rumqttc::{
-    ConnectionError, Disconnect, EventLoop, PingReq, PubAck, PubRec, QoS, Request, StateError,
-    Subscribe, SubscribeFilter, Unsubscribe,
+    ConnectionError, Disconnect, PingReq, PubAck, PubRec, QoS, Request, StateError, Subscribe,
+    SubscribeFilter, Unsubscribe,
 };
+
+use super::connection::{Mqtt, NETWORK_TIMEOUT};
 
 /// What acknowledging one message takes: 4 bytes, not a whole `Publish`.
 /// Brokers do not always hold back at their in-flight window, so thousands can
@@ -77,35 +76,34 @@ impl Queued {
 }
 
 /// Encodes everything queued and flushes it in one write, bounded by
-/// rumqttc's network timeout. The filters of each SUBSCRIBE written go to
+/// [`NETWORK_TIMEOUT`]. The filters of each SUBSCRIBE written go to
 /// `subscribed` (brokers answer them in order). On error the connection is
-/// cleaned up as rumqttc's own poll does, so its next poll reconnects.
+/// dropped, so the session connects again.
 pub(super) async fn write(
-    eventloop: &mut EventLoop,
+    mqtt: &mut Mqtt,
     queued: &mut Queued,
     subscribed: &mut VecDeque<Vec<String>>,
 ) -> Result<(), ConnectionError> {
-    let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
     // tokio's timer, served by the sessions' own thread: an async-io timer per
     // write would wake async-io's thread to register it.
-    let result = tokio::time::timeout(timeout, encode_and_flush(eventloop, queued, subscribed))
+    let result = tokio::time::timeout(NETWORK_TIMEOUT, encode_and_flush(mqtt, queued, subscribed))
         .await
         .unwrap_or(Err(ConnectionError::FlushTimeout));
     if result.is_err() {
-        eventloop.clean();
+        mqtt.clean();
     }
     result
 }
 
 async fn encode_and_flush(
-    eventloop: &mut EventLoop,
+    mqtt: &mut Mqtt,
     queued: &mut Queued,
     subscribed: &mut VecDeque<Vec<String>>,
 ) -> Result<(), ConnectionError> {
-    let Some(network) = eventloop.network.as_mut() else {
+    let Some(connection) = mqtt.connection.as_mut() else {
         return Ok(());
     };
-    let state = &mut eventloop.state;
+    let state = &mut mqtt.state;
     let mut requests = queued
         .acks
         .drain(..)
@@ -126,26 +124,21 @@ async fn encode_and_flush(
     }
     for request in requests {
         if let Some(packet) = state.handle_outgoing_packet(request)? {
-            network.write(packet).await?;
+            connection.write(packet)?;
         }
     }
-    // Also after a read: what readb wrote (a PUBCOMP), or TLS records, go now.
-    network.flush().await?;
+    // Also after a read: what it wrote (a PUBCOMP), or TLS records, go now.
+    connection.flush().await?;
     Ok(())
 }
 
-/// The most packets one [`read`] takes: rumqttc's `readb` stops at its
-/// `max_readb_count` of 10 counting from 1, so 9. A read that returns fewer
-/// found the socket empty. (Were this too high, a flood would be paced: the
-/// backlog bench would show it.)
-pub(super) const READ_BATCH: usize = 9;
-
-/// Waits until the socket has data, then reads up to rumqttc's batch of
-/// packets into its state; their events wait in `eventloop.state.events`.
-/// Cancel-safe while the write buffer is empty (see the module comment).
-pub(super) async fn read(eventloop: &mut EventLoop) -> Result<(), StateError> {
-    match eventloop.network.as_mut() {
-        Some(network) => network.readb(&mut eventloop.state).await,
+/// Waits until the socket has data, then reads up to
+/// [`super::connection::READ_BATCH`] packets into the protocol state; their
+/// events wait in `mqtt.state.events`. Cancel-safe while the write buffer is
+/// empty (see the module comment).
+pub(super) async fn read(mqtt: &mut Mqtt) -> Result<(), StateError> {
+    match mqtt.connection.as_mut() {
+        Some(connection) => connection.read(&mut mqtt.state).await,
         None => std::future::pending().await,
     }
 }
