@@ -27,8 +27,12 @@ pub struct Waiting {
 /// Enough waits for a full request: 500 records, or half of the 5 MiB a
 /// request may carry (records that big fill it soon).
 pub fn full(n_records: usize, data_bytes: usize) -> bool {
-    n_records >= MAX_RECORDS || data_bytes >= MAX_REQUEST_BYTES / 2
+    n_records >= FULL_RECORDS || data_bytes >= FULL_BYTES
 }
+
+/// See [`full`].
+pub const FULL_RECORDS: usize = MAX_RECORDS;
+pub const FULL_BYTES: usize = MAX_REQUEST_BYTES / 2;
 
 /// How much longer to wait for a fuller request; `None`: send now.
 pub fn left(linger: Duration, waiting: Waiting, hurry: bool) -> Option<Duration> {

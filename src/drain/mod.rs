@@ -340,9 +340,14 @@ impl Drain {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return;
             };
-            generation = self
-                .spool
-                .wait_for_commit(generation, left, || self.shutdown.is_requested());
+            // Woken only by a commit that fills a request (or at the deadline).
+            generation = self.spool.wait_for_depth(
+                generation,
+                left,
+                linger::FULL_RECORDS as u64,
+                linger::FULL_BYTES as u64,
+                || self.shutdown.is_requested(),
+            );
         }
     }
 

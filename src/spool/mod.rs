@@ -297,6 +297,18 @@ pub struct Spool {
 struct CommitSignal {
     generation: Mutex<u64>,
     changed: Condvar,
+    /// A waiter of [`Spool::wait_for_depth`] is woken by a commit only once
+    /// this many records, or bytes, wait in the spool (0: by every commit).
+    wake_at_records: AtomicU64,
+    wake_at_bytes: AtomicU64,
+}
+
+impl CommitSignal {
+    /// Whether a commit that leaves this much in the spool wakes the waiters.
+    pub(super) fn wakes_at(&self, n_records: u64, bytes: u64) -> bool {
+        n_records >= self.wake_at_records.load(Ordering::Relaxed)
+            || bytes >= self.wake_at_bytes.load(Ordering::Relaxed)
+    }
 }
 
 impl Spool {
@@ -444,6 +456,27 @@ impl Spool {
             .wait_timeout_while(guard, timeout, |generation| *generation == seen && !stop())
             .unwrap_or_else(|e| e.into_inner());
         *guard
+    }
+
+    /// Like [`Spool::wait_for_commit`], but a commit wakes it only once at
+    /// least `n_records` records or `bytes` bytes wait in the spool: the
+    /// drain lingering for a full request is not woken by every group commit
+    /// in between. For one waiter at a time (the drain).
+    pub fn wait_for_depth(
+        &self,
+        seen: u64,
+        timeout: Duration,
+        n_records: u64,
+        bytes: u64,
+        stop: impl Fn() -> bool,
+    ) -> u64 {
+        let signal = &self.commits;
+        signal.wake_at_records.store(n_records, Ordering::Relaxed);
+        signal.wake_at_bytes.store(bytes, Ordering::Relaxed);
+        let generation = self.wait_for_commit(seen, timeout, stop);
+        signal.wake_at_records.store(0, Ordering::Relaxed);
+        signal.wake_at_bytes.store(0, Ordering::Relaxed);
+        generation
     }
 
     /// Wakes every [`Spool::wait_for_commit`] to look at its `stop` (for

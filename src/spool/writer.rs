@@ -689,7 +689,9 @@ impl Writer {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             *generation += 1;
-            self.commits.changed.notify_all();
+            if self.commits.wakes_at(self.n_records, self.bytes) {
+                self.commits.changed.notify_all();
+            }
         }
         Ok(())
     }
@@ -724,7 +726,6 @@ impl Writer {
     }
 }
 
-/// Tells each sender its append is committed.
 /// Polls `future` on this thread, parked in between, until it resolves
 /// (`Some`) or `deadline` passes (`None`). The writer's own timer: an
 /// async-io timer would wake async-io's thread to arm it and again to disarm
@@ -754,6 +755,7 @@ fn park_until<T>(future: impl Future<Output = T>, deadline: Instant) -> Option<T
     }
 }
 
+/// Tells each sender its append is committed.
 fn resolve_appends(appends: &[Append]) {
     for append in appends {
         append
