@@ -513,3 +513,50 @@ fn reading_again_and_again_never_prepares_the_read_again() {
     drop(reader);
     close(spool, writer);
 }
+
+#[test]
+fn a_group_inserted_many_rows_per_statement_keeps_every_field_and_the_order() {
+    let (spool, writer) = open_patient("rows", 1024);
+    let mut appender = spool.appender();
+    // Two statements of 16 rows and five of one row, in one transaction.
+    let n = 37;
+    let sent: Vec<NewRecord> = (0..n)
+        .map(|i| {
+            let mut record = record(1 + (i % 3) as i64, i, 10 + i);
+            record.topic = format!("t/{i}");
+            record.partition_key = PartitionKey::try_from(format!("k{i}").as_str()).unwrap();
+            record.qos = (i % 3) as u8;
+            record.device_id = (i % 2 == 0)
+                .then(|| crate::ids::DeviceId::try_from(format!("d{i}").as_str()).unwrap());
+            record
+        })
+        .collect();
+    let mut receipts: Vec<_> = sent[..n - 1]
+        .iter()
+        .map(|record| append_quietly(&mut appender, record.clone()))
+        .collect();
+    let last = sent[n - 1].clone();
+    receipts.push(futures_lite::future::block_on(appender.append(last, true)).unwrap());
+    within_5s("the group committed", || {
+        receipts.iter().all(CommitReceipt::try_committed)
+    });
+    assert_eq!(spool.depth().n_commits(), 1, "one transaction for all {n}");
+    let expected_bytes: u64 = sent.iter().map(NewRecord::spool_bytes).sum();
+    assert_eq!(spool.depth().bytes(), expected_bytes);
+    let records = spool.reader().unwrap().oldest(0, 100).unwrap();
+    assert_eq!(records.len(), n);
+    assert!(
+        records.windows(2).all(|w| w[0].id + 1 == w[1].id),
+        "ids follow the appends"
+    );
+    for (read, sent) in records.iter().zip(&sent) {
+        assert_eq!(read.broker_id, sent.broker_id);
+        assert_eq!(read.topic, sent.topic);
+        assert_eq!(read.payload, sent.payload);
+        assert_eq!(read.partition_key.as_str(), sent.partition_key.as_str());
+        assert_eq!(read.qos, sent.qos);
+        assert_eq!(read.received_at_ms, sent.received_at_ms);
+        assert_eq!(read.device_id.as_deref(), sent.device_id.as_deref());
+    }
+    close(spool, writer);
+}

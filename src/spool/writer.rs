@@ -101,6 +101,24 @@ impl Settle {
 const INSERT_RECORD: &str = "INSERT INTO records \
     (broker_id, topic, payload, partition_key, qos, received_at_ms, size, device_id) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// Records inserted by one statement of [`insert_rows`]: AUTOINCREMENT reads
+/// and rewrites `sqlite_sequence` once per statement run, not per row, and
+/// the statement's own setup is shared too.
+const ROWS_PER_INSERT: usize = 16;
+const COLUMNS_PER_ROW: usize = 8;
+
+/// `INSERT INTO records (…) VALUES (?,…),(?,…),…` for [`ROWS_PER_INSERT`] rows.
+fn insert_rows() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        let row = format!("({})", ["?"; COLUMNS_PER_ROW].join(","));
+        let head = INSERT_RECORD
+            .split("VALUES")
+            .next()
+            .expect("INSERT_RECORD has VALUES");
+        format!("{head}VALUES {}", vec![row; ROWS_PER_INSERT].join(","))
+    })
+}
 /// Deletes a run of consecutive ids; delivered records mostly come in runs.
 const DELETE_RECORDS: &str =
     "DELETE FROM records WHERE id BETWEEN ?1 AND ?2 RETURNING broker_id, size";
@@ -796,22 +814,46 @@ fn insert_appends(
     appends: &[Append],
     tally: &mut Tally,
 ) -> rusqlite::Result<()> {
-    let mut insert = transaction.prepare_cached(INSERT_RECORD)?;
+    // Ids follow the order of the rows, in one statement as in many.
+    let mut chunks = appends.chunks_exact(ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut insert = transaction.prepare_cached(insert_rows())?;
+        for chunk in chunks.by_ref() {
+            for (row, append) in chunk.iter().enumerate() {
+                bind_record(&mut insert, row * COLUMNS_PER_ROW, &append.record)?;
+            }
+            insert.raw_execute()?;
+        }
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut insert = transaction.prepare_cached(INSERT_RECORD)?;
+        for append in rest {
+            bind_record(&mut insert, 0, &append.record)?;
+            insert.raw_execute()?;
+        }
+    }
     for append in appends {
         let record = &append.record;
-        let size = record.spool_bytes() as i64;
-        insert.execute(params![
-            record.broker_id,
-            record.topic,
-            &record.payload[..],
-            record.partition_key.as_str(),
-            record.qos,
-            record.received_at_ms,
-            size,
-            record.device_id.as_deref()
-        ])?;
-        tally.added(record.broker_id, size);
+        tally.added(record.broker_id, record.spool_bytes() as i64);
     }
+    Ok(())
+}
+
+/// Binds `record`'s columns in [`INSERT_RECORD`]'s order, after `offset` parameters.
+fn bind_record(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    offset: usize,
+    record: &NewRecord,
+) -> rusqlite::Result<()> {
+    insert.raw_bind_parameter(offset + 1, record.broker_id)?;
+    insert.raw_bind_parameter(offset + 2, record.topic.as_str())?;
+    insert.raw_bind_parameter(offset + 3, &record.payload[..])?;
+    insert.raw_bind_parameter(offset + 4, record.partition_key.as_str())?;
+    insert.raw_bind_parameter(offset + 5, record.qos)?;
+    insert.raw_bind_parameter(offset + 6, record.received_at_ms)?;
+    insert.raw_bind_parameter(offset + 7, record.spool_bytes() as i64)?;
+    insert.raw_bind_parameter(offset + 8, record.device_id.as_deref())?;
     Ok(())
 }
 
