@@ -119,9 +119,12 @@ fn insert_rows() -> &'static str {
         format!("{head}VALUES {}", vec![row; ROWS_PER_INSERT].join(","))
     })
 }
-/// Deletes a run of consecutive ids; delivered records mostly come in runs.
-const DELETE_RECORDS: &str =
-    "DELETE FROM records WHERE id BETWEEN ?1 AND ?2 RETURNING broker_id, size";
+/// What a run of consecutive ids holds, then its deletion; delivered records
+/// mostly come in runs. Two statements, not one `DELETE … RETURNING`: SQLite
+/// runs RETURNING through a temporary table, a row written and read back per
+/// record.
+const SELECT_RUN: &str = "SELECT broker_id, size FROM records WHERE id BETWEEN ?1 AND ?2";
+const DELETE_RUN: &str = "DELETE FROM records WHERE id BETWEEN ?1 AND ?2";
 const COUNT_ATTEMPT: &str =
     "UPDATE records SET attempts = attempts + 1 WHERE id = ?1 RETURNING broker_id";
 const MOVE_TO_DEAD_LETTERS: &str = "INSERT INTO dead_letters \
@@ -862,7 +865,10 @@ fn apply_settlement(
     settlement: &Settlement,
     tally: &mut Tally,
 ) -> rusqlite::Result<()> {
-    let mut delete = transaction.prepare_cached(DELETE_RECORDS)?;
+    let mut delete = Deletion {
+        select: transaction.prepare_cached(SELECT_RUN)?,
+        delete: transaction.prepare_cached(DELETE_RUN)?,
+    };
     let mut count_attempt = transaction.prepare_cached(COUNT_ATTEMPT)?;
     let mut move_dead = transaction.prepare_cached(MOVE_TO_DEAD_LETTERS)?;
     for (first, last) in runs(&settlement.delivered) {
@@ -889,22 +895,30 @@ fn apply_settlement(
     Ok(())
 }
 
+/// The statements of [`delete_run`].
+struct Deletion<'a> {
+    select: rusqlite::CachedStatement<'a>,
+    delete: rusqlite::CachedStatement<'a>,
+}
+
 /// Deletes the records `first..=last`, and `count`s each one deleted (ids
-/// already gone, dropped by policy meanwhile, return no row: nothing to count).
+/// already gone, dropped by policy meanwhile, are not there: nothing to count).
 fn delete_run(
-    delete: &mut rusqlite::CachedStatement<'_>,
+    deletion: &mut Deletion<'_>,
     first: i64,
     last: i64,
     tally: &mut Tally,
     mut count: impl FnMut(&mut Tally, BrokerId, i64),
 ) -> rusqlite::Result<()> {
-    let mut rows = delete.query([first, last])?;
+    let mut rows = deletion.select.query([first, last])?;
     while let Some(row) = rows.next()? {
         let broker_id: BrokerId = row.get(0)?;
         let size: i64 = row.get(1)?;
         tally.removed(size);
         count(tally, broker_id, size);
     }
+    drop(rows);
+    deletion.delete.execute([first, last])?;
     Ok(())
 }
 
