@@ -116,6 +116,10 @@ fn insert_rows() -> &'static str {
             .split("VALUES")
             .next()
             .expect("INSERT_RECORD has VALUES");
+        // OR FAIL: a failing statement keeps the rows it wrote, so SQLite needs
+        // no statement journal (a copy of each page the statement touches) to
+        // undo them; the writer rolls the whole transaction back on any error.
+        let head = head.replacen("INSERT INTO", "INSERT OR FAIL INTO", 1);
         format!("{head}VALUES {}", vec![row; ROWS_PER_INSERT].join(","))
     })
 }
