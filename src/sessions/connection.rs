@@ -121,6 +121,8 @@ pub(super) struct Connection {
     read: BytesMut,
     write: BytesMut,
     max_incoming: usize,
+    /// The socket's `SO_RCVLOWAT` as last set: unchanged, not set again.
+    wake_threshold: usize,
 }
 
 impl Connection {
@@ -193,7 +195,11 @@ impl Connection {
     /// Linux signal the socket at once if data waits. A closed connection
     /// signals whatever the threshold. Best effort: on failure, reads only
     /// wake more often.
-    pub fn set_wake_threshold(&self, bytes: usize) {
+    pub fn set_wake_threshold(&mut self, bytes: usize) {
+        if bytes == self.wake_threshold {
+            return;
+        }
+        self.wake_threshold = bytes;
         let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
         let fd = self.stream.tcp().as_raw_fd();
         // SAFETY: `fd` is this connection's open socket (borrowed for the
@@ -234,6 +240,7 @@ async fn open(target: &Target) -> Result<(Connection, ConnAck), ConnectionError>
         read: BytesMut::with_capacity(READ_CHUNK),
         write: BytesMut::new(),
         max_incoming: target.max_incoming,
+        wake_threshold: 1,
     };
     let mut connect = Connect::new(target.client_id.clone());
     // Whole seconds, at least one (as rumqttc asserts).

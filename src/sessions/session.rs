@@ -278,10 +278,15 @@ async fn poll_once(
                 event => return Some(Ok(event)),
             }
         }
+        let n_unacked = link.state.n_unacked();
         let (queued, awaiting_subacks) = link.state.outgoing();
-        if !queued.acks.is_empty() {
+        if !queued.acks.is_empty()
+            && queued.acks.len() + n_unacked >= session.config.commit_at_unacked
+        {
             // The broker may have stopped at its in-flight window for these:
-            // what it sends next is read at once, not at the next tick.
+            // what it sends next is read at once, not at the next tick. With
+            // fewer outstanding it had not (`mqtt.commit_at_unacked` is set
+            // below the brokers' windows), and the read keeps its tick.
             link.read_pause_until = None;
         }
         if let Err(error) = wire::write(mqtt, queued, awaiting_subacks).await {
@@ -290,7 +295,9 @@ async fn poll_once(
         if !mqtt.state.events.is_empty() {
             continue;
         }
-        let pause_until = link.read_pause_until.take();
+        // Kept until a read happens: a commit or a command that wakes the
+        // session meanwhile does not end the pause.
+        let pause_until = link.read_pause_until;
         if let Some(connection) = mqtt.connection.as_mut() {
             // Paused: what arrives meanwhile is read at the tick, so it need
             // not wake the thread (see `Connection::set_wake_threshold`).
@@ -348,10 +355,13 @@ fn on_wake(
     match woken {
         Event::Read(Ok(())) => {
             // Fewer packets than one read takes: the socket is empty, so the
-            // next read waits for the tick (see `mqtt.read_pause`).
-            if mqtt.state.events.len() < READ_BATCH {
-                link.read_pause_until = session.ticks.next();
-            }
+            // next read waits for the tick (see `mqtt.read_pause`). A full
+            // read (a flood) reads on at once.
+            link.read_pause_until = if mqtt.state.events.len() < READ_BATCH {
+                session.ticks.next()
+            } else {
+                None
+            };
             None
         }
         Event::Read(Err(error)) => {
