@@ -427,21 +427,26 @@ mod tests {
         broker
     }
 
+    /// A fresh [`Mqtt`] connected to `listener`, and the broker's side.
+    async fn connected(listener: &TcpListener) -> (Mqtt, TcpStream) {
+        let port = listener.local_addr().unwrap().port();
+        let mut mqtt = Mqtt::new();
+        let (connected, broker) = futures_lite::future::zip(
+            mqtt.connect(&target(port)),
+            accept(listener, [0x20, 2, 0, 0]),
+        )
+        .await;
+        assert!(
+            matches!(connected, Ok(rumqttc::Event::Incoming(Packet::ConnAck(_)))),
+            "{connected:?}"
+        );
+        (mqtt, broker)
+    }
+
     #[test]
     fn a_read_takes_whole_packets_and_keeps_a_partial_one_for_the_next() {
         with_listener(|listener| async move {
-            let port = listener.local_addr().unwrap().port();
-            let mut mqtt = Mqtt::new();
-            let (connected, broker) = futures_lite::future::zip(
-                mqtt.connect(&target(port)),
-                accept(&listener, [0x20, 2, 0, 0]),
-            )
-            .await;
-            let mut broker = broker;
-            assert!(matches!(
-                connected,
-                Ok(rumqttc::Event::Incoming(Packet::ConnAck(_)))
-            ));
+            let (mut mqtt, mut broker) = connected(&listener).await;
             let third = publish_bytes(3);
             let mut sent = [publish_bytes(1), publish_bytes(2)].concat();
             sent.extend_from_slice(&third[..10]);
@@ -470,15 +475,7 @@ mod tests {
     #[test]
     fn what_arrived_under_a_raised_mark_is_read_once_the_mark_is_lowered() {
         with_listener(|listener| async move {
-            let port = listener.local_addr().unwrap().port();
-            let mut mqtt = Mqtt::new();
-            let (connected, broker) = futures_lite::future::zip(
-                mqtt.connect(&target(port)),
-                accept(&listener, [0x20, 2, 0, 0]),
-            )
-            .await;
-            let mut broker = broker;
-            connected.unwrap();
+            let (mut mqtt, mut broker) = connected(&listener).await;
             let connection = mqtt.connection.as_mut().unwrap();
             connection.set_wake_threshold(32 * 1024);
             assert_eq!(low_water_mark(connection), 32 * 1024);
