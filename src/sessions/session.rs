@@ -641,7 +641,7 @@ impl Link {
     }
 
     /// Records the failure and returns how long to wait before polling again
-    /// (rumqttc reconnects when polled after an error).
+    /// (the session then connects again).
     fn on_error(&mut self, error: &ConnectionError, session: &mut Session) -> Duration {
         let up_for = self.state.on_connection_lost(Instant::now());
         self.read_pause_until = None;
