@@ -46,6 +46,7 @@ pub fn raise_open_files() -> io::Result<(u64, u64)> {
 }
 
 /// How many malloc arenas glibc may keep (see [`cap_malloc_arenas`]).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_ARENAS: i32 = 2;
 
 /// Caps glibc's malloc at [`MALLOC_ARENAS`] arenas instead of up to eight per
