@@ -153,28 +153,22 @@ impl Connection {
         let mut n_packets = 0;
         loop {
             while n_packets < READ_BATCH {
-                match Packet::read(&mut self.read, self.max_incoming) {
-                    Ok(packet) => {
-                        if let Some(answer) = state.handle_incoming_packet(packet)? {
-                            self.write(answer)?;
-                        }
-                        n_packets += 1;
-                    }
-                    Err(CodecError::InsufficientBytes(_)) => break,
-                    Err(error) => return Err(StateError::Deserialization(error)),
+                let Some(packet) = self.next_buffered()? else {
+                    break;
+                };
+                if let Some(answer) = state.handle_incoming_packet(packet)? {
+                    self.write(answer)?;
                 }
+                n_packets += 1;
             }
             if n_packets == READ_BATCH {
                 return Ok(());
             }
-            if self.read.capacity() - self.read.len() < READ_CHUNK / 2 {
-                self.read.reserve(READ_CHUNK);
-            }
             let n_read = if n_packets == 0 {
-                self.stream.read_buf(&mut self.read).await?
+                self.fill().await?
             } else {
                 // Some were read: take more only if they are there already.
-                match poll_once(self.stream.read_buf(&mut self.read)).await {
+                match poll_once(self.fill()).await {
                     Some(n_read) => n_read?,
                     None => return Ok(()),
                 }
@@ -187,6 +181,25 @@ impl Connection {
                 };
             }
         }
+    }
+
+    /// The next whole packet in the read buffer; `None`: it holds none (a
+    /// partial one stays for the next [`Connection::fill`]).
+    fn next_buffered(&mut self) -> Result<Option<Packet>, StateError> {
+        match Packet::read(&mut self.read, self.max_incoming) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(CodecError::InsufficientBytes(_)) => Ok(None),
+            Err(error) => Err(StateError::Deserialization(error)),
+        }
+    }
+
+    /// Reads from the socket into the read buffer, keeping room for a chunk;
+    /// 0: the broker closed the connection. Cancel-safe.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.read.capacity() - self.read.len() < READ_CHUNK / 2 {
+            self.read.reserve(READ_CHUNK);
+        }
+        self.stream.read_buf(&mut self.read).await
     }
 
     /// How many bytes must wait in the socket before it reads as ready
@@ -253,13 +266,10 @@ async fn open(target: &Target) -> Result<(Connection, ConnAck), ConnectionError>
     connection.write(Packet::Connect(connect))?;
     connection.flush().await?;
     let packet = loop {
-        match Packet::read(&mut connection.read, connection.max_incoming) {
-            Ok(packet) => break packet,
-            Err(CodecError::InsufficientBytes(_)) => {}
-            Err(error) => return Err(StateError::Deserialization(error).into()),
+        if let Some(packet) = connection.next_buffered()? {
+            break packet;
         }
-        connection.read.reserve(READ_CHUNK);
-        if connection.stream.read_buf(&mut connection.read).await? == 0 {
+        if connection.fill().await? == 0 {
             return Err(StateError::ConnectionAborted.into());
         }
     };
