@@ -98,29 +98,37 @@ impl Settle {
     }
 }
 
-const INSERT_RECORD: &str = "INSERT INTO records \
-    (broker_id, topic, payload, partition_key, qos, received_at_ms, size, device_id) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+/// The columns of an appended record, in the order [`bind_record`] binds them.
+macro_rules! record_columns {
+    () => {
+        "(broker_id, topic, payload, partition_key, qos, received_at_ms, size, device_id)"
+    };
+}
+const COLUMNS_PER_ROW: usize = 8;
+const INSERT_RECORD: &str = concat!(
+    "INSERT INTO records ",
+    record_columns!(),
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+);
 /// Records inserted by one statement of [`insert_rows`]: AUTOINCREMENT reads
 /// and rewrites `sqlite_sequence` once per statement run, not per row, and
 /// the statement's own setup is shared too.
 const ROWS_PER_INSERT: usize = 16;
-const COLUMNS_PER_ROW: usize = 8;
 
-/// `INSERT INTO records (…) VALUES (?,…),(?,…),…` for [`ROWS_PER_INSERT`] rows.
+/// `INSERT OR FAIL INTO records (…) VALUES (?,…),(?,…),…` for
+/// [`ROWS_PER_INSERT`] rows. OR FAIL: a failing statement keeps the rows it
+/// wrote, so SQLite needs no statement journal (a copy of each page the
+/// statement touches) to undo them; the writer rolls the whole transaction
+/// back on any error.
 fn insert_rows() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         let row = format!("({})", ["?"; COLUMNS_PER_ROW].join(","));
-        let head = INSERT_RECORD
-            .split("VALUES")
-            .next()
-            .expect("INSERT_RECORD has VALUES");
-        // OR FAIL: a failing statement keeps the rows it wrote, so SQLite needs
-        // no statement journal (a copy of each page the statement touches) to
-        // undo them; the writer rolls the whole transaction back on any error.
-        let head = head.replacen("INSERT INTO", "INSERT OR FAIL INTO", 1);
-        format!("{head}VALUES {}", vec![row; ROWS_PER_INSERT].join(","))
+        let rows = vec![row; ROWS_PER_INSERT].join(",");
+        format!(
+            "INSERT OR FAIL INTO records {} VALUES {rows}",
+            record_columns!()
+        )
     })
 }
 /// What a run of consecutive ids holds, then its deletion; delivered records
@@ -827,7 +835,7 @@ fn insert_appends(
         let mut insert = transaction.prepare_cached(insert_rows())?;
         for chunk in chunks.by_ref() {
             for (row, append) in chunk.iter().enumerate() {
-                bind_record(&mut insert, row * COLUMNS_PER_ROW, &append.record)?;
+                bind_record(&mut insert, row * COLUMNS_PER_ROW, &append.record, tally)?;
             }
             insert.raw_execute()?;
         }
@@ -836,31 +844,31 @@ fn insert_appends(
     if !rest.is_empty() {
         let mut insert = transaction.prepare_cached(INSERT_RECORD)?;
         for append in rest {
-            bind_record(&mut insert, 0, &append.record)?;
+            bind_record(&mut insert, 0, &append.record, tally)?;
             insert.raw_execute()?;
         }
-    }
-    for append in appends {
-        let record = &append.record;
-        tally.added(record.broker_id, record.spool_bytes() as i64);
     }
     Ok(())
 }
 
-/// Binds `record`'s columns in [`INSERT_RECORD`]'s order, after `offset` parameters.
+/// Binds `record`'s columns in [`record_columns!`]'s order, after `offset`
+/// parameters, and counts it in `tally` (which a failed transaction drops).
 fn bind_record(
     insert: &mut rusqlite::CachedStatement<'_>,
     offset: usize,
     record: &NewRecord,
+    tally: &mut Tally,
 ) -> rusqlite::Result<()> {
+    let size = record.spool_bytes() as i64;
     insert.raw_bind_parameter(offset + 1, record.broker_id)?;
     insert.raw_bind_parameter(offset + 2, record.topic.as_str())?;
     insert.raw_bind_parameter(offset + 3, &record.payload[..])?;
     insert.raw_bind_parameter(offset + 4, record.partition_key.as_str())?;
     insert.raw_bind_parameter(offset + 5, record.qos)?;
     insert.raw_bind_parameter(offset + 6, record.received_at_ms)?;
-    insert.raw_bind_parameter(offset + 7, record.spool_bytes() as i64)?;
+    insert.raw_bind_parameter(offset + 7, size)?;
     insert.raw_bind_parameter(offset + 8, record.device_id.as_deref())?;
+    tally.added(record.broker_id, size);
     Ok(())
 }
 
