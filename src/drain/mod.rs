@@ -28,6 +28,7 @@ mod client;
 pub mod credentials;
 pub(crate) mod kpl;
 mod linger;
+mod md5;
 mod probe;
 pub mod put_records;
 pub mod record_format;
