@@ -146,6 +146,12 @@ impl<'a> Message<'a> {
         }
     }
 
+    /// Whether every block was handed out.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn done(&self) -> bool {
+        self.read * 64 >= self.whole.len() + self.tail_len
+    }
+
     fn next_block(&mut self) -> Option<&[u8; 64]> {
         let offset = self.read * 64;
         self.read += 1;
@@ -220,9 +226,11 @@ mod scalar {
 /// finished by the scalar code (a lone lane would cost more than it).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod lanes {
-    use super::{digest, scalar, simd, words, Message, INITIAL};
+    use super::{digest, scalar, simd, Message, INITIAL};
 
     const LANES: usize = 4;
+    /// What an idle lane hashes.
+    const IDLE: [u8; 64] = [0; 64];
 
     pub(super) fn md5_each(inputs: &[&[u8]]) -> Vec<[u8; 16]> {
         let mut digests = vec![[0u8; 16]; inputs.len()];
@@ -235,39 +243,30 @@ mod lanes {
                 .map(|(index, input)| (index, Message::new(input)));
         }
         loop {
-            let busy = lanes.iter().filter(|lane| lane.is_some()).count();
-            if busy <= 1 {
-                break;
-            }
-            // Each busy lane's next block; an idle lane hashes zeros, unread.
-            let mut blocks = [[0u32; 16]; LANES];
-            let mut ended = [false; LANES];
+            // A lane whose message is done gives its digest and takes the next waiting one.
             for (lane, slot) in lanes.iter_mut().enumerate() {
-                if let Some((_, message)) = slot {
-                    match message.next_block() {
-                        Some(block) => blocks[lane] = words(block),
-                        None => ended[lane] = true,
-                    }
-                }
-            }
-            for (lane, slot) in lanes.iter_mut().enumerate() {
-                if ended[lane] {
+                if slot.as_ref().is_some_and(|(_, message)| message.done()) {
                     let (index, _) = slot.take().expect("a busy lane");
                     digests[index] = digest(states[lane]);
                     states[lane] = INITIAL;
-                    *slot = waiting.next().map(|(index, input)| {
-                        let mut message = Message::new(input);
-                        blocks[lane] = words(message.next_block().expect("at least one block"));
-                        (index, message)
-                    });
+                    *slot = waiting
+                        .next()
+                        .map(|(index, input)| (index, Message::new(input)));
                 }
             }
-            if lanes.iter().all(Option::is_none) {
+            if lanes.iter().filter(|lane| lane.is_some()).count() <= 1 {
                 break;
             }
+            // Each busy lane's next block; an idle lane hashes zeros, unread.
+            let mut slots = lanes.iter_mut();
+            let blocks: [&[u8; 64]; LANES] =
+                core::array::from_fn(|_| match slots.next().expect("one slot per lane") {
+                    Some((_, message)) => message.next_block().expect("not done"),
+                    None => &IDLE,
+                });
             // SAFETY: SSE2 and NEON are part of every x86_64 and aarch64 CPU
             // (both targets' baseline), so the CPU has what `compress` needs.
-            unsafe { simd::compress(&mut states, &blocks) };
+            unsafe { simd::compress(&mut states, blocks) };
         }
         // The last message alone, on from where its lane left it.
         for (lane, slot) in lanes.iter_mut().enumerate() {
@@ -290,18 +289,16 @@ mod lanes {
 macro_rules! lane_compress {
     ($feature:literal) => {
         #[target_feature(enable = $feature)]
-        pub(super) fn compress(states: &mut [[u32; 4]; 4], blocks: &[[u32; 16]; 4]) {
+        pub(super) fn compress(states: &mut [[u32; 4]; 4], blocks: [&[u8; 64]; 4]) {
             // Registers hold one word of every lane: transpose on the way in and out.
             let column = |rows: &[[u32; 4]; 4], word: usize| {
                 load([rows[0][word], rows[1][word], rows[2][word], rows[3][word]])
             };
             let m: [V; 16] = core::array::from_fn(|word| {
-                load([
-                    blocks[0][word],
-                    blocks[1][word],
-                    blocks[2][word],
-                    blocks[3][word],
-                ])
+                load(blocks.map(|block| {
+                    let bytes = &block[4 * word..4 * word + 4];
+                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+                }))
             });
             let (mut a, mut b, mut c, mut d) = (
                 column(states, 0),

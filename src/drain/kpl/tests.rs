@@ -72,3 +72,91 @@ fn an_aggregate_that_exactly_fits_stays_one_and_one_byte_more_splits() {
     assert_eq!(wire[1].data, big.to_vec());
     assert_eq!(carried[&3], vec![3, 4]);
 }
+
+/// A measurement, not a test: the drain's CPU per message for one full
+/// request with and without aggregation — everything `kinesis.aggregation`
+/// changes (aggregating with its MD5s, the request body with base64, SigV4
+/// with the SHA-256 of the body, reading a Kinesis-sized answer), and nothing
+/// the end-to-end bench's noise (the spool, the sessions, the brokers) adds.
+/// `cargo test --release --lib -- --ignored --nocapture aggregation_cost`
+#[test]
+#[ignore = "measurement; prints figures"]
+fn aggregation_cost_per_message_against_none() {
+    use std::time::{Instant, SystemTime};
+
+    use crate::drain::credentials::Credentials;
+    use crate::drain::{put_records, sign};
+    use crate::secret::Secret;
+
+    // As the backlog bench: 500 messages of four topics, interleaved, each a
+    // JSON envelope of about 390 bytes.
+    let entries: Vec<Entry> = (0..500)
+        .map(|id| entry(id, &format!("bench/b{}", id % 4), &[b'x'; 390]))
+        .collect();
+    let credentials = Credentials::new("AKIDEXAMPLE", Secret::new("secret"), None, "test");
+    let answer = |n: usize| {
+        let record = r#"{"SequenceNumber":"49590338271490256608559692538361571095921575989136588898","ShardId":"shardId-000000000000"}"#;
+        format!(
+            r#"{{"FailedRecordCount":0,"Records":[{}]}}"#,
+            vec![record; n].join(",")
+        )
+    };
+    let send = |wire: &[Entry]| {
+        let body = put_records::request_body("stream", wire);
+        let headers = sign::action_headers(
+            put_records::TARGET,
+            "https://kinesis.eu-west-1.amazonaws.com/",
+            &body,
+            &credentials,
+            "eu-west-1",
+            SystemTime::now(),
+        )
+        .expect("signed");
+        assert!(!headers.is_empty());
+        let ids: Vec<i64> = wire.iter().map(|entry| entry.id).collect();
+        put_records::parse_response(200, answer(wire.len()).as_bytes(), &ids).expect("an answer")
+    };
+    let none = || assert_eq!(send(&entries).delivered.len(), 500);
+    let kpl = || {
+        let (wire, carried) = aggregate(&entries, DEFAULT_MAX_BYTES);
+        assert_eq!(send(&wire).expand(&carried).delivered.len(), 500);
+    };
+    // Interleaved rounds; the fastest round of each is the least disturbed.
+    let per_message = |run: &dyn Fn(), requests: u32| {
+        let started = Instant::now();
+        for _ in 0..requests {
+            run();
+        }
+        started.elapsed().as_nanos() as f64 / f64::from(requests * 500)
+    };
+    let (mut best_none, mut best_kpl) = (f64::MAX, f64::MAX);
+    for _ in 0..10 {
+        best_none = best_none.min(per_message(&none, 50));
+        best_kpl = best_kpl.min(per_message(&kpl, 50));
+    }
+    // Of kpl's own work: aggregating (with the MD5s), and the MD5s alone.
+    let (wire, _) = aggregate(&entries, DEFAULT_MAX_BYTES);
+    let protobufs: Vec<&[u8]> = wire.iter().map(|entry| protobuf(&entry.data)).collect();
+    let aggregating = || assert_eq!(aggregate(&entries, DEFAULT_MAX_BYTES).0.len(), wire.len());
+    let in_lanes = || {
+        std::hint::black_box(md5_each(&protobufs));
+    };
+    let one_by_one = || {
+        std::hint::black_box(protobufs.iter().map(|p| md5(p)).collect::<Vec<_>>());
+    };
+    let (mut best_aggregating, mut best_lanes, mut best_one_by_one) =
+        (f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..10 {
+        best_aggregating = best_aggregating.min(per_message(&aggregating, 50));
+        best_lanes = best_lanes.min(per_message(&in_lanes, 50));
+        best_one_by_one = best_one_by_one.min(per_message(&one_by_one, 50));
+    }
+    println!(
+        "drain CPU per message, one 500-message request: none {best_none:.0} ns, \
+         kpl {best_kpl:.0} ns ({:+.1} %); of kpl, aggregating {best_aggregating:.0} ns \
+         into {} records, their MD5s {best_lanes:.0} ns in lanes ({best_one_by_one:.0} ns \
+         one by one)",
+        (best_kpl / best_none - 1.0) * 100.0,
+        wire.len(),
+    );
+}
