@@ -14,7 +14,7 @@
 //!
 //! Each stage answers through one probe, which returns what it found as
 //! values: [`catalog::probe`], [`sessions::probe`], [`drain::probe`] and
-//! [`spool::probe`](crate::spool::probe) (the spool's). This module only turns them into lines.
+//! [`crate::spool::probe`] (the spool's). This module only turns them into lines.
 
 use std::fmt::{self, Write};
 use std::path::Path;

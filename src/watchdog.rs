@@ -22,7 +22,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// When a stage started its current piece of work, if it is in one.
 #[derive(Debug, Clone, Default)]
 pub struct Heartbeat {
-    /// Milliseconds since [`epoch`] plus one; 0 while idle.
+    /// Milliseconds since the process's first look at the clock ([`monotonic_ms`]) plus one; 0 while idle.
     busy_since: Arc<AtomicU64>,
 }
 

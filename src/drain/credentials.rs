@@ -36,7 +36,7 @@ pub struct Credentials {
     access_key_id: String,
     secret_access_key: Secret,
     session_token: Option<Secret>,
-    /// Where they were found, for logs: "environment", "{path} [profile]", …
+    /// Where they were found, for logs: "environment", "{path} \[profile\]", …
     source: String,
     /// When they expire, on the monotonic clock: immune to the wall clock
     /// being set while they are held. `None`: they do not expire.

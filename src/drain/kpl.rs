@@ -156,7 +156,7 @@ pub fn encode<'a>(key: &str, records: impl Iterator<Item = &'a [u8]> + Clone) ->
     data
 }
 
-/// [`encode`] with the MD5 trailer left zero, for [`sign`] to write.
+/// `encode` with the MD5 trailer left zero, for [`sign`] to write.
 /// Written into one buffer of the exact size: each record's bytes are copied once.
 fn encode_unsigned<'a>(key: &str, records: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
     let message_len = field_size(key.len())

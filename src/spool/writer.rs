@@ -10,7 +10,7 @@
 //!
 //! Then it commits everything in one transaction: one fsync per group, not per
 //! message. Only after the commit does it tell the senders (their
-//! [`CommitReceipt`](super::CommitReceipt)s resolve), so a caller that waits
+//! [`super::CommitReceipt`]s resolve), so a caller that waits
 //! for its receipt knows the record is on disk.
 //!
 //! Settlements never wait behind appends. Appends that cannot commit (the

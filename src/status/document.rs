@@ -1,5 +1,5 @@
 //! The status file's one typed document: written by [`super::file`], read
-//! back by [`super::report`] (and by anything else that wants the running
+//! back by [`mod@super::report`] (and by anything else that wants the running
 //! gateway's word: it is plain JSON). Fields added later are optional, so a
 //! file written by an older gateway still reads.
 

@@ -4,8 +4,8 @@
 //!   everything below (one [`StatusBoard`] per gateway);
 //! - `document`: the one typed status document the running gateway writes
 //!   to `status.file` and the `status` command reads back;
-//! - [`file`]: the thread that keeps that file current;
-//! - [`report`]: the `status` command, from the file and the spool.
+//! - `file`: the thread that keeps that file current;
+//! - `report`: the `status` command, from the file and the spool.
 //!
 //! The status table upload (`catalog::status_upload`) reads the board too;
 //! this part imports neither the catalog nor the sessions, so status flows
