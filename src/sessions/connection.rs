@@ -121,8 +121,6 @@ pub(super) struct Connection {
     read: BytesMut,
     write: BytesMut,
     max_incoming: usize,
-    /// The socket's `SO_RCVLOWAT` as last set: unchanged, not set again.
-    wake_threshold: usize,
 }
 
 impl Connection {
@@ -165,7 +163,16 @@ impl Connection {
                 return Ok(());
             }
             let n_read = if n_packets == 0 {
-                self.fill().await?
+                // What waits is read at once, even under a raised mark (see
+                // `Socket`); only a read that must wait lowers the mark, so
+                // that the next arrival wakes it.
+                match poll_once(self.fill()).await {
+                    Some(n_read) => n_read?,
+                    None => {
+                        self.set_wake_threshold(1);
+                        self.fill().await?
+                    }
+                }
             } else {
                 // Some were read: take more only if they are there already.
                 match poll_once(self.fill()).await {
@@ -204,38 +211,22 @@ impl Connection {
 
     /// How many bytes must wait in the socket before it reads as ready
     /// (`SO_RCVLOWAT`; 1 is the usual). A paused session raises it so that
-    /// arrivals do not wake its thread one by one; lowering it again makes
-    /// Linux signal the socket at once if data waits. A closed connection
-    /// signals whatever the threshold. Best effort: on failure, reads only
-    /// wake more often.
+    /// arrivals do not wake its thread one by one; a closed connection
+    /// signals whatever the threshold. A read under a raised mark still takes
+    /// what waits at once, and lowers the mark only if it must wait (see
+    /// [`Socket`]). Best effort: on failure, reads only wake more often.
     pub fn set_wake_threshold(&mut self, bytes: usize) {
-        if bytes == self.wake_threshold {
-            return;
-        }
-        self.wake_threshold = bytes;
-        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        let fd = self.stream.tcp().as_raw_fd();
-        // SAFETY: `fd` is this connection's open socket (borrowed for the
-        // call); the option value is a c_int of the size passed.
-        let result = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVLOWAT,
-                std::ptr::from_ref(&value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if result != 0 {
-            log::debug!("SO_RCVLOWAT {bytes}: {}", std::io::Error::last_os_error());
-        }
+        self.stream.socket_mut().set_wake_threshold(bytes);
     }
 }
 
 /// DNS, TCP to the first address that answers, TLS if configured, CONNECT,
 /// and the CONNACK.
 async fn open(target: &Target) -> Result<(Connection, ConnAck), ConnectionError> {
-    let tcp = connect_tcp(&target.host, target.port).await?;
+    let tcp = Socket {
+        tcp: connect_tcp(&target.host, target.port).await?,
+        wake_threshold: 1,
+    };
     let stream = match &target.tls {
         None => Stream::Plain(tcp),
         Some(config) => {
@@ -253,7 +244,6 @@ async fn open(target: &Target) -> Result<(Connection, ConnAck), ConnectionError>
         read: BytesMut::with_capacity(READ_CHUNK),
         write: BytesMut::new(),
         max_incoming: target.max_incoming,
-        wake_threshold: 1,
     };
     let mut connect = Connect::new(target.client_id.clone());
     // Whole seconds, at least one (as rumqttc asserts).
@@ -304,17 +294,133 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, ConnectionError
     })))
 }
 
+/// The TCP socket, with its receive low-water mark (`SO_RCVLOWAT`).
+///
+/// tokio learns that a socket is readable from the kernel, which under a
+/// raised mark says so only once the mark's bytes wait. So a read under a
+/// raised mark first takes what waits with a non-blocking `recv` of its own,
+/// and only if nothing waits goes through tokio (which then wakes it at the
+/// mark, or when the connection closes). A session reading at its tick
+/// thereby needs no `setsockopt` to lower the mark and none to raise it
+/// again, nor the wake-up that lowering it causes.
+struct Socket {
+    tcp: TcpStream,
+    /// The socket's `SO_RCVLOWAT` as last set: unchanged, not set again.
+    wake_threshold: usize,
+}
+
+impl Socket {
+    fn set_wake_threshold(&mut self, bytes: usize) {
+        if bytes == self.wake_threshold {
+            return;
+        }
+        self.wake_threshold = bytes;
+        let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let fd = self.tcp.as_raw_fd();
+        // SAFETY: `fd` is this connection's open socket (borrowed for the
+        // call); the option value is a c_int of the size passed.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                std::ptr::from_ref(&value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            log::debug!("SO_RCVLOWAT {bytes}: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    /// A non-blocking `recv` into `buf`: what waits, 0 bytes at the end of
+    /// the stream, `WouldBlock` if nothing waits.
+    fn recv_waiting(&self, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
+        let unfilled = buf.initialize_unfilled();
+        // SAFETY: `fd` is this connection's open socket; `recv` writes at most
+        // `unfilled.len()` bytes into `unfilled`, which it borrows for the call.
+        let n = unsafe {
+            libc::recv(
+                self.tcp.as_raw_fd(),
+                unfilled.as_mut_ptr().cast(),
+                unfilled.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => {
+                buf.advance(n);
+                Ok(())
+            }
+            Err(_) => Err(std::io::Error::last_os_error()),
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let socket = self.get_mut();
+        if socket.wake_threshold > 1 {
+            match socket.recv_waiting(buf) {
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                done => return std::task::Poll::Ready(done),
+            }
+        }
+        std::pin::Pin::new(&mut socket.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
 /// Plain TCP or TLS over it.
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Socket),
+    Tls(Box<TlsStream<Socket>>),
 }
 
 impl Stream {
+    fn socket_mut(&mut self) -> &mut Socket {
+        match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => tls.get_mut().0,
+        }
+    }
+
+    #[cfg(test)]
     fn tcp(&self) -> &TcpStream {
         match self {
-            Stream::Plain(tcp) => tcp,
-            Stream::Tls(tls) => tls.get_ref().0,
+            Stream::Plain(socket) => &socket.tcp,
+            Stream::Tls(tls) => &tls.get_ref().0.tcp,
         }
     }
 }
@@ -503,6 +609,56 @@ mod tests {
     }
 
     #[test]
+    fn what_waits_under_a_raised_mark_is_read_at_once_and_the_mark_stays_raised() {
+        with_listener(|listener| async move {
+            let (mut mqtt, mut broker) = connected(&listener).await;
+            let connection = mqtt.connection.as_mut().unwrap();
+            connection.set_wake_threshold(32 * 1024);
+            broker
+                .write_all(&[publish_bytes(8), publish_bytes(9)].concat())
+                .await
+                .unwrap();
+            while bytes_waiting(connection) < 2 * publish_bytes(8).len() as libc::c_int {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Below the mark, so tokio was never told; the read looks itself.
+            connection.read(&mut mqtt.state).await.unwrap();
+            assert_eq!(published(&mut mqtt), [8, 9]);
+            let connection = mqtt.connection.as_mut().unwrap();
+            assert_eq!(low_water_mark(connection), 32 * 1024);
+            // The end of the stream, too, is seen under the raised mark.
+            drop(broker);
+            let closed = connection.read(&mut mqtt.state).await;
+            assert!(
+                matches!(closed, Err(StateError::ConnectionAborted)),
+                "{closed:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn a_read_that_finds_nothing_under_a_raised_mark_lowers_it_and_waits() {
+        with_listener(|listener| async move {
+            let (mut mqtt, mut broker) = connected(&listener).await;
+            let connection = mqtt.connection.as_mut().unwrap();
+            connection.set_wake_threshold(32 * 1024);
+            let fd = connection.stream.tcp().as_raw_fd();
+            let read = connection.read(&mut mqtt.state);
+            let broker_side = async {
+                // The read waits with the mark lowered, so one small
+                // message, far below the raised mark, wakes it.
+                while socket_low_water_mark(fd) != 1 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                broker.write_all(&publish_bytes(4)).await.unwrap();
+            };
+            let (read, ()) = futures_lite::future::zip(read, broker_side).await;
+            read.unwrap();
+            assert_eq!(published(&mut mqtt), [4]);
+        });
+    }
+
+    #[test]
     fn a_refused_connect_and_a_silent_close_are_told_apart() {
         with_listener(|listener| async move {
             let port = listener.local_addr().unwrap().port();
@@ -540,12 +696,16 @@ mod tests {
     }
 
     fn low_water_mark(connection: &Connection) -> libc::c_int {
+        socket_low_water_mark(connection.stream.tcp().as_raw_fd())
+    }
+
+    fn socket_low_water_mark(fd: std::os::fd::RawFd) -> libc::c_int {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: an open socket, and a c_int with its size.
         let result = unsafe {
             libc::getsockopt(
-                connection.stream.tcp().as_raw_fd(),
+                fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVLOWAT,
                 std::ptr::from_mut(&mut value).cast(),

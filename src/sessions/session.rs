@@ -310,10 +310,9 @@ async fn poll_once(
         let ticks = &session.ticks;
         let read = async {
             if let Some(until) = pause_until {
+                // The read takes what waits under the raised mark, and lowers
+                // the mark only if it finds nothing and must wait.
                 ticks.wait(until).await;
-                if let Some(connection) = mqtt.connection.as_mut() {
-                    connection.set_wake_threshold(1);
-                }
             }
             Event::Read(wire::read(mqtt).await)
         };
