@@ -148,6 +148,7 @@ impl Connection {
     /// `state.events`; a PUBCOMP it answers waits in the write buffer).
     /// Cancel-safe: bytes read stay in the read buffer, a partial packet too.
     pub async fn read(&mut self, state: &mut MqttState) -> Result<(), StateError> {
+        self.stream.socket_mut().drained = false;
         let mut n_packets = 0;
         loop {
             while n_packets < READ_BATCH {
@@ -226,6 +227,7 @@ async fn open(target: &Target) -> Result<(Connection, ConnAck), ConnectionError>
     let tcp = Socket {
         tcp: connect_tcp(&target.host, target.port).await?,
         wake_threshold: 1,
+        drained: false,
     };
     let stream = match &target.tls {
         None => Stream::Plain(tcp),
@@ -307,6 +309,9 @@ struct Socket {
     tcp: TcpStream,
     /// The socket's `SO_RCVLOWAT` as last set: unchanged, not set again.
     wake_threshold: usize,
+    /// A `recv` of this read took less than it had room for: nothing more
+    /// waited, so the read does not look again (as tokio itself does).
+    drained: bool,
 }
 
 impl Socket {
@@ -335,7 +340,7 @@ impl Socket {
 
     /// A non-blocking `recv` into `buf`: what waits, 0 bytes at the end of
     /// the stream, `WouldBlock` if nothing waits.
-    fn recv_waiting(&self, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
+    fn recv_waiting(&mut self, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
         let unfilled = buf.initialize_unfilled();
         // SAFETY: `fd` is this connection's open socket; `recv` writes at most
         // `unfilled.len()` bytes into `unfilled`, which it borrows for the call.
@@ -349,6 +354,7 @@ impl Socket {
         };
         match usize::try_from(n) {
             Ok(n) => {
+                self.drained = n < unfilled.len();
                 buf.advance(n);
                 Ok(())
             }
@@ -364,7 +370,7 @@ impl AsyncRead for Socket {
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let socket = self.get_mut();
-        if socket.wake_threshold > 1 {
+        if socket.wake_threshold > 1 && !socket.drained {
             match socket.recv_waiting(buf) {
                 Err(error)
                     if matches!(
