@@ -7,7 +7,8 @@
 //! low-water mark ([`Connection::set_wake_threshold`]): messages arriving
 //! during the pause then no longer wake the sessions' thread each (tokio
 //! watches sockets edge-triggered, so every arrival did), while a flood or a
-//! closed connection still does.
+//! closed connection still does; the read at the tick takes them without
+//! lowering the mark ([`Socket`]).
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
