@@ -342,20 +342,27 @@ impl Socket {
     /// A non-blocking `recv` into `buf`: what waits, 0 bytes at the end of
     /// the stream, `WouldBlock` if nothing waits.
     fn recv_waiting(&mut self, buf: &mut ReadBuf<'_>) -> std::io::Result<()> {
-        let unfilled = buf.initialize_unfilled();
+        // SAFETY: `recv` only writes into the unfilled part (never
+        // de-initialises it), and `assume_init` below covers exactly the
+        // bytes it wrote. Not zeroed first: the read buffer's untouched
+        // pages stay unmapped.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let room = unfilled.len();
         // SAFETY: `fd` is this connection's open socket; `recv` writes at most
-        // `unfilled.len()` bytes into `unfilled`, which it borrows for the call.
+        // `room` bytes into `unfilled`, which it borrows for the call.
         let n = unsafe {
             libc::recv(
                 self.tcp.as_raw_fd(),
                 unfilled.as_mut_ptr().cast(),
-                unfilled.len(),
+                room,
                 libc::MSG_DONTWAIT,
             )
         };
         match usize::try_from(n) {
             Ok(n) => {
-                self.drained = n < unfilled.len();
+                self.drained = n < room;
+                // SAFETY: `recv` initialised the first `n` unfilled bytes.
+                unsafe { buf.assume_init(n) };
                 buf.advance(n);
                 Ok(())
             }
