@@ -65,13 +65,13 @@ pub fn aggregate(entries: &[Entry], max_bytes: usize) -> (Vec<Entry>, HashMap<i6
         }
         flush(&mut group, key, &mut wire, &mut carried);
     }
-    sign(&mut wire, &carried);
+    write_digests(&mut wire, &carried);
     (wire, carried)
 }
 
 /// Writes the MD5 trailer of every aggregated record in `wire`, all in one
 /// go: MD5 hashes several records at once far cheaper than one by one.
-fn sign(wire: &mut [Entry], carried: &HashMap<i64, Vec<i64>>) {
+fn write_digests(wire: &mut [Entry], carried: &HashMap<i64, Vec<i64>>) {
     let aggregated = |entry: &&mut Entry| carried.contains_key(&entry.id);
     let digests = md5_each(
         &wire
@@ -156,7 +156,7 @@ pub fn encode<'a>(key: &str, records: impl Iterator<Item = &'a [u8]> + Clone) ->
     data
 }
 
-/// `encode` with the MD5 trailer left zero, for [`sign`] to write.
+/// `encode` with the MD5 trailer left zero, for [`write_digests`] to write.
 /// Written into one buffer of the exact size: each record's bytes are copied once.
 fn encode_unsigned<'a>(key: &str, records: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
     let message_len = field_size(key.len())
