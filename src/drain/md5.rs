@@ -8,6 +8,11 @@
 //! x86_64, NEON on aarch64), a third of the instructions per byte of hashing
 //! them one by one. Other targets (armv7 without a guaranteed NEON) hash one
 //! by one.
+//!
+//! What makes it fast is the length of that chain, per step: the state stays
+//! in registers from block to block, the message words come in with a few
+//! shuffles, and each step adds its word and constant *off* the chain (see
+//! `opaque`).
 
 /// The state every message starts from.
 const INITIAL: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
@@ -149,7 +154,26 @@ impl<'a> Message<'a> {
     /// Whether every block was handed out.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn done(&self) -> bool {
-        self.read * 64 >= self.whole.len() + self.tail_len
+        self.pending().is_empty()
+    }
+
+    /// The next blocks that lie together in memory: the rest of the input's
+    /// whole blocks, else the rest of the padded tail.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn pending(&self) -> &[u8] {
+        let offset = self.read * 64;
+        if offset < self.whole.len() {
+            &self.whole[offset..]
+        } else {
+            let offset = (offset - self.whole.len()).min(self.tail_len);
+            &self.tail[offset..self.tail_len]
+        }
+    }
+
+    /// Marks `blocks` of [`Self::pending`] as hashed.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn consume(&mut self, blocks: usize) {
+        self.read += blocks;
     }
 
     fn next_block(&mut self) -> Option<&[u8; 64]> {
@@ -184,6 +208,26 @@ fn words(block: &[u8; 64]) -> [u32; 16] {
     m
 }
 
+/// `value` as it is, out of the optimizer's sight. A step is
+/// `b + ((a + word + constant + F(b, c, d)) <<< s)`: only `F(b, c, d)` waits for
+/// the value the last step made, so `a + word + constant` is best added while it
+/// runs. Left alone, LLVM regroups the sum to add the constant last, one more
+/// operation on the chain of every step (about a sixth of MD5's time).
+#[inline(always)]
+fn opaque(mut value: u32) -> u32 {
+    // SAFETY: an empty asm block: the operand is named in a comment only, so
+    // nothing is read or written but the register the value is already in.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("/* {0:e} */", inout(reg) value, options(pure, nomem, nostack, preserves_flags));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("/* {0:w} */", inout(reg) value, options(pure, nomem, nostack, preserves_flags));
+        #[cfg(target_arch = "arm")]
+        core::arch::asm!("/* {0} */", inout(reg) value, options(pure, nomem, nostack, preserves_flags));
+    }
+    value
+}
+
 mod scalar {
     // F and G as the RFC's selections, in three operations instead of four.
     fn f(x: u32, y: u32, z: u32) -> u32 {
@@ -192,8 +236,9 @@ mod scalar {
     fn g(x: u32, y: u32, z: u32) -> u32 {
         y ^ (z & (x ^ y))
     }
+    // `x` is the value the chain just made: last, so one operation waits for it.
     fn h(x: u32, y: u32, z: u32) -> u32 {
-        x ^ y ^ z
+        x ^ (y ^ z)
     }
     fn i(x: u32, y: u32, z: u32) -> u32 {
         y ^ (x | !z)
@@ -207,9 +252,8 @@ mod scalar {
         macro_rules! step {
             ($fun:ident, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
                 $a = $b.wrapping_add(
-                    $a.wrapping_add($fun($b, $c, $d))
-                        .wrapping_add(m[$k])
-                        .wrapping_add(super::K[$i])
+                    super::opaque($a.wrapping_add(m[$k]).wrapping_add(super::K[$i]))
+                        .wrapping_add($fun($b, $c, $d))
                         .rotate_left($s),
                 );
             };
@@ -221,16 +265,16 @@ mod scalar {
     }
 }
 
-/// Four messages at once, one per lane of a 128-bit register. A lane whose
-/// message ends takes the next waiting one; when one message is left it is
-/// finished by the scalar code (a lone lane would cost more than it).
+/// Four messages at once, one per lane of a 128-bit register, a run of blocks
+/// at a time: as many as every busy lane has together in memory (most of a
+/// record at once). A lane whose message ends takes the next waiting one; when
+/// one message is left it is finished by the scalar code (a lone lane would
+/// cost more than it).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod lanes {
     use super::{digest, scalar, simd, Message, INITIAL};
 
     const LANES: usize = 4;
-    /// What an idle lane hashes.
-    const IDLE: [u8; 64] = [0; 64];
 
     pub(super) fn md5_each(inputs: &[&[u8]]) -> Vec<[u8; 16]> {
         let mut digests = vec![[0u8; 16]; inputs.len()];
@@ -257,16 +301,20 @@ mod lanes {
             if lanes.iter().filter(|lane| lane.is_some()).count() <= 1 {
                 break;
             }
-            // Each busy lane's next block; an idle lane hashes zeros, unread.
-            let mut slots = lanes.iter_mut();
-            let blocks: [&[u8; 64]; LANES] =
-                core::array::from_fn(|_| match slots.next().expect("one slot per lane") {
-                    Some((_, message)) => message.next_block().expect("not done"),
-                    None => &IDLE,
-                });
+            // Each busy lane's run; an idle lane hashes a busy lane's, unread.
+            let mut busy = lanes.iter().flatten().map(|(_, message)| message.pending());
+            let first = busy.next().expect("two busy lanes");
+            let blocks = busy.fold(first.len(), |blocks, run| blocks.min(run.len())) / 64;
+            let runs: [&[u8]; LANES] = core::array::from_fn(|lane| match &lanes[lane] {
+                Some((_, message)) => &message.pending()[..blocks * 64],
+                None => &first[..blocks * 64],
+            });
             // SAFETY: SSE2 and NEON are part of every x86_64 and aarch64 CPU
             // (both targets' baseline), so the CPU has what `compress` needs.
-            unsafe { simd::compress(&mut states, blocks) };
+            unsafe { simd::compress(&mut states, runs) };
+            for (_, message) in lanes.iter_mut().flatten() {
+                message.consume(blocks);
+            }
         }
         // The last message alone, on from where its lane left it.
         for (lane, slot) in lanes.iter_mut().enumerate() {
@@ -283,48 +331,51 @@ mod lanes {
 }
 
 /// `compress` for the lanes, over the `simd` module's `V`, `load`, `store`,
-/// `splat`, `add`, `f`..`i` and `rotate_left!`: one block per lane into each
-/// lane's state.
+/// `splat`, `add`, `words`, `opaque`, `f`..`i` and `rotate_left!`: the blocks
+/// of four runs of equal length, one run per lane, into each lane's state.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! lane_compress {
     ($feature:literal) => {
         #[target_feature(enable = $feature)]
-        pub(super) fn compress(states: &mut [[u32; 4]; 4], blocks: [&[u8; 64]; 4]) {
+        pub(super) fn compress(states: &mut [[u32; 4]; 4], runs: [&[u8]; 4]) {
             // Registers hold one word of every lane: transpose on the way in and out.
             let column = |rows: &[[u32; 4]; 4], word: usize| {
                 load([rows[0][word], rows[1][word], rows[2][word], rows[3][word]])
             };
-            let m: [V; 16] = core::array::from_fn(|word| {
-                load(blocks.map(|block| {
-                    let bytes = &block[4 * word..4 * word + 4];
-                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
-                }))
-            });
             let (mut a, mut b, mut c, mut d) = (
                 column(states, 0),
                 column(states, 1),
                 column(states, 2),
                 column(states, 3),
             );
-            macro_rules! step {
-                ($fun:ident, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
-                    $a = add(
-                        $b,
-                        rotate_left!(
-                            add(add($a, $fun($b, $c, $d)), add(m[$k], splat(super::K[$i]))),
-                            $s
-                        ),
-                    );
-                };
+            let mut runs = runs.map(|run| run.chunks_exact(64));
+            while let [Some(b0), Some(b1), Some(b2), Some(b3)] = runs.each_mut().map(Iterator::next) {
+                let m = words([b0, b1, b2, b3]);
+                // Defined here, where `m` is: a macro sees the names of where it is written.
+                macro_rules! step {
+                    ($fun:ident, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
+                        $a = add(
+                            $b,
+                            rotate_left!(
+                                add(
+                                    opaque(add($a, add(m[$k], splat(super::K[$i])))),
+                                    $fun($b, $c, $d)
+                                ),
+                                $s
+                            ),
+                        );
+                    };
+                }
+                let start = (a, b, c, d);
+                md5_steps!(step, a, b, c, d);
+                (a, b, c, d) = (
+                    add(a, start.0),
+                    add(b, start.1),
+                    add(c, start.2),
+                    add(d, start.3),
+                );
             }
-            let start = (a, b, c, d);
-            md5_steps!(step, a, b, c, d);
-            let words = [
-                store(add(a, start.0)),
-                store(add(b, start.1)),
-                store(add(c, start.2)),
-                store(add(d, start.3)),
-            ];
+            let words = [store(a), store(b), store(c), store(d)];
             for (lane, state) in states.iter_mut().enumerate() {
                 *state = [words[0][lane], words[1][lane], words[2][lane], words[3][lane]];
             }
@@ -337,9 +388,11 @@ use lane_compress;
 /// The four-lane step on x86_64's SSE2 (part of every x86_64 CPU).
 #[cfg(target_arch = "x86_64")]
 mod simd {
+    use core::arch::asm;
     use core::arch::x86_64::{
-        __m128i, _mm_add_epi32, _mm_and_si128, _mm_or_si128, _mm_set1_epi32, _mm_set_epi32,
-        _mm_slli_epi32, _mm_srli_epi32, _mm_storeu_si128, _mm_xor_si128,
+        __m128i, _mm_add_epi32, _mm_and_si128, _mm_loadu_si128, _mm_or_si128, _mm_set1_epi32,
+        _mm_set_epi32, _mm_slli_epi32, _mm_srli_epi32, _mm_storeu_si128, _mm_unpackhi_epi32,
+        _mm_unpackhi_epi64, _mm_unpacklo_epi32, _mm_unpacklo_epi64, _mm_xor_si128,
     };
 
     type V = __m128i;
@@ -362,6 +415,44 @@ mod simd {
         // SAFETY: an unaligned store of 16 bytes into a 16-byte array.
         unsafe { _mm_storeu_si128(lanes.as_mut_ptr().cast(), v) };
         lanes
+    }
+
+    /// The 16 words of four 64-byte blocks, word `i` of every block in `m[i]`:
+    /// four 4 × 4 transposes of 16-byte loads.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn words(blocks: [&[u8]; 4]) -> [V; 16] {
+        let mut m = [_mm_set1_epi32(0); 16];
+        for (quarter, m) in m.chunks_exact_mut(4).enumerate() {
+            let rows = blocks.map(|block| {
+                let bytes = &block[16 * quarter..16 * quarter + 16];
+                // SAFETY: an unaligned load of the 16 bytes of `bytes`.
+                unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) }
+            });
+            let low = (
+                _mm_unpacklo_epi32(rows[0], rows[1]),
+                _mm_unpacklo_epi32(rows[2], rows[3]),
+            );
+            let high = (
+                _mm_unpackhi_epi32(rows[0], rows[1]),
+                _mm_unpackhi_epi32(rows[2], rows[3]),
+            );
+            m[0] = _mm_unpacklo_epi64(low.0, low.1);
+            m[1] = _mm_unpackhi_epi64(low.0, low.1);
+            m[2] = _mm_unpacklo_epi64(high.0, high.1);
+            m[3] = _mm_unpackhi_epi64(high.0, high.1);
+        }
+        m
+    }
+
+    /// As the scalar `opaque`.
+    #[inline(always)]
+    fn opaque(mut v: V) -> V {
+        // SAFETY: an empty asm block; see the scalar `opaque`.
+        unsafe {
+            asm!("/* {0} */", inout(xmm_reg) v, options(pure, nomem, nostack, preserves_flags))
+        };
+        v
     }
 
     #[inline]
@@ -391,7 +482,7 @@ mod simd {
     #[inline]
     #[target_feature(enable = "sse2")]
     fn h(x: V, y: V, z: V) -> V {
-        _mm_xor_si128(_mm_xor_si128(x, y), z)
+        _mm_xor_si128(x, _mm_xor_si128(y, z))
     }
 
     #[inline]
@@ -414,9 +505,11 @@ mod simd {
 #[cfg(target_arch = "aarch64")]
 mod simd {
     use core::arch::aarch64::{
-        uint32x4_t, vaddq_u32, vandq_u32, vdupq_n_u32, veorq_u32, vld1q_u32, vornq_u32,
-        vshlq_n_u32, vsriq_n_u32, vst1q_u32,
+        uint32x4_t, vaddq_u32, vbslq_u32, vdupq_n_u32, veorq_u32, vld1q_u32, vornq_u32,
+        vreinterpretq_u32_u64, vreinterpretq_u64_u32, vshlq_n_u32, vsriq_n_u32, vst1q_u32,
+        vzip1q_u32, vzip1q_u64, vzip2q_u32, vzip2q_u64,
     };
+    use core::arch::asm;
 
     type V = uint32x4_t;
 
@@ -436,6 +529,43 @@ mod simd {
         lanes
     }
 
+    /// The 16 words of four 64-byte blocks, word `i` of every block in `m[i]`:
+    /// four 4 × 4 transposes of 16-byte loads (the words are little-endian,
+    /// as the target is).
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn words(blocks: [&[u8]; 4]) -> [V; 16] {
+        let mut m = [vdupq_n_u32(0); 16];
+        for (quarter, m) in m.chunks_exact_mut(4).enumerate() {
+            let rows = blocks.map(|block| {
+                let bytes = &block[16 * quarter..16 * quarter + 16];
+                // SAFETY: a load of the 16 bytes of `bytes` (no alignment needed).
+                unsafe { vld1q_u32(bytes.as_ptr().cast()) }
+            });
+            let pairs = [
+                vreinterpretq_u64_u32(vzip1q_u32(rows[0], rows[1])),
+                vreinterpretq_u64_u32(vzip1q_u32(rows[2], rows[3])),
+                vreinterpretq_u64_u32(vzip2q_u32(rows[0], rows[1])),
+                vreinterpretq_u64_u32(vzip2q_u32(rows[2], rows[3])),
+            ];
+            m[0] = vreinterpretq_u32_u64(vzip1q_u64(pairs[0], pairs[1]));
+            m[1] = vreinterpretq_u32_u64(vzip2q_u64(pairs[0], pairs[1]));
+            m[2] = vreinterpretq_u32_u64(vzip1q_u64(pairs[2], pairs[3]));
+            m[3] = vreinterpretq_u32_u64(vzip2q_u64(pairs[2], pairs[3]));
+        }
+        m
+    }
+
+    /// As the scalar `opaque`.
+    #[inline(always)]
+    fn opaque(mut v: V) -> V {
+        // SAFETY: an empty asm block; see the scalar `opaque`.
+        unsafe {
+            asm!("/* {0:v} */", inout(vreg) v, options(pure, nomem, nostack, preserves_flags))
+        };
+        v
+    }
+
     #[inline]
     #[target_feature(enable = "neon")]
     fn splat(word: u32) -> V {
@@ -451,19 +581,20 @@ mod simd {
     #[inline]
     #[target_feature(enable = "neon")]
     fn f(x: V, y: V, z: V) -> V {
-        veorq_u32(z, vandq_u32(x, veorq_u32(y, z)))
+        // Where x, y, else z: one bit select.
+        vbslq_u32(x, y, z)
     }
 
     #[inline]
     #[target_feature(enable = "neon")]
     fn g(x: V, y: V, z: V) -> V {
-        veorq_u32(y, vandq_u32(z, veorq_u32(x, y)))
+        vbslq_u32(z, x, y)
     }
 
     #[inline]
     #[target_feature(enable = "neon")]
     fn h(x: V, y: V, z: V) -> V {
-        veorq_u32(veorq_u32(x, y), z)
+        veorq_u32(x, veorq_u32(y, z))
     }
 
     #[inline]
