@@ -233,8 +233,13 @@ mod scalar {
     fn f(x: u32, y: u32, z: u32) -> u32 {
         z ^ (x & (y ^ z))
     }
-    fn g(x: u32, y: u32, z: u32) -> u32 {
-        y ^ (z & (x ^ y))
+    // G's halves share no bit, so G = (x & z) + (y & !z): the half without
+    // `x`, the value the chain just made, is added off the chain (see `step`).
+    fn g_late(x: u32, z: u32) -> u32 {
+        x & z
+    }
+    fn g_early(y: u32, z: u32) -> u32 {
+        y & !z
     }
     // `x` is the value the chain just made: last, so one operation waits for it.
     fn h(x: u32, y: u32, z: u32) -> u32 {
@@ -250,6 +255,17 @@ mod scalar {
         let [mut a, mut b, mut c, mut d] = *state;
         // a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s)
         macro_rules! step {
+            (g, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
+                $a = $b.wrapping_add(
+                    super::opaque(
+                        $a.wrapping_add(m[$k])
+                            .wrapping_add(super::K[$i])
+                            .wrapping_add(g_early($c, $d)),
+                    )
+                    .wrapping_add(g_late($b, $d))
+                    .rotate_left($s),
+                );
+            };
             ($fun:ident, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
                 $a = $b.wrapping_add(
                     super::opaque($a.wrapping_add(m[$k]).wrapping_add(super::K[$i]))
@@ -331,7 +347,7 @@ mod lanes {
 }
 
 /// `compress` for the lanes, over the `simd` module's `V`, `load`, `store`,
-/// `splat`, `add`, `words`, `opaque`, `f`..`i` and `rotate_left!`: the blocks
+/// `splat`, `add`, `words`, `opaque`, `f`, `g_late`, `g_early`, `h`, `i` and `rotate_left!`: the blocks
 /// of four runs of equal length, one run per lane, into each lane's state.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! lane_compress {
@@ -353,6 +369,21 @@ macro_rules! lane_compress {
                 let m = words([b0, b1, b2, b3]);
                 // Defined here, where `m` is: a macro sees the names of where it is written.
                 macro_rules! step {
+                    (g, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
+                        $a = add(
+                            $b,
+                            rotate_left!(
+                                add(
+                                    opaque(add(
+                                        add($a, add(m[$k], splat(super::K[$i]))),
+                                        g_early($c, $d)
+                                    )),
+                                    g_late($b, $d)
+                                ),
+                                $s
+                            ),
+                        );
+                    };
                     ($fun:ident, $a:ident, $b:ident, $c:ident, $d:ident, $k:literal, $s:literal, $i:literal) => {
                         $a = add(
                             $b,
@@ -390,9 +421,10 @@ use lane_compress;
 mod simd {
     use core::arch::asm;
     use core::arch::x86_64::{
-        __m128i, _mm_add_epi32, _mm_and_si128, _mm_loadu_si128, _mm_or_si128, _mm_set1_epi32,
-        _mm_set_epi32, _mm_slli_epi32, _mm_srli_epi32, _mm_storeu_si128, _mm_unpackhi_epi32,
-        _mm_unpackhi_epi64, _mm_unpacklo_epi32, _mm_unpacklo_epi64, _mm_xor_si128,
+        __m128i, _mm_add_epi32, _mm_and_si128, _mm_andnot_si128, _mm_loadu_si128, _mm_or_si128,
+        _mm_set1_epi32, _mm_set_epi32, _mm_slli_epi32, _mm_srli_epi32, _mm_storeu_si128,
+        _mm_unpackhi_epi32, _mm_unpackhi_epi64, _mm_unpacklo_epi32, _mm_unpacklo_epi64,
+        _mm_xor_si128,
     };
 
     type V = __m128i;
@@ -473,10 +505,17 @@ mod simd {
         _mm_xor_si128(z, _mm_and_si128(x, _mm_xor_si128(y, z)))
     }
 
+    /// G's halves, as the scalar `g_late` and `g_early`.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn g(x: V, y: V, z: V) -> V {
-        _mm_xor_si128(y, _mm_and_si128(z, _mm_xor_si128(x, y)))
+    fn g_late(x: V, z: V) -> V {
+        _mm_and_si128(x, z)
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn g_early(y: V, z: V) -> V {
+        _mm_andnot_si128(z, y)
     }
 
     #[inline]
@@ -505,9 +544,9 @@ mod simd {
 #[cfg(target_arch = "aarch64")]
 mod simd {
     use core::arch::aarch64::{
-        uint32x4_t, vaddq_u32, vbslq_u32, vdupq_n_u32, veorq_u32, vld1q_u32, vornq_u32,
-        vreinterpretq_u32_u64, vreinterpretq_u64_u32, vshlq_n_u32, vsriq_n_u32, vst1q_u32,
-        vzip1q_u32, vzip1q_u64, vzip2q_u32, vzip2q_u64,
+        uint32x4_t, vaddq_u32, vandq_u32, vbicq_u32, vbslq_u32, vdupq_n_u32, veorq_u32, vld1q_u32,
+        vornq_u32, vreinterpretq_u32_u64, vreinterpretq_u64_u32, vshlq_n_u32, vsriq_n_u32,
+        vst1q_u32, vzip1q_u32, vzip1q_u64, vzip2q_u32, vzip2q_u64,
     };
     use core::arch::asm;
 
@@ -585,10 +624,17 @@ mod simd {
         vbslq_u32(x, y, z)
     }
 
+    /// G's halves, as the scalar `g_late` and `g_early`.
     #[inline]
     #[target_feature(enable = "neon")]
-    fn g(x: V, y: V, z: V) -> V {
-        vbslq_u32(z, x, y)
+    fn g_late(x: V, z: V) -> V {
+        vandq_u32(x, z)
+    }
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn g_early(y: V, z: V) -> V {
+        vbicq_u32(y, z)
     }
 
     #[inline]
