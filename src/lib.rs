@@ -192,7 +192,6 @@ pub fn run(config: Config, shutdown: Shutdown) -> Result<(), RunError> {
         status::file::Sources {
             gateway_id: config.gateway_id.clone(),
             board: board.clone(),
-            spool_path: config.spool.path.clone(),
             space: spool.space(),
             aws_offset,
             credentials: {

@@ -23,7 +23,7 @@ use super::document::{BrokerLine, DiskLine, StatusDocument, StoredLine};
 use crate::clock::{epoch_ms, AwsOffset};
 use crate::disk;
 use crate::shutdown::Shutdown;
-use crate::spool::{SpaceStatus, SpoolReader};
+use crate::spool::SpaceStatus;
 
 /// How often the board is looked at.
 const TICK: Duration = Duration::from_secs(1);
@@ -36,7 +36,6 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 pub struct Sources {
     pub gateway_id: String,
     pub board: StatusBoard,
-    pub spool_path: PathBuf,
     pub space: std::sync::Arc<SpaceStatus>,
     pub aws_offset: AwsOffset,
     /// The drain's credentials, as the file shows them (the status part
@@ -61,7 +60,7 @@ pub fn start(
 }
 
 fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
-    let mut drain_rate = DrainRate::new(sources.spool_path.clone());
+    let mut drain_rate = DrainRate::default();
     let mut last_written: Option<(StatusDocument, Instant)> = None;
     let mut n_failures: u32 = 0;
     loop {
@@ -72,7 +71,7 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
             running: !stopping,
             // Set at the write; left out of the comparison with the last one.
             written_at_ms: 0,
-            drain_records_per_s: drain_rate.sample(),
+            drain_records_per_s: drain_rate.sample((sources.stored)().messages, Instant::now()),
             clock_offset_ms: sources.aws_offset.get(),
             disk: Some(DiskLine::new(&sources.space)),
             credentials: Some((sources.credentials)()),
@@ -164,34 +163,18 @@ fn write_in_place(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(&bytes)
 }
 
-/// Records delivered per second over the last [`RATE_WINDOW`], from the spool's counters.
+/// Messages delivered per second over the last [`RATE_WINDOW`], from the
+/// drain's count of messages stored: a counter in memory, so the status file
+/// reads nothing from the spool for it every second.
+#[derive(Default)]
 struct DrainRate {
-    spool_path: PathBuf,
-    reader: Option<SpoolReader>,
     samples: VecDeque<(Instant, u64)>,
 }
 
 impl DrainRate {
-    fn new(spool_path: PathBuf) -> DrainRate {
-        DrainRate {
-            spool_path,
-            reader: None,
-            samples: VecDeque::new(),
-        }
-    }
-
-    /// `None` until two samples exist (or while the spool cannot be read).
-    fn sample(&mut self) -> Option<f64> {
-        if self.reader.is_none() {
-            self.reader = SpoolReader::open(&self.spool_path).ok();
-        }
-        let counters = self.reader.as_ref()?.counters();
-        let Ok(counters) = counters else {
-            self.reader = None;
-            return None;
-        };
-        let delivered: u64 = counters.iter().map(|c| c.delivered).sum();
-        let now = Instant::now();
+    /// The rate with `delivered` (messages stored since start) at `now`;
+    /// `None` until the samples span a second.
+    fn sample(&mut self, delivered: u64, now: Instant) -> Option<f64> {
         self.samples.push_back((now, delivered));
         while self
             .samples
@@ -209,3 +192,6 @@ impl DrainRate {
         Some((rate * 10.0).round() / 10.0)
     }
 }
+
+#[cfg(test)]
+mod tests;
