@@ -229,7 +229,7 @@ fn opaque(mut value: u32) -> u32 {
 }
 
 mod scalar {
-    // F and G as the RFC's selections, in three operations instead of four.
+    // F as the RFC's selection, in three operations instead of four.
     fn f(x: u32, y: u32, z: u32) -> u32 {
         z ^ (x & (y ^ z))
     }
