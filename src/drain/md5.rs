@@ -104,11 +104,8 @@ macro_rules! md5_steps {
 
 /// The MD5 of `input`.
 pub fn md5(input: &[u8]) -> [u8; 16] {
-    let mut message = Message::new(input);
     let mut state = INITIAL;
-    while let Some(block) = message.next_block() {
-        scalar::compress(&mut state, block);
-    }
+    scalar::compress_rest(&mut state, &mut Message::new(input));
     digest(state)
 }
 
@@ -159,7 +156,6 @@ impl<'a> Message<'a> {
 
     /// The next blocks that lie together in memory: the rest of the input's
     /// whole blocks, else the rest of the padded tail.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn pending(&self) -> &[u8] {
         let offset = self.read * 64;
         if offset < self.whole.len() {
@@ -171,24 +167,8 @@ impl<'a> Message<'a> {
     }
 
     /// Marks `blocks` of [`Self::pending`] as hashed.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn consume(&mut self, blocks: usize) {
         self.read += blocks;
-    }
-
-    fn next_block(&mut self) -> Option<&[u8; 64]> {
-        let offset = self.read * 64;
-        self.read += 1;
-        let block = if offset < self.whole.len() {
-            &self.whole[offset..offset + 64]
-        } else {
-            let offset = offset - self.whole.len();
-            if offset >= self.tail_len {
-                return None;
-            }
-            &self.tail[offset..offset + 64]
-        };
-        Some(block.try_into().expect("64 bytes"))
     }
 }
 
@@ -249,8 +229,23 @@ mod scalar {
         y ^ (x | !z)
     }
 
+    /// What is left of `message` into `state`, a block at a time.
+    pub(super) fn compress_rest(state: &mut [u32; 4], message: &mut super::Message<'_>) {
+        loop {
+            let run = message.pending();
+            if run.is_empty() {
+                return;
+            }
+            let blocks = run.len() / 64;
+            for block in run.chunks_exact(64) {
+                compress(state, block.try_into().expect("64 bytes"));
+            }
+            message.consume(blocks);
+        }
+    }
+
     /// One 64-byte block into `state`.
-    pub(super) fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
+    fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
         let m = super::words(block);
         let [mut a, mut b, mut c, mut d] = *state;
         // a = b + ((a + F(b,c,d) + X[k] + T[i]) <<< s)
@@ -336,9 +331,7 @@ mod lanes {
         for (lane, slot) in lanes.iter_mut().enumerate() {
             if let Some((index, mut message)) = slot.take() {
                 let mut state = states[lane];
-                while let Some(block) = message.next_block() {
-                    scalar::compress(&mut state, block);
-                }
+                scalar::compress_rest(&mut state, &mut message);
                 digests[index] = digest(state);
             }
         }
