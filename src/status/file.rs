@@ -65,13 +65,14 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
     let mut n_failures: u32 = 0;
     loop {
         let stopping = shutdown.is_requested();
+        let stored = (sources.stored)();
         let state = StatusDocument {
             gateway_id: sources.gateway_id.clone(),
             pid: std::process::id(),
             running: !stopping,
             // Set at the write; left out of the comparison with the last one.
             written_at_ms: 0,
-            drain_records_per_s: drain_rate.sample((sources.stored)().messages, Instant::now()),
+            drain_records_per_s: drain_rate.sample(stored.messages, Instant::now()),
             clock_offset_ms: sources.aws_offset.get(),
             disk: Some(DiskLine::new(&sources.space)),
             credentials: Some((sources.credentials)()),
@@ -92,7 +93,7 @@ fn keep_file(path: PathBuf, sources: Sources, shutdown: Shutdown) {
         if due || stopping {
             let document = StatusDocument {
                 written_at_ms: epoch_ms(SystemTime::now()),
-                stored: Some((sources.stored)()),
+                stored: Some(stored),
                 ..state.clone()
             };
             let text = serde_json::to_string(&document).expect("a status document serializes");
