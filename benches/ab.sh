@@ -52,17 +52,22 @@ done
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
-# run SIDE ROUND: one run of benches/e2e.sh with that side's settings.
+# run SIDE ROUND: one run of benches/e2e.sh with that side's settings; a
+# failed run stops the comparison (a summary without it would mislead).
 run() {
-    local side=$1 round=$2 line
+    local side=$1 round=$2 line out
     local -n settings=$1
+    out=$(env "${settings[@]}" bash benches/e2e.sh) || {
+        echo "ab: side $side, round $round: benches/e2e.sh failed" >&2
+        exit 1
+    }
     while IFS= read -r line; do
         echo "$side round $round: $line"
         # "<point> ... | <rate> msg/s  cpu=<cpu> us/msg ..." (idle has no rate)
         if [[ $line =~ ^([a-z]+)\ .*\|\ +([0-9]+)\ msg/s\ +cpu=([0-9.]+)\ us/msg ]]; then
             echo "${BASH_REMATCH[1]} $side $round ${BASH_REMATCH[3]} ${BASH_REMATCH[2]}" >>"$results"
         fi
-    done < <(env "${settings[@]}" bash benches/e2e.sh | grep -v '^#')
+    done < <(grep -v '^#' <<<"$out")
 }
 
 for round in $(seq 1 "$rounds"); do
